@@ -1,0 +1,37 @@
+# factoryd developer entry points. Every target creates its own virtualenv.
+#
+#   make run    set up, then run the daemon on etc/factoryd.toml (Ctrl-C stops it)
+#   make test   set up (venv, Debian's prometheus for promtool, pinned agent CLIs), lint, test
+#   make bench  run the benchmarks in bench/ and write bench/RESULTS.md
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CONFIG ?= etc/factoryd.toml
+
+.PHONY: run test lint bench system-deps clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/factoryd run --config $(CONFIG)
+
+system-deps:
+	scripts/install-system-deps
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+
+test: $(BIN)/.installed system-deps lint
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

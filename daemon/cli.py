@@ -1,0 +1,164 @@
+"""The `factoryd` command line: run | check | route | status | state | submit | cancel.
+
+Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
+file, arguments). Errors are one line per problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.config import Config, ConfigError, load_config, parse_task_override
+from daemon.routing.engine import RoutingEngine
+from daemon.routing.snapshot import SnapshotError
+from daemon.timefmt import parse_iso
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit 2."""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(config.summary())
+    return EXIT_OK
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read {what}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: {what} is not valid JSON: {exc}") from None
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.task is not None:
+        spec = next((t for t in config.tasks if t.name == args.task), None)
+        if spec is None:
+            spec = config.templates.get(args.task)
+        if spec is None:
+            known = ", ".join([t.name for t in config.tasks] + list(config.templates))
+            raise UsageError(f"--task: no task or template named {args.task!r} (known: {known})")
+    else:
+        try:
+            data = json.loads(args.task_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--task-json: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError("--task-json: expected a JSON object of task attributes")
+        data.setdefault("name", "adhoc")
+        spec = parse_task_override(
+            config, data, template=None, where="--task-json", route_only=True
+        )
+    engine = RoutingEngine.from_config(config)
+    now = time.time()
+    if args.state:
+        try:
+            taken = engine.load_snapshot(_read_json(args.state, "state"))
+        except SnapshotError as exc:
+            raise UsageError(f"{args.state}: {exc}") from None
+        if taken is not None and args.now is None:
+            now = taken
+    if args.now is not None:
+        try:
+            now = parse_iso(args.now)
+        except ValueError:
+            raise UsageError(f"--now: expected an RFC 3339 time, got {args.now!r}") from None
+    decision = engine.route(spec.route, now, exclude=args.exclude or (), force=args.force)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2))
+    else:
+        print(render_decision(decision.to_dict()))
+    return EXIT_OK if decision.arm else EXIT_FAIL
+
+
+def render_decision(d: dict[str, Any]) -> str:
+    lines = [
+        f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
+        f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
+    ]
+    if d["reservation"]:
+        charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
+        lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+    if d["ranking"]:
+        lines.append("")
+        head = (
+            f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
+            f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
+        )
+        lines.append(head)
+        for r in d["ranking"]:
+            c = r["components"]
+            lines.append(
+                f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
+                f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
+                f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
+                + ("  below quality floor" if r["below_quality"] else "")
+            )
+    if d["rejections"]:
+        lines.append("")
+        lines.append("rejected:")
+        for r in d["rejections"]:
+            lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
+    lines.append("")
+    lines.append(d["rationale"])
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factoryd", description="Keep CLI coding agents running, routed by policy."
+    )
+    parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate a config and print a summary")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("route", help="explain the routing decision for a task, running nothing")
+    p.add_argument("--config", "-c", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help="a task or template name from the config")
+    which.add_argument("--task-json", help="task attributes as a JSON object")
+    p.add_argument("--state", help="a routing state snapshot (JSON; '-' for stdin)")
+    p.add_argument("--now", help="decide as of this RFC 3339 time (default: the snapshot's)")
+    p.add_argument("--exclude", action="append", help="an arm to leave out (repeatable)")
+    p.add_argument("--force", help="route to this arm only, still checking it")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    p.set_defaults(func=cmd_route)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
