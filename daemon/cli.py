@@ -31,6 +31,18 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from daemon import logs
+    from daemon.service import Service
+
+    config = _config(args)
+    logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    service = Service(config)
+    return anyio.run(service.run)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(config.summary())
@@ -129,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=None,
+        help="override [daemon].log_format",
+    )
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config and print a summary")
     p.add_argument("--config", "-c", required=True)

@@ -1,0 +1,159 @@
+"""Turn (task, routing decision) into a concrete `RunSpec`: argv, env, cwd, files.
+
+The environment is minimal and explicit: only the variables named by
+`inherit_env` (daemon-wide plus per task) are copied from the daemon's
+own environment; then the arm's `env`, the task's `env`, the arm's secrets
+(from the daemon's environment or a file, never logged), the adapter's own
+variables, and the run's identity (FACTORYD_RUN_ID, FACTORYD_TASK,
+FACTORYD_ARM) that lets the daemon recognise a run's descendants.
+With `isolate_home`, HOME, TMPDIR and the XDG directories point into a
+per-run directory that is removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.agents.base import LaunchContext
+from daemon.agents.registry import adapter_for
+from daemon.capture import RunLog
+from daemon.config import ArmLaunch, Config
+from daemon.logs import REDACTOR
+from daemon.process import RUN_ID_ENV
+from daemon.routing.model import ArmSpec
+from daemon.runner import RunSpec
+from daemon.taskspec import TaskSpec
+
+
+class LaunchError(Exception):
+    """The run cannot be prepared (missing prompt file, unreadable secret, ...)."""
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and unique across restarts: milliseconds in base 36 plus randomness."""
+    ms = int((now if now is not None else time.time()) * 1000)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while ms:
+        ms, rem = divmod(ms, 36)
+        out = digits[rem] + out
+    return f"{out}-{secrets.token_hex(3)}"
+
+
+def read_secret(source: str) -> str:
+    kind, _, ref = source.partition(":")
+    if kind == "env":
+        value = os.environ.get(ref)
+        if value is None:
+            raise LaunchError(f"secret variable {ref} is not set in the daemon's environment")
+        return value
+    try:
+        return Path(ref).read_text().strip()
+    except OSError as exc:
+        raise LaunchError(f"cannot read secret file {ref}: {exc.strerror}") from None
+
+
+def resolve_secrets(launch: ArmLaunch) -> dict[str, str]:
+    values = {var: read_secret(source) for var, source in launch.secrets}
+    REDACTOR.add(values.values())
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    spec: RunSpec
+    run_dir: Path
+    log_path: Path
+
+
+def prepare(
+    config: Config, task: TaskSpec, arm: ArmSpec, run_id: str, base_env: dict[str, str]
+) -> Prepared:
+    """Build everything a Runner needs; raise LaunchError with a reason an operator reads."""
+    launch = config.launch.get(arm.name, ArmLaunch())
+    run_dir = config.daemon.state_dir / "runs" / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    prompt = task.prompt
+    if prompt is None and task.prompt_file is not None:
+        try:
+            prompt = Path(task.prompt_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LaunchError(f"cannot read prompt_file {task.prompt_file}: {exc}") from None
+    workdir = task.workdir or str(run_dir)
+    env = {k: base_env[k] for k in (*config.daemon.inherit_env, *task.inherit_env) if k in base_env}
+    env.update(launch.env)
+    env.update(task.env)
+    if task.isolate_home:
+        home = run_dir / "home"
+        tmp = run_dir / "tmp"
+        for d in (
+            home,
+            tmp,
+            home / ".config",
+            home / ".cache",
+            home / ".local" / "share",
+            home / ".local" / "state",
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+        env.update(
+            HOME=str(home),
+            TMPDIR=str(tmp),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_CACHE_HOME=str(home / ".cache"),
+            XDG_DATA_HOME=str(home / ".local" / "share"),
+            XDG_STATE_HOME=str(home / ".local" / "state"),
+        )
+    env.update(resolve_secrets(launch))
+    ctx = LaunchContext(
+        run_id=run_id,
+        task=task,
+        arm=arm,
+        launch=launch,
+        prompt=prompt,
+        workdir=workdir,
+        run_dir=run_dir,
+    )
+    adapter = adapter_for(arm.cli)
+    try:
+        plan = adapter.plan(ctx)
+    except (ValueError, OSError) as exc:
+        raise LaunchError(str(exc)) from None
+    env.update(plan.env)
+    env.update({RUN_ID_ENV: run_id, "FACTORYD_TASK": task.name, "FACTORYD_ARM": arm.name})
+    log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
+    try:
+        log = RunLog(log_path, config.daemon.run_log_max_bytes)
+    except OSError as exc:
+        raise LaunchError(f"cannot open run log {log_path}: {exc.strerror}") from None
+    spec = RunSpec(
+        run_id=run_id,
+        task=task.name,
+        arm=arm.name,
+        cli=arm.cli,
+        argv=plan.argv,
+        env=env,
+        cwd=workdir,
+        log=log,
+        parser=adapter.parser(),
+        stdin_path=plan.stdin_path,
+        timeout=task.timeout,
+        stall_timeout=task.stall_timeout,
+        stop_grace=task.stop_grace,
+    )
+    return Prepared(spec=spec, run_dir=run_dir, log_path=log_path)
+
+
+def remove_run_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"

@@ -1,0 +1,733 @@
+"""The reconcile loop: the one owner of task and run state.
+
+Contract: reconciliation is level-based. Each pass looks at desired state
+(config tasks, submissions, cron fires) and observed state (live runs and
+how finished ones ended) and starts or stops runs until they agree. Events
+- a run ended, a reload, a submission, a signal - only wake the loop early;
+a missed event is caught by the next pass (at most `loop_interval` later).
+
+Only the loop task mutates state. Runner tasks report through one memory
+stream that the loop drains at the start of every pass; the loop talks to
+a runner through that run's own stream (stop requests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import psutil
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from daemon import process
+from daemon.config import Config
+from daemon.launch import LaunchError, new_run_id, prepare, remove_run_dir
+from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
+from daemon.logs import get_logger
+from daemon.metrics import Metrics
+from daemon.routing.engine import RoutingEngine, settings_from_config
+from daemon.routing.model import Priority, Usage
+from daemon.routing.router import Decision
+from daemon.runner import Outcome, Runner, RunResult, StopRequest
+from daemon.schedule import catch_up, next_fire
+from daemon.taskspec import TaskKind, TaskSpec
+from daemon.timefmt import iso as _iso
+
+#: Seconds between scans for escaped descendants and orphans while runs live.
+SCAN_INTERVAL = 5.0
+PRIORITY_ORDER = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+@dataclass(slots=True)
+class Clock:
+    mono: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    run_id: str
+    task: str
+    spec: TaskSpec
+    arm: str
+    cli: str
+    pools: tuple[str, ...]
+    decision: Decision
+    runner: Runner
+    inbox: MemoryObjectSendStream[StopRequest]
+    started_mono: float
+    started_wall: float
+    run_dir: Any
+    log_path: Any
+    state: str = "starting"
+    pid: int | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(slots=True)
+class TaskRuntime:
+    """What the loop knows about one desired task."""
+
+    spec: TaskSpec
+    label: str
+    source: str = "config"
+    phase: TaskPhase = TaskPhase.PENDING
+    reason: str = "new"
+    book: RestartBook = field(default_factory=RestartBook.empty)
+    retry_at: float | None = None
+    exclude: set[str] = field(default_factory=set)
+    run: str | None = None
+    last_arm: str | None = None
+    last_outcome: str | None = None
+    runs: int = 0
+    restarts: int = 0
+    pending_fires: int = 0
+    next_fire: float | None = None
+    last_fire: float | None = None
+    removed: bool = False
+    waiting_since: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    run_id: str
+    result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    run_id: str
+    pid: int
+    create_time: float
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = RoutingEngine.from_config(config)
+        self.metrics = metrics or Metrics()
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()  # noqa: S311 - backoff jitter, not crypto
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.log = get_logger()
+        self.tasks: dict[str, TaskRuntime] = {}
+        self.runs: dict[str, ActiveRun] = {}
+        self._send, self._recv = anyio.create_memory_object_stream[_Ended | _Started](math.inf)
+        self._wake = anyio.Event()
+        self._wake_reasons: set[str] = set()
+        self._tg: TaskGroup | None = None
+        self._stopping = False
+        self._reload: Callable[[], Config] | None = None
+        self._pending_reload = False
+        self._next_scan = 0.0
+        self.last_pass_wall: float | None = None
+        self.passes = 0
+        self.started = anyio.Event()
+        self._adopt_config_tasks(config, first=True)
+
+    # -- requests from outside the loop (signals, control socket) -----------
+
+    def wake(self, reason: str) -> None:
+        self._wake_reasons.add(reason)
+        self._wake.set()
+
+    def request_reload(self, loader: Callable[[], Config]) -> None:
+        self._reload = loader
+        self._pending_reload = True
+        self.wake("reload")
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self.wake("shutdown")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile until asked to stop, then stop every run and return."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            while True:
+                reasons = self._wake_reasons or {"interval"}
+                self._wake_reasons = set()
+                self._wake = anyio.Event()
+                if reasons == {"started"}:
+                    # A run reported its pid: record it, no need for a full pass.
+                    self._drain(self.clock.mono(), self.clock.wall())
+                    await self._sleep()
+                    continue
+                t0 = time.perf_counter()
+                self.reconcile_pass()
+                self.metrics.pass_seconds.observe(time.perf_counter() - t0)
+                for reason in reasons:
+                    self.metrics.passes.labels(reason).inc()
+                self.passes += 1
+                self.last_pass_wall = self.clock.wall()
+                self.metrics.last_pass.set(self.last_pass_wall)
+                if not self.started.is_set():
+                    self.started.set()
+                if self._stopping and not self.runs:
+                    break
+                await self._sleep()
+            tg.cancel_scope.cancel()
+
+    async def _sleep(self) -> None:
+        delay = self._sleep_for()
+        if not self._wake.is_set():
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+
+    def reconcile_pass(self) -> None:
+        now_m, now_w = self.clock.mono(), self.clock.wall()
+        self._drain(now_m, now_w)
+        if self._pending_reload:
+            self._pending_reload = False
+            self._do_reload()
+        if self._stopping:
+            for run in self.runs.values():
+                self._stop_run(run, Outcome.CANCELLED, "daemon shutting down")
+            return
+        self._fire_schedules(now_w)
+        for run in list(self.runs.values()):
+            why = self._why_stop(run)
+            if why is not None:
+                self._stop_run(run, Outcome.CANCELLED, why)
+        self._start_wanted(now_m, now_w)
+        if self.runs and now_m >= self._next_scan:
+            self._next_scan = now_m + SCAN_INTERVAL
+            self._scan_descendants()
+
+    def _sleep_for(self) -> float:
+        now_m, now_w = self.clock.mono(), self.clock.wall()
+        soonest = self.config.daemon.loop_interval
+        for rt in self.tasks.values():
+            if rt.retry_at is not None and rt.run is None and rt.phase not in TERMINAL:
+                soonest = min(soonest, rt.retry_at - now_m)
+            if rt.next_fire is not None:
+                soonest = min(soonest, rt.next_fire - now_w)
+        if self.runs:
+            soonest = min(soonest, max(self._next_scan - now_m, 0.0) + 0.001)
+        return max(soonest, 0.0)
+
+    # -- desired state ----------------------------------------------------------
+
+    def _adopt_config_tasks(self, config: Config, *, first: bool = False) -> None:
+        now_w = self.clock.wall()
+        wanted = {t.name: t for t in config.tasks}
+        for name, rt in self.tasks.items():
+            if rt.source == "config" and name not in wanted:
+                rt.removed = True
+                self._set_phase(rt, TaskPhase.CANCELLED, "removed from config")
+        for name, spec in wanted.items():
+            rt = self.tasks.get(name)
+            if rt is None or (rt.removed and rt.run is None):
+                rt = self.tasks[name] = TaskRuntime(spec=spec, label=name)
+                rt.waiting_since = self.clock.mono()
+                self._init_phase(rt, now_w)
+            elif rt.spec != spec:
+                rt.spec = spec
+                rt.removed = False
+                rt.book = RestartBook.empty()
+                rt.retry_at = None
+                rt.exclude.clear()
+                self._init_phase(rt, now_w, "config changed")
+        if not first:
+            self.log.info("config.applied", tasks=len(wanted))
+
+    def _init_phase(self, rt: TaskRuntime, now_w: float, reason: str = "new") -> None:
+        spec = rt.spec
+        rt.pending_fires = 0
+        rt.next_fire = None
+        if not spec.enabled:
+            self._set_phase(rt, TaskPhase.DISABLED, "disabled in config")
+        elif spec.kind is TaskKind.SCHEDULED and spec.schedule:
+            rt.next_fire = next_fire(spec.schedule, spec.timezone, now_w)
+            self._set_phase(rt, TaskPhase.WAITING, f"{reason}; next fire at {_iso(rt.next_fire)}")
+        else:
+            self._set_phase(rt, TaskPhase.PENDING, reason)
+
+    def restore_schedule(self, name: str, last_fire: float) -> None:
+        """After a restart: apply the task's missed-fire policy since `last_fire`."""
+        rt = self.tasks.get(name)
+        if rt is None or rt.spec.schedule is None:
+            return
+        now_w = self.clock.wall()
+        plan = catch_up(
+            rt.spec.schedule, rt.spec.timezone, last_fire, now_w, rt.spec.missed, rt.spec.missed_cap
+        )
+        rt.last_fire = last_fire
+        rt.next_fire = plan.next_fire
+        if plan.missed:
+            rt.pending_fires += plan.runs
+            self.metrics.cron_fires.labels(rt.label, "missed").inc(plan.missed)
+            self.log.info(
+                "cron.missed",
+                task=rt.name,
+                missed=plan.missed,
+                runs=plan.runs,
+                decision=plan.decision,
+            )
+            if plan.runs:
+                self._set_phase(rt, TaskPhase.PENDING, plan.decision)
+
+    def _fire_schedules(self, now_w: float) -> None:
+        for rt in self.tasks.values():
+            if rt.next_fire is None or now_w < rt.next_fire or rt.removed:
+                continue
+            spec = rt.spec
+            assert spec.schedule is not None
+            rt.last_fire = rt.next_fire
+            rt.next_fire = next_fire(spec.schedule, spec.timezone, now_w)
+            if rt.pending_fires >= spec.missed_cap:
+                self.metrics.cron_fires.labels(rt.label, "over_cap").inc()
+                self.log.warning(
+                    "cron.over_cap", task=rt.name, pending=rt.pending_fires, cap=spec.missed_cap
+                )
+                continue
+            rt.pending_fires += 1
+            self.metrics.cron_fires.labels(rt.label, "queued").inc()
+            self.log.info(
+                "cron.fire", task=rt.name, pending=rt.pending_fires, next_fire=_iso(rt.next_fire)
+            )
+            if rt.phase is TaskPhase.WAITING:
+                self._set_phase(rt, TaskPhase.PENDING, f"cron fire at {_iso(rt.last_fire)}")
+
+    def _wants_run(self, rt: TaskRuntime, now_m: float) -> bool:
+        if rt.run is not None or rt.removed or not rt.spec.enabled:
+            return False
+        if rt.phase in TERMINAL:
+            return False
+        if rt.retry_at is not None and now_m < rt.retry_at:
+            return False
+        if rt.spec.kind is TaskKind.SCHEDULED:
+            return rt.pending_fires > 0
+        return True
+
+    def _why_stop(self, run: ActiveRun) -> str | None:
+        if run.stop_reason is not None:
+            return None
+        rt = self.tasks.get(run.task)
+        if rt is None or rt.removed:
+            return "task removed from config"
+        if rt.spec != run.spec:
+            return "task changed in config"
+        if not rt.spec.enabled:
+            return "task disabled"
+        if rt.phase is TaskPhase.CANCELLED:
+            return rt.reason
+        return None
+
+    # -- starting ---------------------------------------------------------------
+
+    def _start_wanted(self, now_m: float, now_w: float) -> None:
+        wanted = [rt for rt in self.tasks.values() if self._wants_run(rt, now_m)]
+        if not wanted:
+            return
+        wanted.sort(key=lambda rt: (PRIORITY_ORDER[rt.spec.route.priority], rt.waiting_since))
+        cap = self.config.daemon.max_concurrent
+        for rt in wanted:
+            if len(self.runs) >= cap:
+                if rt.phase is not TaskPhase.PENDING or rt.reason != "waiting for a free slot":
+                    self._set_phase(rt, TaskPhase.PENDING, "waiting for a free slot")
+                continue
+            self._start(rt, now_m, now_w)
+
+    def _busy_arms(self) -> set[str]:
+        per_arm = Tally(run.arm for run in self.runs.values())
+        per_pool = Tally(p for run in self.runs.values() for p in run.pools)
+        busy = set()
+        for name, launch in self.config.launch.items():
+            if launch.max_concurrent is not None and per_arm[name] >= launch.max_concurrent:
+                busy.add(name)
+        full_pools = {p for p, cap in self.config.pool_caps.items() if per_pool[p] >= cap}
+        if full_pools:
+            busy.update(a.name for a in self.config.arms if full_pools.intersection(a.pools))
+        return busy
+
+    def _start(self, rt: TaskRuntime, now_m: float, now_w: float) -> None:
+        spec = rt.spec
+        ttl = None
+        if spec.timeout is not None:
+            ttl = spec.timeout + spec.stop_grace + 60.0
+        t0 = time.perf_counter()
+        decision = self.engine.route(
+            spec.route, now_w, exclude=rt.exclude, busy=self._busy_arms(), ttl=ttl
+        )
+        self.metrics.decision(decision, time.perf_counter() - t0)
+        if decision.arm is None:
+            rt.exclude.clear()
+            capacity_only = (
+                decision.rejections
+                and all(
+                    r.reason in ("at_capacity", "not_allowed", "disabled")
+                    for r in decision.rejections
+                )
+                and any(r.reason == "at_capacity" for r in decision.rejections)
+            )
+            if capacity_only:
+                if rt.reason != "every allowed arm is at its concurrency cap":
+                    self._set_phase(
+                        rt, TaskPhase.PENDING, "every allowed arm is at its concurrency cap"
+                    )
+                return
+            rt.retry_at = now_m + self.config.daemon.loop_interval
+            if rt.phase is not TaskPhase.BLOCKED or rt.reason != decision.rationale():
+                self.log.warning("route.none", task=rt.name, rationale=decision.rationale())
+                self._set_phase(rt, TaskPhase.BLOCKED, decision.rationale())
+            return
+        arm = self.engine.arms[decision.arm]
+        run_id = new_run_id(now_w)
+        self.log.info(
+            "route.decision",
+            task=rt.name,
+            run_id=run_id,
+            arm=arm.name,
+            pools=list(arm.pools),
+            strategy=decision.strategy,
+            degraded=decision.degraded,
+            rationale=decision.rationale(),
+        )
+        try:
+            prepared = prepare(self.config, spec, arm, run_id, self.base_env)
+        except LaunchError as exc:
+            self.engine.settle(
+                decision,
+                now=now_w,
+                usage=None,
+                ok=False,
+                duration=0.0,
+                task_type=str(spec.route.type),
+            )
+            failed = RunResult(run_id, Outcome.SPAWN_FAILED, str(exc), started_ok=False)
+            self.metrics.spawn_failures.labels(rt.label, arm.name).inc()
+            self.log.error(
+                "run.prepare_failed", task=rt.name, run_id=run_id, arm=arm.name, reason=str(exc)
+            )
+            remove_run_dir(self.config.daemon.state_dir / "runs" / run_id)
+            self._apply_verdict(rt, failed, arm.name, now_m)
+            return
+        send, recv = anyio.create_memory_object_stream[StopRequest](4)
+
+        def started(pid: int, create_time: float) -> None:
+            self._send.send_nowait(_Started(run_id, pid, create_time))
+            self.wake("started")
+
+        runner = Runner(prepared.spec, recv, on_started=started, clock=self.clock.mono)
+        run = ActiveRun(
+            run_id=run_id,
+            task=rt.name,
+            spec=spec,
+            arm=arm.name,
+            cli=arm.cli,
+            pools=arm.pools,
+            decision=decision,
+            runner=runner,
+            inbox=send,
+            started_mono=now_m,
+            started_wall=now_w,
+            run_dir=prepared.run_dir,
+            log_path=prepared.log_path,
+        )
+        self.runs[run_id] = run
+        rt.run = run_id
+        rt.runs += 1
+        rt.last_arm = arm.name
+        rt.retry_at = None
+        self._set_phase(rt, TaskPhase.RUNNING, f"run {run_id} on {arm.name}")
+        self.metrics.runs_started.labels(rt.label, arm.name).inc()
+        assert self._tg is not None
+        self._tg.start_soon(self._execute, run)
+
+    async def _execute(self, run: ActiveRun) -> None:
+        try:
+            result = await run.runner.run()
+        except Exception as exc:  # a bug in a runner must not take the daemon down
+            self.log.exception("run.internal_error", task=run.task, run_id=run.run_id)
+            result = RunResult(
+                run.run_id,
+                Outcome.FAILED,
+                f"internal error: {exc!r}",
+                started=run.started_mono,
+                ended=self.clock.mono(),
+            )
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(remove_run_dir, run.run_dir)
+        self._send.send_nowait(_Ended(run.run_id, result))
+        self.wake("exit")
+
+    def _stop_run(self, run: ActiveRun, outcome: Outcome, reason: str) -> None:
+        if run.stop_reason is not None:
+            return
+        run.stop_reason = reason
+        run.state = "stopping"
+        self.log.info(
+            "run.stopping",
+            task=run.task,
+            run_id=run.run_id,
+            arm=run.arm,
+            pools=list(run.pools),
+            reason=reason,
+        )
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+        ):
+            run.inbox.send_nowait(StopRequest(outcome, reason))
+
+    # -- observed state -----------------------------------------------------------
+
+    def _drain(self, now_m: float, now_w: float) -> None:
+        while True:
+            try:
+                msg = self._recv.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            run = self.runs.get(msg.run_id)
+            if run is None:
+                continue
+            if isinstance(msg, _Started):
+                run.pid = msg.pid
+                if run.state == "starting":
+                    run.state = "running"
+                self.log.info(
+                    "run.started",
+                    task=run.task,
+                    run_id=run.run_id,
+                    arm=run.arm,
+                    pools=list(run.pools),
+                    pid=msg.pid,
+                )
+            else:
+                self._finish(run, msg.result, now_m, now_w)
+
+    def _finish(self, run: ActiveRun, result: RunResult, now_m: float, now_w: float) -> None:
+        del self.runs[run.run_id]
+        spec = run.spec
+        rt = self.tasks.get(run.task)
+        label = rt.label if rt is not None else run.task
+        usage = (result.usage or Usage()) if result.started_ok else None
+        limited = result.outcome is Outcome.LIMITED
+        settled = self.engine.settle(
+            run.decision,
+            now=now_w,
+            usage=usage,
+            ok=result.outcome is Outcome.SUCCEEDED,
+            duration=result.duration,
+            task_type=str(spec.route.type),
+            arm_fault=result.outcome is Outcome.SPAWN_FAILED and run.cli != "command",
+            limited=limited,
+        )
+        m = self.metrics
+        m.runs_finished.labels(label, run.arm, str(result.outcome)).inc()
+        m.run_duration.labels(label).observe(result.duration)
+        if result.outcome is Outcome.TIMED_OUT:
+            m.timeouts.labels(label).inc()
+        elif result.outcome is Outcome.STALLED:
+            m.stalls.labels(label).inc()
+        elif result.outcome is Outcome.SPAWN_FAILED:
+            m.spawn_failures.labels(label, run.arm).inc()
+        if result.sigkilled:
+            m.kills_escalated.labels(run.cli).inc()
+        if result.orphans_killed:
+            m.orphans_reaped.inc(result.orphans_killed)
+        m.output_bytes.labels(run.cli).inc(result.bytes_logged)
+        m.output_dropped.labels(run.cli).inc(result.bytes_dropped)
+        m.parser_errors.labels(run.cli).inc(result.parse_errors)
+        if usage is not None:
+            usd = settled.committed.get(next((p for p in run.pools if self._is_usd(p)), ""), None)
+            m.usage(run.arm, usage, usage.cost_usd if usage.cost_usd is not None else usd)
+        if limited and result.limit is not None:
+            until = self.engine.report_limit(run.arm, result.limit.until, now_w, result.limit.text)
+            m.limit(run.arm, run.pools, result.limit)
+            self.log.warning(
+                "limit.hit",
+                task=run.task,
+                run_id=run.run_id,
+                arm=run.arm,
+                pools=list(run.pools),
+                until=_iso(until),
+                raw=result.limit.text,
+                status=result.limit.status,
+            )
+        self.log.info(
+            "run.finished",
+            task=run.task,
+            run_id=run.run_id,
+            arm=run.arm,
+            pools=list(run.pools),
+            outcome=str(result.outcome),
+            reason=result.reason,
+            exit_status=result.exit_status,
+            duration=round(result.duration, 3),
+            log=str(run.log_path),
+            bytes_dropped=result.bytes_dropped,
+            sigkilled=result.sigkilled,
+            orphans_killed=result.orphans_killed,
+            hold_expired=settled.hold_had_expired,
+        )
+        if rt is None:
+            return
+        rt.run = None
+        rt.last_outcome = str(result.outcome)
+        if rt.removed:
+            del self.tasks[rt.name]
+            return
+        if rt.spec != spec:
+            return  # the new spec starts on the next pass
+        if rt.phase is TaskPhase.CANCELLED:
+            return
+        self._apply_verdict(rt, result, run.arm, now_m)
+
+    def _apply_verdict(self, rt: TaskRuntime, result: RunResult, arm: str, now_m: float) -> None:
+        verdict: Verdict = after_exit(
+            rt.spec, rt.book, result.outcome, result.reason, result.duration, now_m, self.rng
+        )
+        if result.outcome is Outcome.LIMITED:
+            rt.exclude.add(arm)
+        else:
+            rt.exclude.clear()
+        if verdict.counts_restart:
+            rt.restarts += 1
+            self.metrics.restarts.labels(rt.label).inc()
+        if verdict.phase is TaskPhase.GAVE_UP:
+            self.metrics.give_ups.labels(rt.label).inc()
+        rt.retry_at = verdict.retry_at
+        rt.waiting_since = now_m
+        phase, reason = verdict.phase, verdict.reason
+        if rt.spec.kind is TaskKind.SCHEDULED and phase is TaskPhase.WAITING:
+            rt.pending_fires = max(0, rt.pending_fires - 1)
+            if rt.pending_fires:
+                phase, reason = TaskPhase.PENDING, f"{reason}; {rt.pending_fires} fire(s) queued"
+        self._set_phase(rt, phase, reason)
+
+    def _set_phase(self, rt: TaskRuntime, phase: TaskPhase, reason: str) -> None:
+        old = rt.phase
+        rt.phase, rt.reason = phase, reason
+        if old is not phase:
+            self.log.info("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
+
+    def _is_usd(self, pool: str) -> bool:
+        st = self.engine.ledger.pools.get(pool)
+        return st is not None and str(st.spec.unit) == "usd"
+
+    # -- processes that escaped ---------------------------------------------------
+
+    def _scan_descendants(self) -> None:
+        """One /proc pass: remember every run's descendants; reap stray orphans."""
+        leaders = {run.pid: run for run in self.runs.values() if run.pid is not None}
+        me = os.getpid()
+        children: dict[int, list[int]] = {}
+        try:
+            for proc in psutil.process_iter(["ppid"]):
+                children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
+        except psutil.Error:
+            return
+        for pid, run in leaders.items():
+            found, stack = [], list(children.get(pid, ()))
+            while stack:
+                child = stack.pop()
+                stack.extend(children.get(child, ()))
+                try:
+                    found.append(psutil.Process(child))
+                except psutil.Error:
+                    continue
+            if found:
+                run.runner.remember_descendants(found)
+        live_ids = set(self.runs)
+        strays = []
+        for pid in children.get(me, ()):
+            if pid in leaders:
+                continue
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    process.reap_pid(pid)
+                    continue
+            except psutil.Error:
+                continue
+            marker = process.run_marker(proc)
+            if marker is not None and marker not in live_ids:
+                strays.append(proc)
+        if strays:
+            killed = process.kill_processes(strays)
+            for proc in strays:
+                process.reap_pid(proc.pid)
+            self.metrics.orphans_reaped.inc(killed)
+            self.log.warning("orphans.reaped", count=killed)
+
+    # -- reload -----------------------------------------------------------------
+
+    def _do_reload(self) -> None:
+        assert self._reload is not None
+        try:
+            config = self._reload()
+        except Exception as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            problems = getattr(exc, "problems", None)
+            errors = [str(p) for p in problems] if problems else [str(exc)]
+            self.log.error("config.reload_failed", errors=errors, note="keeping the running config")
+            return
+        self.apply_config(config)
+        self.metrics.config_reloads.labels("success").inc()
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.engine.reconfigure(settings_from_config(config))
+        self._adopt_config_tasks(config)
+
+    # -- operator actions ---------------------------------------------------------
+
+    def reset(self, name: str) -> bool:
+        """Take a task out of gave_up/failed/cancelled and let it run again."""
+        rt = self.tasks.get(name)
+        if rt is None:
+            return False
+        rt.book = RestartBook.empty()
+        rt.retry_at = None
+        rt.exclude.clear()
+        self._init_phase(rt, self.clock.wall(), "reset by operator")
+        self.wake("reset")
+        return True
+
+    def task_phases(self) -> dict[str, int]:
+        counts = {str(p): 0 for p in TaskPhase}
+        for rt in self.tasks.values():
+            counts[str(rt.phase)] += 1
+        return counts
+
+    def run_states(self) -> dict[str, int]:
+        counts = {"starting": 0, "running": 0, "stopping": 0}
+        for run in self.runs.values():
+            counts[run.state] += 1
+        return counts
+
+    def healthy(self, max_age: float) -> tuple[bool, str]:
+        if self.last_pass_wall is None:
+            return False, "no reconcile pass yet"
+        age = self.clock.wall() - self.last_pass_wall
+        if age > max_age:
+            return False, f"last reconcile pass {age:.1f}s ago (max {max_age:.0f}s)"
+        return True, f"ok: last pass {age:.2f}s ago, {len(self.runs)} run(s)"

@@ -1,0 +1,379 @@
+"""One run's lifecycle: start, watch, time out, stall, stop, clean up, report.
+
+A runner owns its process and nothing else. It hears from the reconciler
+through one memory stream (stop requests) and answers once, with a
+`RunResult`, when the run is over and every process it started is gone.
+
+Stopping is: SIGTERM to the process group, `stop_grace` for it to exit,
+SIGKILL to the group, then SIGKILL to every descendant we know of that left
+the group with `setsid` (tracked by the reconciler's descendant scans, found
+again at stop time, and re-parented to the daemon as a subreaper). After a
+kill the exit status is not trusted: the outcome is the reason we killed.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import psutil
+from anyio.abc import ObjectReceiveStream
+
+from daemon import process
+from daemon.agents.base import Parser
+from daemon.agents.events import AgentEvent, LimitHit
+from daemon.agents.events import Completion as AgentCompletion
+from daemon.capture import RunLog, pump
+from daemon.routing.model import Usage
+
+#: How long leftover group members get after the leader exited on its own.
+LEFTOVER_GRACE = 2.0
+#: How long to wait for pipes to close once every process is gone.
+DRAIN_TIMEOUT = 2.0
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended. Operators act differently on each, so they stay distinct."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    STALLED = "stalled"
+    CANCELLED = "cancelled"
+    LIMITED = "limited"
+    SPAWN_FAILED = "spawn_failed"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(slots=True)
+class RunSpec:
+    run_id: str
+    task: str
+    arm: str
+    cli: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    log: RunLog
+    parser: Parser
+    stdin_path: str | None = None
+    timeout: float | None = None
+    stall_timeout: float | None = None
+    stop_grace: float = 10.0
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    outcome: Outcome
+    reason: str
+    exit_status: int | None = None
+    usage: Usage | None = None
+    limit: LimitHit | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    pid: int | None = None
+    bytes_logged: int = 0
+    bytes_dropped: int = 0
+    parse_errors: int = 0
+    lines_truncated: int = 0
+    sigkilled: bool = False
+    orphans_killed: int = 0
+    #: Whether the process got far enough to consume anything.
+    started_ok: bool = True
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.ended - self.started)
+
+
+@dataclass(slots=True)
+class _Watch:
+    """Mutable bookkeeping private to one runner."""
+
+    last_activity: float
+    descendants: dict[int, psutil.Process] = field(default_factory=dict)
+    limit: LimitHit | None = None
+
+
+StartedCallback = Callable[[int, float], None]
+EventCallback = Callable[[AgentEvent], None]
+
+
+class Runner:
+    """Runs one `RunSpec` to the end. Create one per run."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        inbox: ObjectReceiveStream[StopRequest],
+        *,
+        on_started: StartedCallback | None = None,
+        on_event: EventCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.inbox = inbox
+        self.on_started = on_started
+        self.on_event = on_event
+        self.clock = clock
+        self.pid: int | None = None
+        self._watch = _Watch(last_activity=clock())
+        self._wake = anyio.Event()
+        self._started = 0.0
+
+    def remember_descendants(self, procs: list[psutil.Process]) -> None:
+        """Called by the reconciler's periodic scan: descendants seen alive."""
+        for proc in procs:
+            self._watch.descendants.setdefault(proc.pid, proc)
+
+    async def run(self) -> RunResult:
+        spec = self.spec
+        started = self._started = self._watch.last_activity = self.clock()
+        try:
+            child = process.spawn(spec.argv, cwd=spec.cwd, env=spec.env, stdin_path=spec.stdin_path)
+        except process.SpawnError as exc:
+            spec.log.note(f"spawn failed: {exc}")
+            spec.log.close()
+            return RunResult(
+                spec.run_id,
+                Outcome.SPAWN_FAILED,
+                str(exc),
+                started=started,
+                ended=self.clock(),
+                started_ok=False,
+            )
+        self.pid = child.pid
+        if self.on_started is not None:
+            self.on_started(child.pid, child.create_time)
+        result = RunResult(spec.run_id, Outcome.FAILED, "", started=started, pid=child.pid)
+        try:
+            await self._supervise(child, result)
+        finally:
+            child.close()
+            spec.log.close()
+        summary = spec.parser.finish()
+        result.usage = summary.usage
+        result.parse_errors = summary.parse_errors
+        result.bytes_logged = spec.log.written
+        result.bytes_dropped = spec.log.dropped
+        result.ended = self.clock()
+        return result
+
+    # -- the watch ---------------------------------------------------------
+
+    async def _supervise(self, child: process.Child, result: RunResult) -> None:
+        spec = self.spec
+        exited = anyio.Event()
+        status: list[int] = []
+        stop: StopRequest | None = None
+        drained = [anyio.Event() for _ in self._pipes(child)]
+
+        async def watch_exit() -> None:
+            status.append(await process.wait_exit(child))
+            exited.set()
+            self._wake.set()
+
+        async def watch_inbox() -> None:
+            nonlocal stop
+            async for request in self.inbox:
+                if stop is None:
+                    stop = request
+                self._wake.set()
+
+        async with anyio.create_task_group() as pumps:
+            for (stream_name, fd), done in zip(self._pipes(child), drained, strict=True):
+                pumps.start_soon(self._pump, fd, stream_name, done)
+            try:
+                async with anyio.create_task_group() as watchers:
+                    watchers.start_soon(watch_exit)
+                    watchers.start_soon(watch_inbox)
+                    stop = await self._wait(exited, lambda: stop)
+                    if stop is not None and not exited.is_set():
+                        spec.log.note(f"stopping: {stop.reason}")
+                        await self._terminate(child, exited.wait, result)
+                    await exited.wait()
+                    watchers.cancel_scope.cancel()
+            except anyio.get_cancelled_exc_class():
+                # The daemon is going away without asking us first: the process
+                # group must not outlive its scope.
+                with anyio.CancelScope(shield=True):
+                    if not exited.is_set():
+                        await self._terminate(child, lambda: process.wait_exit(child), result)
+                    await self._clean_up(child, result)
+                raise
+            with anyio.CancelScope(shield=True):
+                await self._clean_up(child, result)
+                with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
+                    for done in drained:
+                        await done.wait()
+            if drain.cancelled_caught:
+                spec.log.note("output pipes still open after every process was gone")
+            pumps.cancel_scope.cancel()
+        code = status[0] if status else None
+        result.exit_status = code
+        self._classify(result, stop, code)
+
+    def _pipes(self, child: process.Child) -> list[tuple[str, int]]:
+        out = []
+        if child.proc.stdout is not None:
+            out.append(("stdout", child.proc.stdout.fileno()))
+        if child.proc.stderr is not None:
+            out.append(("stderr", child.proc.stderr.fileno()))
+        return out
+
+    async def _pump(self, fd: int, stream_name: str, done: anyio.Event) -> None:
+        parser = self.spec.parser
+        watch = self._watch
+
+        def on_line(line: bytes) -> None:
+            for event in parser.feed(line, stream_name):
+                if isinstance(event, LimitHit) and watch.limit is None:
+                    watch.limit = event
+                    self._wake.set()
+                if self.on_event is not None:
+                    self.on_event(event)
+
+        def on_data() -> None:
+            watch.last_activity = self.clock()
+
+        try:
+            await pump(fd, self.spec.log, on_line, on_data)
+        finally:
+            done.set()
+
+    async def _wait(
+        self, exited: anyio.Event, current_stop: Callable[[], StopRequest | None]
+    ) -> StopRequest | None:
+        """Sleep until exit, a stop request, a limit, the timeout or a stall."""
+        spec = self.spec
+        deadline_total = self._started + spec.timeout if spec.timeout is not None else None
+        while not exited.is_set():
+            request = current_stop()
+            if request is not None:
+                return request
+            if self._watch.limit is not None:
+                return StopRequest(Outcome.LIMITED, f"usage limit: {self._watch.limit.text}")
+            now = self.clock()
+            deadlines = []
+            if deadline_total is not None:
+                if now >= deadline_total:
+                    return StopRequest(
+                        Outcome.TIMED_OUT, f"ran longer than its timeout of {spec.timeout:g}s"
+                    )
+                deadlines.append(deadline_total)
+            if spec.stall_timeout is not None:
+                stall_at = self._watch.last_activity + spec.stall_timeout
+                if now >= stall_at:
+                    return StopRequest(
+                        Outcome.STALLED,
+                        f"no output or agent event for {spec.stall_timeout:g}s",
+                    )
+                deadlines.append(stall_at)
+            self._wake = anyio.Event()
+            if exited.is_set() or current_stop() is not None:
+                continue
+            with anyio.move_on_after(min(deadlines) - now if deadlines else None):
+                await self._wake.wait()
+        return current_stop()
+
+    async def _terminate(
+        self, child: process.Child, wait: Callable[[], Awaitable[object]], result: RunResult
+    ) -> None:
+        """SIGTERM the group, wait the grace, then SIGKILL the group and every descendant."""
+        self.remember_descendants(process.descendants(child.pid))
+        process.signal_group(child.pid, signal.SIGTERM)
+        escaped = 0
+        for proc in list(self._watch.descendants.values()):
+            escaped += _signal_escaped(proc, child.pid, signal.SIGTERM)
+        result.orphans_killed += escaped
+        with anyio.move_on_after(self.spec.stop_grace) as grace:
+            await wait()
+        if not grace.cancelled_caught:
+            return
+        self.remember_descendants(process.descendants(child.pid))
+        process.signal_group(child.pid, signal.SIGKILL)
+        process.kill_processes(self._watch.descendants.values())
+        result.sigkilled = True
+        self.spec.log.note(f"SIGKILL after {self.spec.stop_grace:g}s grace")
+        await wait()
+
+    async def _clean_up(self, child: process.Child, result: RunResult) -> None:
+        """Leave nothing behind: leftover group members, escaped descendants, orphans."""
+        pgid = child.pid
+        if process.signal_group(pgid, signal.SIGTERM):
+            with anyio.move_on_after(min(LEFTOVER_GRACE, self.spec.stop_grace)):
+                while process.group_alive(pgid):
+                    await anyio.sleep(0.02)
+            if process.signal_group(pgid, signal.SIGKILL):
+                result.sigkilled = True
+        escaped = [p for p in self._watch.descendants.values() if _alive(p)]
+        escaped += process.orphans_of_run(self.spec.run_id, set())
+        killed = process.kill_processes(escaped)
+        for proc in escaped:
+            process.reap_pid(proc.pid)
+        result.orphans_killed += killed
+
+    def _classify(self, result: RunResult, stop: StopRequest | None, code: int | None) -> None:
+        summary = self.spec.parser.summary
+        limit = self._watch.limit or summary.limit
+        if stop is not None and code is not None and stop.outcome is not Outcome.LIMITED:
+            result.outcome, result.reason = stop.outcome, stop.reason
+            return
+        if limit is not None:
+            result.outcome = Outcome.LIMITED
+            result.limit = limit
+            result.reason = f"usage limit: {limit.text}"
+            return
+        completion: AgentCompletion | None = summary.completion
+        if completion is not None and not completion.ok:
+            result.outcome = Outcome.FAILED
+            result.reason = completion.reason or f"agent reported an error ({_status(code)})"
+            return
+        if code == 0:
+            result.outcome = Outcome.SUCCEEDED
+            result.reason = "exit status 0"
+        else:
+            result.outcome = Outcome.FAILED
+            result.reason = _status(code)
+
+
+def _status(code: int | None) -> str:
+    return "no exit status" if code is None else process.describe_status(code)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_escaped(proc: psutil.Process, run_pgid: int, sig: int) -> int:
+    """Signal a descendant that left the run's group, with the group it leads.
+
+    Returns 1 if it had escaped (and was signalled), 0 if it is in the run's
+    group (the group signal reaches it) or gone.
+    """
+    try:
+        pgid = os.getpgid(proc.pid)
+        if pgid == run_pgid:
+            return 0
+        if pgid == proc.pid:
+            process.signal_group(pgid, sig)
+        else:
+            proc.send_signal(sig)
+    except (psutil.Error, OSError):
+        return 0
+    return 1

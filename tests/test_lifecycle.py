@@ -1,0 +1,98 @@
+"""The task state machine in isolation: restart budget, backoff growth and jitter."""
+
+from __future__ import annotations
+
+import random
+
+from daemon.lifecycle import RestartBook, TaskPhase, after_exit, backoff_delay
+from daemon.routing.model import RouteRequest
+from daemon.runner import Outcome
+from daemon.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+
+
+def spec(**kw: object) -> TaskSpec:
+    kw.setdefault("kind", TaskKind.SERVICE)
+    return TaskSpec(name="t", route=RouteRequest(task="t"), **kw)  # type: ignore[arg-type]
+
+
+def test_backoff_grows_exponentially_to_the_cap_without_jitter() -> None:
+    policy = Backoff(initial=1.0, max=30.0, jitter=False)
+    rng = random.Random(1)
+    assert [backoff_delay(policy, n, rng) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_full_jitter_is_uniform_below_the_ceiling_and_seeded() -> None:
+    policy = Backoff(initial=1.0, max=30.0, jitter=True)
+    a = [backoff_delay(policy, n, random.Random(42)) for n in range(1, 8)]
+    b = [backoff_delay(policy, n, random.Random(42)) for n in range(1, 8)]
+    assert a == b  # deterministic with a seeded RNG
+    ceilings = [1, 2, 4, 8, 16, 30, 30]
+    assert all(0 <= d <= c for d, c in zip(a, ceilings, strict=True))
+    samples = [backoff_delay(policy, 5, random.Random(s)) for s in range(500)]
+    assert 6 < sum(samples) / len(samples) < 10  # mean of U(0, 16) is 8
+    assert len({round(x, 6) for x in samples}) > 450  # really jittered
+
+
+def test_successive_quick_failures_back_off_longer() -> None:
+    s = spec(
+        restart=RestartPolicy.ALWAYS,
+        max_restarts=10,
+        backoff=Backoff(initial=1, max=100, jitter=False, reset_after=60),
+    )
+    book = RestartBook.empty()
+    delays = []
+    now = 0.0
+    for _ in range(5):
+        v = after_exit(s, book, Outcome.FAILED, "exit status 1", 2.0, now, random.Random(0))
+        assert v.phase is TaskPhase.BACKING_OFF and v.counts_restart
+        delays.append(v.retry_at - now)
+        now = v.retry_at + 2
+    assert delays == [1, 2, 4, 8, 16]
+    v = after_exit(s, book, Outcome.FAILED, "exit status 1", 120.0, now, random.Random(0))
+    assert v.retry_at - now == 0 or v.phase is TaskPhase.PENDING  # a long run resets the count
+
+
+def test_restart_budget_is_counted_within_the_window() -> None:
+    s = spec(
+        restart=RestartPolicy.ON_FAILURE,
+        max_restarts=2,
+        restart_window=100,
+        backoff=Backoff(initial=0.01, max=0.01, jitter=False),
+    )
+    book = RestartBook.empty()
+    rng = random.Random(0)
+    assert after_exit(s, book, Outcome.FAILED, "x", 1, 0, rng).counts_restart
+    assert after_exit(s, book, Outcome.FAILED, "x", 1, 10, rng).counts_restart
+    gave_up = after_exit(s, book, Outcome.STALLED, "silent", 1, 20, rng)
+    assert gave_up.phase is TaskPhase.GAVE_UP
+    assert "2 restarts within 100s" in gave_up.reason and "stalled: silent" in gave_up.reason
+    book = RestartBook.empty()
+    after_exit(s, book, Outcome.FAILED, "x", 1, 0, rng)
+    after_exit(s, book, Outcome.FAILED, "x", 1, 10, rng)
+    assert after_exit(s, book, Outcome.FAILED, "x", 1, 150, rng).counts_restart  # window moved
+
+
+def test_limited_runs_requeue_at_once_and_do_not_count() -> None:
+    s = spec(max_restarts=0)
+    book = RestartBook.empty()
+    v = after_exit(s, book, Outcome.LIMITED, "usage limit", 1, 0, random.Random(0))
+    assert v.phase is TaskPhase.PENDING and not v.counts_restart and v.retry_at is None
+    assert not book.restarts
+
+
+def test_oneshot_and_scheduled_verdicts() -> None:
+    rng = random.Random(0)
+    one = spec(kind=TaskKind.ONESHOT, restart=RestartPolicy.ALWAYS)
+    assert (
+        after_exit(one, RestartBook.empty(), Outcome.SUCCEEDED, "ok", 1, 0, rng).phase
+        is TaskPhase.SUCCEEDED
+    )
+    cron = spec(kind=TaskKind.SCHEDULED, restart=RestartPolicy.NEVER, schedule="* * * * *")
+    assert (
+        after_exit(cron, RestartBook.empty(), Outcome.FAILED, "x", 1, 0, rng).phase
+        is TaskPhase.WAITING
+    )
+    assert (
+        after_exit(cron, RestartBook.empty(), Outcome.CANCELLED, "op", 1, 0, rng).phase
+        is TaskPhase.CANCELLED
+    )

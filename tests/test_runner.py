@@ -1,0 +1,128 @@
+"""One run, real processes: outcomes, timeouts, stalls, escalation, escaped descendants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from proc_kit import processes_with_marker, py, run_to_end, spec
+
+from daemon.process import become_subreaper
+from daemon.runner import Outcome, StopRequest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _subreaper() -> None:
+    assert become_subreaper()
+
+
+async def test_exit_zero_succeeds_and_output_is_logged(tmp_path: Path) -> None:
+    s = spec(tmp_path, py("print('hello'); import sys; print('oops', file=sys.stderr)"))
+    result, _ = await run_to_end(s)
+    assert result.outcome is Outcome.SUCCEEDED and result.exit_status == 0
+    log = (tmp_path / "r1.log").read_bytes()
+    assert b"hello" in log and b"oops" in log
+
+
+async def test_nonzero_exit_fails_with_status(tmp_path: Path) -> None:
+    result, _ = await run_to_end(spec(tmp_path, py("raise SystemExit(3)")))
+    assert result.outcome is Outcome.FAILED and result.reason == "exit status 3"
+
+
+async def test_missing_binary_and_bad_workdir_fail_to_spawn(tmp_path: Path) -> None:
+    result, _ = await run_to_end(spec(tmp_path, ("/nonexistent/agent", "x")))
+    assert result.outcome is Outcome.SPAWN_FAILED
+    assert "executable not found: /nonexistent/agent" in result.reason
+    s = spec(tmp_path, ("true",), run_id="r2")
+    s.cwd = str(tmp_path / "nope")
+    result, _ = await run_to_end(s)
+    assert result.outcome is Outcome.SPAWN_FAILED and "workdir" in result.reason
+
+
+async def test_timeout_kills_a_sleep(tmp_path: Path) -> None:
+    result, _ = await run_to_end(spec(tmp_path, ("sleep", "30"), timeout=0.3))
+    assert result.outcome is Outcome.TIMED_OUT
+    assert 0.3 <= result.duration < 5
+    assert not processes_with_marker("r1")
+
+
+async def test_stall_kills_the_silent_process_but_not_the_chatty_one(tmp_path: Path) -> None:
+    import anyio
+
+    chatty = spec(
+        tmp_path,
+        py("import time\nfor i in range(12):\n    print(i, flush=True); time.sleep(0.1)"),
+        run_id="chatty",
+        stall_timeout=0.5,
+    )
+    silent = spec(tmp_path, ("sleep", "30"), run_id="silent", stall_timeout=0.5)
+    results = {}
+
+    async def go(s) -> None:
+        results[s.run_id] = (await run_to_end(s))[0]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(go, chatty)
+        tg.start_soon(go, silent)
+    assert results["silent"].outcome is Outcome.STALLED
+    assert results["chatty"].outcome is Outcome.SUCCEEDED
+    assert results["chatty"].duration > results["silent"].duration
+
+
+async def test_sigterm_ignorer_is_killed_after_the_grace(tmp_path: Path) -> None:
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)"
+    )
+    s = spec(tmp_path, py(code), stop_grace=0.3)
+    result, _ = await run_to_end(s, 0.5, StopRequest(Outcome.CANCELLED, "test"))
+    assert result.outcome is Outcome.CANCELLED
+    assert result.sigkilled
+    assert not processes_with_marker("r1")
+
+
+async def test_double_forked_setsid_grandchild_is_reaped(tmp_path: Path) -> None:
+    # The child forks, the fork calls setsid and forks again, the middle exits:
+    # the grandchild is in another session and has lost its parent.
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print('forked', flush=True)\ntime.sleep(60)"
+    )
+    s = spec(tmp_path, py(code), stop_grace=1.0)
+    result, _ = await run_to_end(s, 0.5, StopRequest(Outcome.CANCELLED, "test"))
+    assert result.outcome is Outcome.CANCELLED
+    assert result.orphans_killed >= 1
+    assert not processes_with_marker("r1")
+
+
+async def test_leader_exit_does_not_leave_its_group_behind(tmp_path: Path) -> None:
+    code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('bye')"
+    result, _ = await run_to_end(spec(tmp_path, py(code)))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert not processes_with_marker("r1")
+
+
+async def test_exit_status_is_not_trusted_after_a_kill(tmp_path: Path) -> None:
+    # Exits 0 on SIGTERM, as gemini does: still a timeout, not a success.
+    code = (
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "time.sleep(60)"
+    )
+    result, _ = await run_to_end(spec(tmp_path, py(code), timeout=0.3))
+    assert result.outcome is Outcome.TIMED_OUT and result.exit_status == 0
+
+
+async def test_output_beyond_the_cap_is_counted_not_kept(tmp_path: Path) -> None:
+    code = "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 9999 + '\\n')"
+    result, _ = await run_to_end(spec(tmp_path, py(code), log_cap=100_000))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.bytes_logged == 100_000
+    assert result.bytes_dropped == 200 * 10_000 - 100_000
+    assert (tmp_path / "r1.log").stat().st_size < 100_500
