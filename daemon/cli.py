@@ -27,6 +27,10 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit 2."""
 
 
+class RuntimeFailure(Exception):
+    """The command was fine but could not be carried out; exit 1."""
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
@@ -41,6 +45,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     service = Service(config)
     return anyio.run(service.run)
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        return _config(args).daemon.control_socket
+    raise UsageError("give --config FILE (to find the control socket) or --socket PATH")
+
+
+def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
+    from daemon.control import ControlError, call
+
+    try:
+        return call(_socket(args), request)
+    except ControlError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    except OSError as exc:
+        raise RuntimeFailure(f"control socket: {exc}") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.status import render_status
+
+    result = _control(args, {"op": "status"})
+    print(json.dumps(result, indent=2) if args.json else render_status(result))
+    return EXIT_OK
+
+
+def cmd_state_dump(args: argparse.Namespace) -> int:
+    print(json.dumps(_control(args, {"op": "state_dump"}), indent=2))
+    return EXIT_OK
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _control(args, {"op": "reset", "task": args.task})
+    print(f"task {args.task} reset")
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -167,6 +209,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", help="route to this arm only, still checking it")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(func=cmd_route)
+
+    def control_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", help="config file (to find the control socket)")
+        p.add_argument("--socket", help="control socket path (overrides --config)")
+
+    p = sub.add_parser("status", help="show tasks, pools and arms of the running daemon")
+    control_args(p)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("state", help="routing state of the running daemon")
+    state_sub = p.add_subparsers(dest="state_command", required=True)
+    dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")
+    control_args(dump)
+    dump.set_defaults(func=cmd_state_dump)
+
+    p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
+    control_args(p)
+    p.add_argument("task")
+    p.set_defaults(func=cmd_reset)
     return parser
 
 
@@ -182,5 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -26,18 +26,19 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
+    disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.agents.events import LimitHit
+from daemon.exposition import Renderer
 from daemon.routing.engine import RoutingEngine
 from daemon.routing.model import Usage
 from daemon.routing.router import Decision
 
-DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400)
 DECISION_BUCKETS = (
     10e-6,
     25e-6,
@@ -59,7 +60,10 @@ class Metrics:
     """Every factoryd metric, in its own registry (tests may run several daemons)."""
 
     def __init__(self) -> None:
+        # `_created` series double the exposition and no dashboard or alert uses them.
+        disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self.renderer = Renderer()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self.build_info = Gauge(
@@ -80,6 +84,12 @@ class Metrics:
             "When the config in force was loaded.",
             registry=r,
         )
+        self.config_reload_ok = Gauge(
+            "factoryd_config_last_reload_successful",
+            "1 if the last config (re)load succeeded, 0 if the daemon kept an older one.",
+            registry=r,
+        )
+        self.config_reload_ok.set(1)
         self.config_reloads = Counter(
             "factoryd_config_reloads_total",
             "Config reload attempts by result.",
@@ -235,7 +245,9 @@ class Metrics:
         self.decision_seconds.observe(seconds)
         self.decisions.labels(d.arm or "none", d.strategy).inc()
         for r in d.rejections:
-            self.rejections.labels(r.arm, str(r.reason)).inc()
+            # An arm the task does not allow is the task's choice, not a rejection.
+            if r.reason != "not_allowed":
+                self.rejections.labels(r.arm, str(r.reason)).inc()
 
     def usage(self, arm: str, usage: Usage, cost: float | None) -> None:
         for kind, value in (
@@ -255,7 +267,7 @@ class Metrics:
             self.limit_hits.labels(arm, pool).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.renderer.render(self.registry)
 
     def add_state_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -269,11 +281,13 @@ class StateCollector(Collector):
         engine: Callable[[], RoutingEngine],
         task_phases: Callable[[], dict[str, int]],
         run_states: Callable[[], dict[str, int]],
+        blocked: Callable[[], dict[str, int]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.task_phases = task_phases
         self.run_states = run_states
+        self.blocked = blocked
         self.clock = clock
 
     def describe(self) -> list[Any]:
@@ -359,3 +373,11 @@ class StateCollector(Collector):
         for state, count in sorted(self.run_states().items()):
             states.add_metric([state], count)
         yield states
+        blocked = GaugeMetricFamily(
+            "factoryd_tasks_blocked",
+            "Tasks no arm can take right now (every allowed arm limited, resting or full).",
+            labels=["task"],
+        )
+        for label, count in sorted(self.blocked().items()):
+            blocked.add_metric([label], count)
+        yield blocked

@@ -134,6 +134,7 @@ class Reconciler:
         self.tasks: dict[str, TaskRuntime] = {}
         self.runs: dict[str, ActiveRun] = {}
         self._send, self._recv = anyio.create_memory_object_stream[_Ended | _Started](math.inf)
+        self._commands: list[tuple[Callable[[], Any], MemoryObjectSendStream[Any]]] = []
         self._wake = anyio.Event()
         self._wake_reasons: set[str] = set()
         self._tg: TaskGroup | None = None
@@ -156,6 +157,31 @@ class Reconciler:
         self._reload = loader
         self._pending_reload = True
         self.wake("reload")
+
+    async def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run `fn` inside the loop, between passes, and return what it returns.
+
+        This is how the control socket changes state without sharing it.
+        """
+        send, recv = anyio.create_memory_object_stream[Any](1)
+        self._commands.append((fn, send))
+        self.wake("command")
+        with anyio.fail_after(timeout), recv:
+            outcome = await recv.receive()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _run_commands(self) -> None:
+        commands, self._commands = self._commands, []
+        for fn, reply in commands:
+            try:
+                outcome = fn()
+            except Exception as exc:  # handed back to the caller, not raised here
+                outcome = exc
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
+                reply.send_nowait(outcome)
+            reply.close()
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -204,6 +230,7 @@ class Reconciler:
     def reconcile_pass(self) -> None:
         now_m, now_w = self.clock.mono(), self.clock.wall()
         self._drain(now_m, now_w)
+        self._run_commands()
         if self._pending_reload:
             self._pending_reload = False
             self._do_reload()
@@ -425,7 +452,14 @@ class Reconciler:
             failed = RunResult(run_id, Outcome.SPAWN_FAILED, str(exc), started_ok=False)
             self.metrics.spawn_failures.labels(rt.label, arm.name).inc()
             self.log.error(
-                "run.prepare_failed", task=rt.name, run_id=run_id, arm=arm.name, reason=str(exc)
+                "run.finished",
+                task=rt.name,
+                run_id=run_id,
+                arm=arm.name,
+                pools=list(arm.pools),
+                outcome=str(Outcome.SPAWN_FAILED),
+                stage="prepare",
+                reason=str(exc),
             )
             remove_run_dir(self.config.daemon.state_dir / "runs" / run_id)
             self._apply_verdict(rt, failed, arm.name, now_m)
@@ -686,12 +720,14 @@ class Reconciler:
             config = self._reload()
         except Exception as exc:
             self.metrics.config_reloads.labels("error").inc()
+            self.metrics.config_reload_ok.set(0)
             problems = getattr(exc, "problems", None)
             errors = [str(p) for p in problems] if problems else [str(exc)]
             self.log.error("config.reload_failed", errors=errors, note="keeping the running config")
             return
         self.apply_config(config)
         self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_reload_ok.set(1)
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -716,6 +752,12 @@ class Reconciler:
         counts = {str(p): 0 for p in TaskPhase}
         for rt in self.tasks.values():
             counts[str(rt.phase)] += 1
+        return counts
+
+    def blocked_by_label(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rt in self.tasks.values():
+            counts[rt.label] = counts.get(rt.label, 0) + (rt.phase is TaskPhase.BLOCKED)
         return counts
 
     def run_states(self) -> dict[str, int]:

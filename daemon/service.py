@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-from daemon import http
+from daemon import control, http
 from daemon.config import Config, load_config
 from daemon.logs import get_logger
 from daemon.metrics import Metrics, StateCollector
 from daemon.process import become_subreaper
 from daemon.reconciler import Reconciler
 from daemon.sdnotify import Notifier
+from daemon.status import build_status
 
 
 class Service:
@@ -33,7 +35,9 @@ class Service:
         self.reconciler = Reconciler(config, metrics=self.metrics)
         rec = self.reconciler
         self.metrics.add_state_collector(
-            StateCollector(lambda: rec.engine, rec.task_phases, rec.run_states)
+            StateCollector(
+                lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label
+            )
         )
         self.metrics_port: int | None = None
 
@@ -83,6 +87,29 @@ class Service:
                 self.notifier.watchdog()
             self.notifier.status(self._status_line())
 
+    def _control_handlers(self) -> dict[str, control.Handler]:
+        rec = self.reconciler
+
+        async def status(_req: dict[str, Any]) -> Any:
+            return build_status(rec)
+
+        async def state_dump(_req: dict[str, Any]) -> Any:
+            return rec.engine.snapshot(rec.clock.wall())
+
+        async def reset(req: dict[str, Any]) -> Any:
+            name = req.get("task")
+            if not isinstance(name, str):
+                raise control.ControlError('reset needs "task": NAME')
+            if not await rec.call(lambda: rec.reset(name)):
+                raise control.ControlError(f"no task named {name!r}")
+            return {"task": name, "reset": True}
+
+        async def reload(_req: dict[str, Any]) -> Any:
+            rec.request_reload(self.load)
+            return {"reload": "requested"}
+
+        return {"status": status, "state_dump": state_dump, "reset": reset, "reload": reload}
+
     async def run(self) -> int:
         become_subreaper()
         daemon = self.config.daemon
@@ -104,6 +131,8 @@ class Service:
                 self.log.info(
                     "metrics.listening", listen=daemon.metrics_listen, port=self.metrics_port
                 )
+            await tg.start(control.serve, daemon.control_socket, self._control_handlers())
+            self.log.info("control.listening", socket=str(daemon.control_socket))
             tg.start_soon(self._systemd)
             await self.reconciler.run()
             tg.cancel_scope.cancel()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -11,6 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import psutil
+import pytest
 
 from daemon.config import load_config
 from daemon.process import become_subreaper
@@ -90,3 +96,57 @@ async def until(predicate, timeout: float = 15.0, what: str = "condition") -> No
                 await anyio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_daemon(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def events(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("TEST_TAG") == tag:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    """The path of a tool the test needs; a failure in CI, a printed skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it: scripts/install-system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -11,41 +10,10 @@ import uuid
 from pathlib import Path
 
 import psutil
-from daemon_kit import header, task, write_config
+from daemon_kit import events, header, start_daemon, tagged, task, write_config
 from proc_kit import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-
-
-def events(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def tagged(tag: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("TEST_TAG") == tag:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def test_sigterm_with_twenty_live_runs_exits_in_time_leaving_nothing(tmp_path: Path) -> None:
@@ -64,7 +32,7 @@ def test_sigterm_with_twenty_live_runs_exits_in_time_leaving_nothing(tmp_path: P
         code = stubborn if i % 5 == 0 else escaper if i % 5 == 1 else plain
         text += task(f"s{i:02}", code, stop_grace="1s", env={"TEST_TAG": tag})
     log = tmp_path / "daemon.log"
-    daemon = start(write_config(tmp_path, text), log)
+    daemon = start_daemon(write_config(tmp_path, text), log)
     try:
         wait_for(
             lambda: sum(e.get("event") == "run.started" for e in events(log)) == 20,
@@ -99,7 +67,7 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_error(tmp_path: P
     )
     log = tmp_path / "daemon.log"
     path = write_config(tmp_path, first)
-    daemon = start(path, log)
+    daemon = start_daemon(path, log)
     try:
         wait_for(lambda: len(tagged(tag)) == 3, timeout=30, what="three runs")
         keep_pid = _pids(tag, "keep")
