@@ -85,6 +85,50 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _toml_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import tomllib
+
+    if args.file:
+        try:
+            data = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.file}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{args.file}: invalid TOML: {exc}") from None
+        request: dict[str, Any] = (
+            data if {"template", "spec", "set"} & set(data) else {"spec": data}
+        )
+    else:
+        overrides: dict[str, Any] = {}
+        for item in args.set or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+            overrides[key.strip()] = _toml_value(value.strip())
+        request = {"template": args.template, "set": overrides}
+    if args.idempotency_key:
+        request["idempotency_key"] = args.idempotency_key
+    result = _control(args, {"op": "submit", **request})
+    note = " (already submitted)" if result.get("duplicate") else ""
+    print(f"{result['id']}{note}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _control(args, {"op": "cancel", "id": args.id})
+    print(f"{args.id} cancelled")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(config.summary())
@@ -224,6 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
     dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")
     control_args(dump)
     dump.set_defaults(func=cmd_state_dump)
+
+    p = sub.add_parser("submit", help="queue a one-shot task (durable before this returns)")
+    control_args(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--template", "-t", help="a [[templates]] name from the config")
+    what.add_argument("--file", "-f", help="a TOML task spec (or template/set/spec request)")
+    p.add_argument(
+        "--set",
+        "-s",
+        action="append",
+        metavar="KEY=VALUE",
+        help='override a task key (TOML value, e.g. argv=["make","test"])',
+    )
+    p.add_argument("--idempotency-key", "-k", help="a retried submit with this key runs once")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel a submitted (or any) task; stops its run")
+    control_args(p)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
     control_args(p)

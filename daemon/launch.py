@@ -4,8 +4,9 @@ The environment is minimal and explicit: only the variables named by
 `inherit_env` (daemon-wide plus per task) are copied from the daemon's
 own environment; then the arm's `env`, the task's `env`, the arm's secrets
 (from the daemon's environment or a file, never logged), the adapter's own
-variables, and the run's identity (FACTORYD_RUN_ID, FACTORYD_TASK,
-FACTORYD_ARM) that lets the daemon recognise a run's descendants.
+variables, and the run's identity (FACTORYD_RUN_ID, FACTORYD_STATE_DIR,
+FACTORYD_TASK, FACTORYD_ARM) that lets the daemon recognise a run's
+descendants, even after a restart, and only its own.
 With `isolate_home`, HOME, TMPDIR and the XDG directories point into a
 per-run directory that is removed when the run ends.
 """
@@ -24,7 +25,7 @@ from daemon.agents.registry import adapter_for
 from daemon.capture import RunLog
 from daemon.config import ArmLaunch, Config
 from daemon.logs import REDACTOR
-from daemon.process import RUN_ID_ENV
+from daemon.process import RUN_ID_ENV, STATE_DIR_ENV
 from daemon.routing.model import ArmSpec
 from daemon.runner import RunSpec
 from daemon.taskspec import TaskSpec
@@ -127,7 +128,14 @@ def prepare(
     except (ValueError, OSError) as exc:
         raise LaunchError(str(exc)) from None
     env.update(plan.env)
-    env.update({RUN_ID_ENV: run_id, "FACTORYD_TASK": task.name, "FACTORYD_ARM": arm.name})
+    env.update(
+        {
+            RUN_ID_ENV: run_id,
+            STATE_DIR_ENV: str(config.daemon.state_dir),
+            "FACTORYD_TASK": task.name,
+            "FACTORYD_ARM": arm.name,
+        }
+    )
     log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
     try:
         log = RunLog(log_path, config.daemon.run_log_max_bytes)

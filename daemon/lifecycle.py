@@ -84,7 +84,9 @@ def after_exit(
         return Verdict(TaskPhase.PENDING, f"requeued after a usage limit: {reason}")
     if outcome is Outcome.CANCELLED:
         return Verdict(TaskPhase.CANCELLED, reason)
-    ok = outcome is Outcome.SUCCEEDED
+    # An adopted run whose status we cannot know counts as done, not failed:
+    # re-running work that may have succeeded is the worse mistake.
+    ok = outcome in (Outcome.SUCCEEDED, Outcome.EXIT_UNKNOWN)
     if duration >= spec.backoff.reset_after:
         book.quick_failures = 0
     wants_restart = spec.restart is RestartPolicy.ALWAYS or (

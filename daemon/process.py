@@ -11,6 +11,11 @@ Why these choices:
   a descendant that double-forks with `setsid` is re-parented to us rather
   than to init; each run's environment carries `FACTORYD_RUN_ID`, which
   such a descendant inherits, so we can tell whose it was and kill it.
+* Each leader inherits the read ends of its own stdout and stderr pipes
+  (it never reads them). If the daemon dies, the pipes keep a reader, so the
+  agent's writes fill the pipe buffer and block instead of killing it with
+  SIGPIPE; a restarted daemon reopens the same pipes through
+  /proc/PID/fd/N and resumes reading where the dead one stopped.
 * Nothing here ever calls `waitpid(-1)`: that would steal exit statuses.
 """
 
@@ -21,6 +26,7 @@ import ctypes
 import errno
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ import anyio
 import psutil
 
 RUN_ID_ENV = "FACTORYD_RUN_ID"
+STATE_DIR_ENV = "FACTORYD_STATE_DIR"
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -48,23 +55,82 @@ class SpawnError(Exception):
 
 @dataclass(slots=True)
 class Child:
-    """A started run: its leader process and the pidfd that reports its exit."""
+    """A run's leader process and the pidfd that reports its exit.
 
-    proc: subprocess.Popen[bytes]
+    `proc` is None for a process adopted after a daemon restart: it is not
+    our child, so it has no pipes to us and its exit status is unknowable.
+    """
+
+    pid: int
     pidfd: int
     create_time: float
+    proc: subprocess.Popen[bytes] | None = None
+    #: Our read ends of the run's stdout and stderr (None: not attached).
+    out_fd: int | None = None
+    err_fd: int | None = None
+    #: The fd numbers under which the leader itself holds those read ends.
+    leader_fds: tuple[int, int] | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def pipes(self) -> list[tuple[str, int]]:
+        return [
+            (name, fd)
+            for name, fd in (("stdout", self.out_fd), ("stderr", self.err_fd))
+            if fd is not None
+        ]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.pidfd)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+        for fd in (self.pidfd, self.out_fd, self.err_fd):
+            if fd is not None:
                 with contextlib.suppress(OSError):
-                    stream.close()
+                    os.close(fd)
+
+
+def same_process(pid: int, create_time: float | None) -> bool:
+    """True if `pid` is alive and is the process that started at `create_time`.
+
+    A pid alone is not an identity: it is reused. The start time is.
+    """
+    if create_time is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return (
+            abs(proc.create_time() - create_time) < 0.02 and proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
+
+
+def adopt(pid: int, create_time: float, leader_fds: tuple[int, int] | None = None) -> Child | None:
+    """Watch a process a previous daemon started, if it is still that process.
+
+    With `leader_fds`, reopen its output pipes from the leader's own copies.
+    """
+    if not same_process(pid, create_time):
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if not same_process(pid, create_time):  # it died (and the pid was reused) meanwhile
+        os.close(pidfd)
+        return None
+    child = Child(pid=pid, pidfd=pidfd, create_time=create_time, leader_fds=leader_fds)
+    if leader_fds is not None:
+        child.out_fd = _reopen_pipe(pid, leader_fds[0])
+        child.err_fd = _reopen_pipe(pid, leader_fds[1])
+    return child
+
+
+def _reopen_pipe(pid: int, fd: int) -> int | None:
+    try:
+        opened = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISFIFO(os.fstat(opened).st_mode):
+        os.close(opened)
+        return None
+    return opened
 
 
 def spawn(
@@ -81,6 +147,9 @@ def spawn(
         raise SpawnError(f"workdir {cwd} does not exist or is not a directory")
     stdin: int | object = subprocess.DEVNULL
     opened = None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    ok = False
     try:
         if stdin_path is not None:
             opened = Path(stdin_path).open("rb")  # noqa: SIM115 - closed below
@@ -91,10 +160,11 @@ def spawn(
                 cwd=cwd,
                 env=dict(env),
                 stdin=stdin,  # type: ignore[arg-type]
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=out_w,
+                stderr=err_w,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(out_r, err_r),
             )
         except FileNotFoundError:
             raise SpawnError(f"executable not found: {argv[0]}") from None
@@ -102,25 +172,43 @@ def spawn(
             raise SpawnError(f"permission denied executing {argv[0]} in {cwd}") from None
         except OSError as exc:
             raise SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        ok = True
     finally:
         if opened is not None:
             opened.close()
+        os.close(out_w)
+        os.close(err_w)
+        if not ok:
+            os.close(out_r)
+            os.close(err_r)
     pidfd = os.pidfd_open(proc.pid)
     try:
         create_time = psutil.Process(proc.pid).create_time()
     except psutil.Error:
         create_time = 0.0
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            os.set_blocking(stream.fileno(), False)
-    return Child(proc=proc, pidfd=pidfd, create_time=create_time)
+    for fd in (out_r, err_r):
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+    return Child(
+        pid=proc.pid,
+        pidfd=pidfd,
+        create_time=create_time,
+        proc=proc,
+        out_fd=out_r,
+        err_fd=err_r,
+        leader_fds=(out_r, err_r),
+    )
 
 
-async def wait_exit(child: Child) -> int:
+async def wait_exit(child: Child) -> int | None:
     """Wait for the leader to exit and reap it; return its wait status code.
 
-    Negative values are signals, as in `Popen.returncode`.
+    Negative values are signals, as in `Popen.returncode`; None for an
+    adopted process, whose status went to its real parent.
     """
+    if child.proc is None:
+        await anyio.wait_readable(child.pidfd)
+        return None
     while child.proc.poll() is None:
         await anyio.wait_readable(child.pidfd)
     return child.proc.returncode

@@ -19,8 +19,9 @@ import os
 import random
 import time
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
@@ -28,16 +29,19 @@ import psutil
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from daemon import journal as j
 from daemon import process
 from daemon.config import Config
+from daemon.journal import Journal
 from daemon.launch import LaunchError, new_run_id, prepare, remove_run_dir
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.routing.engine import RoutingEngine, settings_from_config
+from daemon.persist import Store
+from daemon.routing.engine import RoutingEngine, Settlement, settings_from_config
 from daemon.routing.model import Priority, Usage
 from daemon.routing.router import Decision
-from daemon.runner import Outcome, Runner, RunResult, StopRequest
+from daemon.runner import Adoption, Gate, Outcome, Runner, RunResult, RunSpec, StopRequest
 from daemon.schedule import catch_up, next_fire
 from daemon.taskspec import TaskKind, TaskSpec
 from daemon.timefmt import iso as _iso
@@ -57,7 +61,7 @@ class Clock:
 class ActiveRun:
     run_id: str
     task: str
-    spec: TaskSpec
+    spec: TaskSpec | None
     arm: str
     cli: str
     pools: tuple[str, ...]
@@ -112,6 +116,7 @@ class _Started:
     run_id: str
     pid: int
     create_time: float
+    leader_fds: tuple[int, int] | None = None
 
 
 class Reconciler:
@@ -123,8 +128,18 @@ class Reconciler:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         base_env: dict[str, str] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
+        self.store = Store(journal)
+        #: Called after every full pass (the systemd watchdog ping lives here).
+        self.on_pass: list[Callable[[], None]] = []
+        #: Upper bound on one sleep of the loop (set from the watchdog interval).
+        self.max_sleep: float | None = None
+        #: Finished submissions, newest last, for `status` (bounded).
+        self.recent: deque[dict[str, Any]] = deque(maxlen=100)
+        self._next_prune = 0.0
+        self._deferred: list[ActiveRun] = []
         self.engine = RoutingEngine.from_config(config)
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()
@@ -197,6 +212,9 @@ class Reconciler:
         """Reconcile until asked to stop, then stop every run and return."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            for run in self._deferred:
+                tg.start_soon(self._execute, run)
+            self._deferred.clear()
             while True:
                 reasons = self._wake_reasons or {"interval"}
                 self._wake_reasons = set()
@@ -204,11 +222,15 @@ class Reconciler:
                 if reasons == {"started"}:
                     # A run reported its pid: record it, no need for a full pass.
                     self._drain(self.clock.mono(), self.clock.wall())
+                    await self.store.flush(self)
                     await self._sleep()
                     continue
                 t0 = time.perf_counter()
                 self.reconcile_pass()
                 self.metrics.pass_seconds.observe(time.perf_counter() - t0)
+                await self.store.flush(self)
+                for hook in self.on_pass:
+                    hook()
                 for reason in reasons:
                     self.metrics.passes.labels(reason).inc()
                 self.passes += 1
@@ -223,6 +245,8 @@ class Reconciler:
 
     async def _sleep(self) -> None:
         delay = self._sleep_for()
+        if self.max_sleep is not None:
+            delay = min(delay, self.max_sleep)
         if not self._wake.is_set():
             with anyio.move_on_after(delay):
                 await self._wake.wait()
@@ -244,9 +268,13 @@ class Reconciler:
             if why is not None:
                 self._stop_run(run, Outcome.CANCELLED, why)
         self._start_wanted(now_m, now_w)
+        self._forget_finished_submissions()
         if self.runs and now_m >= self._next_scan:
             self._next_scan = now_m + SCAN_INTERVAL
             self._scan_descendants()
+        if now_w >= self._next_prune:
+            self._next_prune = now_w + 3600.0
+            self.store.op(j.op_prune(now_w - self.config.daemon.retain_runs))
 
     def _sleep_for(self) -> float:
         now_m, now_w = self.clock.mono(), self.clock.wall()
@@ -266,7 +294,7 @@ class Reconciler:
         now_w = self.clock.wall()
         wanted = {t.name: t for t in config.tasks}
         for name, rt in self.tasks.items():
-            if rt.source == "config" and name not in wanted:
+            if rt.source == "config" and name not in wanted and not rt.removed:
                 rt.removed = True
                 self._set_phase(rt, TaskPhase.CANCELLED, "removed from config")
         for name, spec in wanted.items():
@@ -464,37 +492,127 @@ class Reconciler:
             remove_run_dir(self.config.daemon.state_dir / "runs" / run_id)
             self._apply_verdict(rt, failed, arm.name, now_m)
             return
+        gate = self.store.run_intent(
+            run_id, rt.name, arm.name, now_w, decision.reservation, str(prepared.log_path)
+        )
+        self._launch(
+            rt,
+            decision,
+            prepared.spec,
+            prepared.run_dir,
+            prepared.log_path,
+            now_m,
+            now_w,
+            gate=gate,
+        )
+
+    def _launch(
+        self,
+        rt: TaskRuntime | None,
+        decision: Decision,
+        spec: RunSpec,
+        run_dir: Any,
+        log_path: Any,
+        started_mono: float,
+        started_wall: float,
+        *,
+        gate: Gate | None = None,
+        adoption: Adoption | None = None,
+    ) -> ActiveRun:
+        """Register a run and start its runner task (fresh or adopted)."""
+        run_id = spec.run_id
         send, recv = anyio.create_memory_object_stream[StopRequest](4)
 
-        def started(pid: int, create_time: float) -> None:
-            self._send.send_nowait(_Started(run_id, pid, create_time))
+        def started(pid: int, create_time: float, fds: tuple[int, int] | None) -> None:
+            self._send.send_nowait(_Started(run_id, pid, create_time, fds))
             self.wake("started")
 
-        runner = Runner(prepared.spec, recv, on_started=started, clock=self.clock.mono)
+        runner = Runner(
+            spec, recv, on_started=started, clock=self.clock.mono, gate=gate, adoption=adoption
+        )
+        arm = self.engine.arms.get(spec.arm)
         run = ActiveRun(
             run_id=run_id,
-            task=rt.name,
-            spec=spec,
-            arm=arm.name,
-            cli=arm.cli,
-            pools=arm.pools,
+            task=spec.task,
+            spec=rt.spec if rt else None,  # type: ignore[arg-type]
+            arm=spec.arm,
+            cli=spec.cli,
+            pools=arm.pools if arm else (),
             decision=decision,
             runner=runner,
             inbox=send,
-            started_mono=now_m,
-            started_wall=now_w,
-            run_dir=prepared.run_dir,
-            log_path=prepared.log_path,
+            started_mono=started_mono,
+            started_wall=started_wall,
+            run_dir=run_dir,
+            log_path=log_path,
+        )
+        if adoption is not None:
+            run.pid, run.state = adoption.pid, "running"
+        self.runs[run_id] = run
+        if rt is not None:
+            rt.run = run_id
+            rt.last_arm = spec.arm
+            rt.retry_at = None
+            if adoption is None:
+                rt.runs += 1
+                self.metrics.runs_started.labels(rt.label, spec.arm).inc()
+            self._set_phase(
+                rt,
+                TaskPhase.RUNNING,
+                f"run {run_id} on {spec.arm}" + (" (adopted)" if adoption else ""),
+            )
+        if self._tg is None:  # recovery adopts runs before the loop starts
+            self._deferred.append(run)
+        else:
+            self._tg.start_soon(self._execute, run)
+        return run
+
+    def adopt_run(
+        self,
+        rt: TaskRuntime | None,
+        decision: Decision,
+        spec: RunSpec,
+        adoption: Adoption,
+        started_wall: float,
+    ) -> ActiveRun:
+        """Watch a run a previous daemon started (called by recovery before the loop)."""
+        return self._launch(
+            rt,
+            decision,
+            spec,
+            None,
+            spec.log.path,
+            adoption.started,
+            started_wall,
+            adoption=adoption,
+        )
+
+    def record_lost(
+        self, rt: TaskRuntime | None, decision: Decision, run_id: str, reason: str
+    ) -> None:
+        """A run the journal thought live has no process: account for it, let policy decide."""
+        run = ActiveRun(
+            run_id=run_id,
+            task=decision.task,
+            spec=rt.spec if rt else None,
+            arm=decision.arm or "",
+            cli=self.engine.arms[decision.arm].cli
+            if decision.arm in self.engine.arms
+            else "unknown",
+            pools=tuple(decision.charges),
+            decision=decision,
+            runner=None,
+            inbox=None,
+            started_mono=self.clock.mono(),  # type: ignore[arg-type]
+            started_wall=decision.at,
+            run_dir=None,
+            log_path=None,
         )
         self.runs[run_id] = run
-        rt.run = run_id
-        rt.runs += 1
-        rt.last_arm = arm.name
-        rt.retry_at = None
-        self._set_phase(rt, TaskPhase.RUNNING, f"run {run_id} on {arm.name}")
-        self.metrics.runs_started.labels(rt.label, arm.name).inc()
-        assert self._tg is not None
-        self._tg.start_soon(self._execute, run)
+        if rt is not None:
+            rt.run = run_id
+        result = RunResult(run_id, Outcome.LOST, reason, started_ok=False)
+        self._finish(run, result, self.clock.mono(), self.clock.wall())
 
     async def _execute(self, run: ActiveRun) -> None:
         try:
@@ -508,8 +626,9 @@ class Reconciler:
                 started=run.started_mono,
                 ended=self.clock.mono(),
             )
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(remove_run_dir, run.run_dir)
+        if run.run_dir is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(remove_run_dir, run.run_dir)
         self._send.send_nowait(_Ended(run.run_id, result))
         self.wake("exit")
 
@@ -543,6 +662,7 @@ class Reconciler:
             if run is None:
                 continue
             if isinstance(msg, _Started):
+                self.store.run_started(run.run_id, msg.pid, msg.create_time, msg.leader_fds)
                 run.pid = msg.pid
                 if run.state == "starting":
                     run.state = "running"
@@ -564,15 +684,33 @@ class Reconciler:
         label = rt.label if rt is not None else run.task
         usage = (result.usage or Usage()) if result.started_ok else None
         limited = result.outcome is Outcome.LIMITED
-        settled = self.engine.settle(
-            run.decision,
-            now=now_w,
-            usage=usage,
-            ok=result.outcome is Outcome.SUCCEEDED,
-            duration=result.duration,
-            task_type=str(spec.route.type),
-            arm_fault=result.outcome is Outcome.SPAWN_FAILED and run.cli != "command",
-            limited=limited,
+        unknown = result.outcome in (Outcome.LOST, Outcome.EXIT_UNKNOWN) and result.usage is None
+        if unknown:
+            # It ran (at least partly) while no daemon watched: what it used is
+            # unknown, so it is charged its estimate rather than nothing.
+            res_id = run.decision.reservation.id if run.decision.reservation else ""
+            self.engine.ledger.commit(res_id, run.decision.charges)
+            settled = Settlement(
+                dict(run.decision.charges), rolled_back=False, hold_had_expired=False
+            )
+            usage = None
+        else:
+            settled = self.engine.settle(
+                run.decision,
+                now=now_w,
+                usage=usage,
+                ok=result.outcome is Outcome.SUCCEEDED,
+                duration=result.duration,
+                task_type=str(spec.route.type) if spec else "generation",
+                arm_fault=result.outcome is Outcome.SPAWN_FAILED and run.cli != "command",
+                limited=limited,
+            )
+        self.store.run_ended(
+            run.run_id,
+            now_w,
+            str(result.outcome),
+            result.reason,
+            None if usage is None else asdict(usage),
         )
         m = self.metrics
         m.runs_finished.labels(label, run.arm, str(result.outcome)).inc()
@@ -626,10 +764,15 @@ class Reconciler:
             return
         rt.run = None
         rt.last_outcome = str(result.outcome)
+        if self._stopping and result.outcome is Outcome.CANCELLED:
+            # Stopped with the daemon: not a verdict on the task, which resumes
+            # at the next start (its run is recorded as cancelled).
+            self._set_phase(rt, TaskPhase.PENDING, "stopped with the daemon")
+            return
         if rt.removed:
             del self.tasks[rt.name]
             return
-        if rt.spec != spec:
+        if run.spec is not None and rt.spec != spec:
             return  # the new spec starts on the next pass
         if rt.phase is TaskPhase.CANCELLED:
             return
@@ -660,6 +803,7 @@ class Reconciler:
     def _set_phase(self, rt: TaskRuntime, phase: TaskPhase, reason: str) -> None:
         old = rt.phase
         rt.phase, rt.reason = phase, reason
+        self.store.task(rt.name)
         if old is not phase:
             self.log.info("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
 
@@ -734,7 +878,50 @@ class Reconciler:
         self.engine.reconfigure(settings_from_config(config))
         self._adopt_config_tasks(config)
 
-    # -- operator actions ---------------------------------------------------------
+    # -- submissions and operator actions -----------------------------------------
+
+    def add_submission(self, spec: TaskSpec, label: str) -> TaskRuntime:
+        """A durable submission enters desired state (already in the journal)."""
+        rt = self.tasks.get(spec.name)
+        if rt is not None:
+            return rt
+        rt = self.tasks[spec.name] = TaskRuntime(spec=spec, label=label, source="submitted")
+        rt.waiting_since = self.clock.mono()
+        self._init_phase(rt, self.clock.wall(), "submitted")
+        self.wake("submit")
+        return rt
+
+    def cancel(self, name: str, reason: str = "cancelled by operator") -> bool:
+        rt = self.tasks.get(name)
+        if rt is None:
+            return False
+        rt.retry_at = None
+        rt.pending_fires = 0
+        self._set_phase(rt, TaskPhase.CANCELLED, reason)
+        self.wake("cancel")
+        return True
+
+    def _forget_finished_submissions(self) -> None:
+        """Done submissions leave memory (the journal keeps them until retention)."""
+        done = [
+            rt
+            for rt in self.tasks.values()
+            if rt.source == "submitted" and rt.phase in TERMINAL and rt.run is None
+        ]
+        now = self.clock.wall()
+        for rt in done:
+            self.store.op(j.op_submission_state(rt.name, str(rt.phase), rt.reason, now))
+            self.recent.append(
+                {
+                    "id": rt.name,
+                    "label": rt.label,
+                    "phase": str(rt.phase),
+                    "reason": rt.reason,
+                    "runs": rt.runs,
+                    "at": now,
+                }
+            )
+            del self.tasks[rt.name]
 
     def reset(self, name: str) -> bool:
         """Take a task out of gave_up/failed/cancelled and let it run again."""

@@ -47,7 +47,10 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     LIMITED = "limited"
     SPAWN_FAILED = "spawn_failed"
+    #: The process of a run the journal said was live was gone after a restart.
     LOST = "lost"
+    #: An adopted run exited; its status went to its real parent, not to us.
+    EXIT_UNKNOWN = "exit_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,32 @@ class _Watch:
     limit: LimitHit | None = None
 
 
-StartedCallback = Callable[[int, float], None]
+@dataclass(slots=True)
+class Gate:
+    """Opened by the reconciler once the run's record is committed to the journal."""
+
+    event: anyio.Event = field(default_factory=anyio.Event)
+    ok: bool = True
+    error: str = ""
+
+    def open(self, ok: bool = True, error: str = "") -> None:
+        self.ok, self.error = ok, error
+        self.event.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """A live process a previous daemon started, to be watched by this one."""
+
+    pid: int
+    create_time: float
+    #: Monotonic time of the original start, so timeouts keep counting.
+    started: float
+    #: Where the leader holds its own output pipes' read ends (see process.py).
+    leader_fds: tuple[int, int] | None = None
+
+
+StartedCallback = Callable[[int, float, tuple[int, int] | None], None]
 EventCallback = Callable[[AgentEvent], None]
 
 
@@ -122,8 +150,12 @@ class Runner:
         on_started: StartedCallback | None = None,
         on_event: EventCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gate: Gate | None = None,
+        adoption: Adoption | None = None,
     ) -> None:
         self.spec = spec
+        self.gate = gate
+        self.adoption = adoption
         self.inbox = inbox
         self.on_started = on_started
         self.on_event = on_event
@@ -140,23 +172,32 @@ class Runner:
 
     async def run(self) -> RunResult:
         spec = self.spec
+        if self.gate is not None:
+            await self.gate.event.wait()
         started = self._started = self._watch.last_activity = self.clock()
-        try:
-            child = process.spawn(spec.argv, cwd=spec.cwd, env=spec.env, stdin_path=spec.stdin_path)
-        except process.SpawnError as exc:
-            spec.log.note(f"spawn failed: {exc}")
-            spec.log.close()
-            return RunResult(
-                spec.run_id,
-                Outcome.SPAWN_FAILED,
-                str(exc),
-                started=started,
-                ended=self.clock(),
-                started_ok=False,
+        if self.gate is not None and not self.gate.ok:
+            return self._not_started(Outcome.SPAWN_FAILED, f"not started: {self.gate.error}")
+        if self.adoption is not None:
+            self._started = started = self.adoption.started
+            adopted = process.adopt(
+                self.adoption.pid, self.adoption.create_time, self.adoption.leader_fds
             )
+            if adopted is None:
+                return self._not_started(Outcome.LOST, "process gone after a daemon restart")
+            child = adopted
+            attached = "output reattached" if child.pipes() else "output not reattached"
+            spec.log.note(f"adopted pid {child.pid} after a daemon restart ({attached})")
+        else:
+            try:
+                child = process.spawn(
+                    spec.argv, cwd=spec.cwd, env=spec.env, stdin_path=spec.stdin_path
+                )
+            except process.SpawnError as exc:
+                spec.log.note(f"spawn failed: {exc}")
+                return self._not_started(Outcome.SPAWN_FAILED, str(exc))
+            if self.on_started is not None:
+                self.on_started(child.pid, child.create_time, child.leader_fds)
         self.pid = child.pid
-        if self.on_started is not None:
-            self.on_started(child.pid, child.create_time)
         result = RunResult(spec.run_id, Outcome.FAILED, "", started=started, pid=child.pid)
         try:
             await self._supervise(child, result)
@@ -171,12 +212,19 @@ class Runner:
         result.ended = self.clock()
         return result
 
+    def _not_started(self, outcome: Outcome, reason: str) -> RunResult:
+        self.spec.log.close()
+        now = self.clock()
+        return RunResult(
+            self.spec.run_id, outcome, reason, started=now, ended=now, started_ok=False
+        )
+
     # -- the watch ---------------------------------------------------------
 
     async def _supervise(self, child: process.Child, result: RunResult) -> None:
         spec = self.spec
         exited = anyio.Event()
-        status: list[int] = []
+        status: list[int | None] = []
         stop: StopRequest | None = None
         drained = [anyio.Event() for _ in self._pipes(child)]
 
@@ -223,15 +271,10 @@ class Runner:
             pumps.cancel_scope.cancel()
         code = status[0] if status else None
         result.exit_status = code
-        self._classify(result, stop, code)
+        self._classify(result, stop, code, child.proc is None)
 
     def _pipes(self, child: process.Child) -> list[tuple[str, int]]:
-        out = []
-        if child.proc.stdout is not None:
-            out.append(("stdout", child.proc.stdout.fileno()))
-        if child.proc.stderr is not None:
-            out.append(("stderr", child.proc.stderr.fileno()))
-        return out
+        return child.pipes()
 
     async def _pump(self, fd: int, stream_name: str, done: anyio.Event) -> None:
         parser = self.spec.parser
@@ -325,10 +368,12 @@ class Runner:
             process.reap_pid(proc.pid)
         result.orphans_killed += killed
 
-    def _classify(self, result: RunResult, stop: StopRequest | None, code: int | None) -> None:
+    def _classify(
+        self, result: RunResult, stop: StopRequest | None, code: int | None, adopted: bool
+    ) -> None:
         summary = self.spec.parser.summary
         limit = self._watch.limit or summary.limit
-        if stop is not None and code is not None and stop.outcome is not Outcome.LIMITED:
+        if stop is not None and stop.outcome is not Outcome.LIMITED:
             result.outcome, result.reason = stop.outcome, stop.reason
             return
         if limit is not None:
@@ -341,7 +386,10 @@ class Runner:
             result.outcome = Outcome.FAILED
             result.reason = completion.reason or f"agent reported an error ({_status(code)})"
             return
-        if code == 0:
+        if adopted:
+            result.outcome = Outcome.EXIT_UNKNOWN
+            result.reason = "adopted run exited; its status went to its former parent"
+        elif code == 0:
             result.outcome = Outcome.SUCCEEDED
             result.reason = "exit status 0"
         else:

@@ -17,9 +17,21 @@ from daemon.taskspec import MissedPolicy
 
 
 def next_fire(expr: str, tz: str, after: float) -> float:
-    """The first fire time strictly after `after` (epoch seconds)."""
-    start = datetime.fromtimestamp(after, tz=ZoneInfo(tz))
-    return float(croniter(expr, start).get_next(float))
+    """The first fire time strictly after `after` (epoch seconds).
+
+    When clocks fall back, a wall-clock time happens twice. A job pinned to
+    an hour (its hour field is not `*`) fires at the first occurrence only,
+    as Vixie cron does: a nightly job must not run twice on that night.
+    When clocks spring forward, a time that does not exist fires at the
+    first instant after the gap.
+    """
+    zone = ZoneInfo(tz)
+    pinned_hour = expr.split()[1] != "*" if len(expr.split()) >= 2 else False
+    it = croniter(expr, datetime.fromtimestamp(after, tz=zone))
+    while True:
+        fire = float(it.get_next(float))
+        if not pinned_hour or datetime.fromtimestamp(fire, tz=zone).fold == 0:
+            return fire
 
 
 @dataclass(frozen=True, slots=True)
