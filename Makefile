@@ -1,7 +1,7 @@
 # factoryd developer entry points. Every target creates its own virtualenv.
 #
 #   make run    set up, then run the daemon on etc/factoryd.toml (Ctrl-C stops it)
-#   make test   set up (venv, Debian's prometheus for promtool, pinned agent CLIs), lint, test
+#   make test   set up (venv, Debian's prometheus, the pinned agent CLIs from npm), lint, test
 #   make bench  run the benchmarks in bench/ and write bench/RESULTS.md
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= etc/factoryd.toml
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench system-deps agents clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,14 @@ run: $(BIN)/.installed
 system-deps:
 	scripts/install-system-deps
 
+agents: system-deps
+	scripts/install-agents
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
 
-test: $(BIN)/.installed system-deps lint
+test: $(BIN)/.installed system-deps agents lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

@@ -30,11 +30,15 @@ from daemon.routing.model import RouteRequest, Usage
 def config_text(state: Path) -> str:
     parts = [f'[daemon]\nstate_dir = "{state}"\nmetrics_listen = "off"\n']
     for p in range(10):
-        parts.append(f'[[pools]]\nname = "pool{p}"\nunit = "{["tokens", "runs", "usd"][p % 3]}"\n'
-                     f'limit = 1000000\nwindow = "5h"\n')
+        parts.append(
+            f'[[pools]]\nname = "pool{p}"\nunit = "{["tokens", "runs", "usd"][p % 3]}"\n'
+            f'limit = 1000000\nwindow = "5h"\n'
+        )
     for a in range(20):
-        parts.append(f'[[arms]]\nname = "arm{a}"\ncli = "command"\n'
-                     f'pools = ["pool{a % 10}", "pool{(a + 3) % 10}"]\n')
+        parts.append(
+            f'[[arms]]\nname = "arm{a}"\ncli = "command"\n'
+            f'pools = ["pool{a % 10}", "pool{(a + 3) % 10}"]\n'
+        )
     for t in range(100):
         parts.append(f'[[tasks]]\nname = "task{t:03}"\nargv = ["true"]\n')
     return "\n".join(parts)
@@ -58,8 +62,14 @@ def build() -> Reconciler:
         m.restarts.labels(task).inc()
         d = rec.engine.route(RouteRequest(task=task, estimated_tokens=1000), now)
         m.decision(d, 1e-4)
-        rec.engine.settle(d, now=now, usage=Usage(input_tokens=900, output_tokens=100),
-                          ok=True, duration=40.0, task_type="generation")
+        rec.engine.settle(
+            d,
+            now=now,
+            usage=Usage(input_tokens=900, output_tokens=100),
+            ok=True,
+            duration=40.0,
+            task_type="generation",
+        )
     for a in range(20):
         for kind in ("input", "output", "cache_read", "cache_write", "reasoning"):
             m.tokens.labels(f"arm{a}", kind).inc(1000)
@@ -67,8 +77,9 @@ def build() -> Reconciler:
             m.rejections.labels(f"arm{a}", reason).inc()
         m.cost.labels(f"arm{a}").inc(1.5)
         m.limit_hits.labels(f"arm{a}", f"pool{a % 10}").inc()
-    m.add_state_collector(StateCollector(lambda: rec.engine, rec.task_phases, rec.run_states,
-                                         rec.blocked_by_label))
+    m.add_state_collector(
+        StateCollector(lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label)
+    )
     return rec
 
 
@@ -90,8 +101,9 @@ def main() -> None:
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
-            port = await tg.start(http.serve, "127.0.0.1:0", rec.metrics.exposition,
-                                  lambda: (True, "ok"))
+            port = await tg.start(
+                http.serve, "127.0.0.1:0", rec.metrics.exposition, lambda: (True, "ok")
+            )
             port_box.append(port)
             ready.set()
             await anyio.sleep(3600)
@@ -106,10 +118,14 @@ def main() -> None:
             resp.read()
         scrape.append(time.perf_counter() - t0)
     print(f"exposition: {series} series, {len(body) / 1024:.0f} KiB")
-    print(f"render on the loop: median {statistics.median(render) * 1e3:.2f} ms "
-          f"(min {min(render) * 1e3:.2f}, max {max(render) * 1e3:.2f})")
-    print(f"HTTP GET /metrics:  median {statistics.median(scrape) * 1e3:.2f} ms "
-          f"(min {min(scrape) * 1e3:.2f}, max {max(scrape) * 1e3:.2f})")
+    print(
+        f"render on the loop: median {statistics.median(render) * 1e3:.2f} ms "
+        f"(min {min(render) * 1e3:.2f}, max {max(render) * 1e3:.2f})"
+    )
+    print(
+        f"HTTP GET /metrics:  median {statistics.median(scrape) * 1e3:.2f} ms "
+        f"(min {min(scrape) * 1e3:.2f}, max {max(scrape) * 1e3:.2f})"
+    )
     print("target: <= 10 ms median")
 
 

@@ -729,8 +729,11 @@ class Reconciler:
         m.output_dropped.labels(run.cli).inc(result.bytes_dropped)
         m.parser_errors.labels(run.cli).inc(result.parse_errors)
         if usage is not None:
-            usd = settled.committed.get(next((p for p in run.pools if self._is_usd(p)), ""), None)
-            m.usage(run.arm, usage, usage.cost_usd if usage.cost_usd is not None else usd)
+            spec_arm = self.engine.arms.get(run.arm)
+            cost = usage.cost_usd
+            if cost is None and spec_arm is not None:
+                cost = spec_arm.cost_of(usage)  # the CLI reports none: the arm's prices
+            m.usage(run.arm, usage, cost)
         if limited and result.limit is not None:
             until = self.engine.report_limit(run.arm, result.limit.until, now_w, result.limit.text)
             m.limit(run.arm, run.pools, result.limit)
@@ -806,10 +809,6 @@ class Reconciler:
         self.store.task(rt.name)
         if old is not phase:
             self.log.info("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
-
-    def _is_usd(self, pool: str) -> bool:
-        st = self.engine.ledger.pools.get(pool)
-        return st is not None and str(st.spec.unit) == "usd"
 
     # -- processes that escaped ---------------------------------------------------
 

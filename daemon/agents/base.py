@@ -8,11 +8,17 @@ counted in `parse_errors`).
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
+from typing import Any
 
 from daemon.agents.events import AgentEvent, Completion, LimitHit, ParseSummary, UsageReport
+from daemon.agents.limits import looks_like_limit, reset_time
+from daemon.agents.lines import clean, json_object
 from daemon.config import ArmLaunch
 from daemon.routing.model import ArmSpec, Usage
 from daemon.taskspec import TaskSpec
@@ -38,10 +44,15 @@ class LaunchPlan:
 
 
 class Parser:
-    """Base parser: folds events into a summary. Subclasses implement `parse_line`."""
+    """Base parser: folds events into a summary. Subclasses implement `parse_line`.
 
-    def __init__(self) -> None:
+    `clock` (wall time) dates relative limit messages ("try again in 3 hours").
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, local: tzinfo | None = None) -> None:
         self.summary = ParseSummary()
+        self.clock = clock
+        self.local = local
 
     def feed(self, line: bytes, stream: str) -> list[AgentEvent]:
         try:
@@ -87,11 +98,47 @@ def _add(a: Usage, b: Usage) -> Usage:
     )
 
 
+class JsonLinesParser(Parser):
+    """For CLIs that print one JSON object per stdout line.
+
+    A stdout line that is not a JSON object (torn, truncated, noise) is
+    counted in `parse_errors` and skipped. stderr is scanned for limit
+    messages only when `scan_stderr` is set (gemini prints its 429 there).
+    """
+
+    scan_stderr = False
+
+    def parse_line(self, line: bytes, stream: str) -> list[AgentEvent]:
+        text = clean(line)
+        if not text:
+            return []
+        if stream == "stderr":
+            if self.scan_stderr and looks_like_limit(text):
+                return [self.limit(text)]
+            return []
+        obj = json_object(text)
+        if obj is None:
+            self.summary.parse_errors += 1
+            return []
+        return self.on_object(obj)
+
+    def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        return []
+
+    def limit(self, text: str, status: int | None = None) -> LimitHit:
+        return LimitHit(
+            until=reset_time(text, self.clock(), self.local), text=text[:500], status=status
+        )
+
+
 class Adapter(ABC):
     cli: str = ""
 
     @abstractmethod
     def plan(self, ctx: LaunchContext) -> LaunchPlan: ...
 
-    def parser(self) -> Parser:
-        return Parser()
+    def parser(self, clock: Callable[[], float] = time.time) -> Parser:
+        return Parser(clock)
+
+    def executable(self, ctx: LaunchContext) -> str:
+        return ctx.launch.executable or self.cli

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from daemon.agents.base import Adapter
+from daemon.agents.claude import ClaudeAdapter
+from daemon.agents.codex import CodexAdapter
 from daemon.agents.command import CommandAdapter
+from daemon.agents.gemini import GeminiAdapter
+from daemon.agents.opencode import OpencodeAdapter
 
-_ADAPTERS: dict[str, Adapter] = {"command": CommandAdapter()}
+ADAPTERS: dict[str, Adapter] = {
+    a.cli: a
+    for a in (CommandAdapter(), ClaudeAdapter(), CodexAdapter(), GeminiAdapter(), OpencodeAdapter())
+}
 
 
 def adapter_for(cli: str) -> Adapter:
     try:
-        return _ADAPTERS[cli]
+        return ADAPTERS[cli]
     except KeyError:
         raise LookupError(f"no adapter for cli {cli!r}") from None
-
-
-def register(adapter: Adapter) -> None:
-    _ADAPTERS[adapter.cli] = adapter
