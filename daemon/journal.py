@@ -201,6 +201,10 @@ class Journal:
 
     # -- reading (start-up) -------------------------------------------------------
 
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def live_runs(self) -> list[RunRow]:
         rows = self._db.execute(
             "SELECT id, task, arm, state, pid, create_time, started_at, reservation, log_path, "
@@ -314,6 +318,17 @@ def _fds(text: str | None) -> tuple[int, int] | None:
 
 
 # -- operations (built by the reconciler, applied in batches) ------------------
+
+
+def op_meta(key: str, value: str) -> Op:
+    def op(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    return op
 
 
 def op_run_intent(

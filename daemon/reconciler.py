@@ -587,10 +587,20 @@ class Reconciler:
             adoption=adoption,
         )
 
-    def record_lost(
-        self, rt: TaskRuntime | None, decision: Decision, run_id: str, reason: str
+    def record_gone(
+        self,
+        rt: TaskRuntime | None,
+        decision: Decision,
+        run_id: str,
+        outcome: Outcome,
+        reason: str,
+        *,
+        ran: bool,
     ) -> None:
-        """A run the journal thought live has no process: account for it, let policy decide."""
+        """A run the journal thought live has no process: account for it, let policy decide.
+
+        `ran`: its process did start (it is charged its estimate); else it is rolled back.
+        """
         run = ActiveRun(
             run_id=run_id,
             task=decision.task,
@@ -611,7 +621,7 @@ class Reconciler:
         self.runs[run_id] = run
         if rt is not None:
             rt.run = run_id
-        result = RunResult(run_id, Outcome.LOST, reason, started_ok=False)
+        result = RunResult(run_id, outcome, reason, started_ok=ran)
         self._finish(run, result, self.clock.mono(), self.clock.wall())
 
     async def _execute(self, run: ActiveRun) -> None:
@@ -684,7 +694,11 @@ class Reconciler:
         label = rt.label if rt is not None else run.task
         usage = (result.usage or Usage()) if result.started_ok else None
         limited = result.outcome is Outcome.LIMITED
-        unknown = result.outcome in (Outcome.LOST, Outcome.EXIT_UNKNOWN) and result.usage is None
+        unknown = (
+            result.outcome in (Outcome.LOST, Outcome.EXIT_UNKNOWN)
+            and result.usage is None
+            and result.started_ok
+        )
         if unknown:
             # It ran (at least partly) while no daemon watched: what it used is
             # unknown, so it is charged its estimate rather than nothing.

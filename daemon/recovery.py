@@ -35,7 +35,7 @@ from daemon.routing.ledger import Reservation
 from daemon.routing.router import Decision
 from daemon.routing.snapshot import SnapshotError, load_state
 from daemon.routing.windows import window_bounds
-from daemon.runner import Adoption, RunSpec
+from daemon.runner import Adoption, Outcome, RunSpec
 from daemon.submit import SubmitError, build_spec
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 class Report:
     adopted: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
     reaped: int = 0
     submissions: int = 0
     rejected_submissions: int = 0
@@ -60,8 +61,13 @@ class Report:
         }
 
 
-def recover(rec: Reconciler, journal: j.Journal) -> Report:
+def recover(rec: Reconciler, journal: j.Journal, invocation: str = "") -> Report:
+    """Rebuild state; `invocation` is systemd's INVOCATION_ID ("" outside systemd)."""
     report = Report()
+    previous = journal.meta("invocation")
+    # Under systemd, a daemon that died took its runs with it (KillMode=mixed).
+    killed_with_daemon = bool(previous) and previous != invocation
+    journal.apply_sync([j.op_meta("invocation", invocation)])
     now_w = rec.clock.wall()
     _restore_pools(rec, journal)
     soft = journal.routing_soft()
@@ -86,7 +92,7 @@ def recover(rec: Reconciler, journal: j.Journal) -> Report:
         rec.add_submission(spec, label)
         report.submissions += 1
     _restore_tasks(rec, journal)
-    adopted_ids = _restore_runs(rec, journal, report)
+    adopted_ids = _restore_runs(rec, journal, report, killed_with_daemon)
     report.reaped = reap_strays(rec, adopted_ids)
     rec.log.info("recovery.done", **report.as_dict())
     return report
@@ -136,7 +142,9 @@ def _find_by_marker(run_id: str) -> psutil.Process | None:
     return None
 
 
-def _restore_runs(rec: Reconciler, journal: j.Journal, report: Report) -> set[str]:
+def _restore_runs(
+    rec: Reconciler, journal: j.Journal, report: Report, killed_with_daemon: bool
+) -> set[str]:
     adopted: set[str] = set()
     now_m, now_w = rec.clock.mono(), rec.clock.wall()
     ledger = rec.engine.ledger
@@ -189,17 +197,43 @@ def _restore_runs(rec: Reconciler, journal: j.Journal, report: Report) -> set[st
             report.adopted.append(row.id)
             rec.log.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)
             continue
-        report.lost.append(row.id)
+        outcome, reason = gone_verdict(row, pid, ctime, killed_with_daemon)
+        if outcome is Outcome.LOST:
+            report.lost.append(row.id)
+        else:
+            report.ended.append(row.id)
         rec.log.info(
-            "recovery.lost",
+            "recovery.gone",
             task=row.task,
             run_id=row.id,
             pid=pid,
-            create_time=ctime,
-            journal_state=row.state,
+            outcome=str(outcome),
+            reason=reason,
         )
-        rec.record_lost(rt, decision, row.id, "process gone after a daemon restart")
+        rec.record_gone(rt, decision, row.id, outcome, reason, ran=pid is not None)
     return adopted
+
+
+def gone_verdict(
+    row: j.RunRow, pid: int | None, create_time: float | None, killed_with_daemon: bool
+) -> tuple[Outcome, str]:
+    """What a run whose process is gone most likely did, and so what policy may do.
+
+    * never spawned (no pid, no marked process): `lost`, nothing ran;
+    * started before this boot, or killed by systemd with the previous daemon
+      (its cgroup is cleaned when the main process dies): `lost`, it was
+      interrupted, and the task's restart policy decides;
+    * otherwise it ended on its own while no daemon watched: `exit_unknown`,
+      which policies treat as done, because running it again would run
+      finished work twice.
+    """
+    if pid is None:
+        return Outcome.LOST, "never started (the daemon died before the spawn)"
+    if create_time is not None and create_time < psutil.boot_time():
+        return Outcome.LOST, "interrupted by a reboot"
+    if killed_with_daemon:
+        return Outcome.LOST, "stopped with the previous daemon (systemd cleaned its cgroup)"
+    return Outcome.EXIT_UNKNOWN, "ended while no daemon watched; exit status unknown"
 
 
 def _log_path(rec: Reconciler, row: j.RunRow) -> Path:

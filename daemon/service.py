@@ -14,6 +14,7 @@ the running one on any error.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ class Service:
             pools=len(self.config.pools),
         )
         self.notifier.status("recovering")
-        recover(rec, self.journal)
+        recover(rec, self.journal, os.environ.get("INVOCATION_ID", ""))
         spool = daemon.spool_dir or daemon.state_dir / "spool"
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)

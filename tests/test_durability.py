@@ -145,10 +145,10 @@ def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
         )
         rec = Reconciler(config, journal=db)
         report = recover(rec, db)
-        assert report.adopted == [] and report.lost == ["r-old"]
+        assert report.adopted == [] and report.ended == ["r-old"]
         assert stranger.poll() is None  # not ours: left alone
         rt = rec.tasks["svc"]
-        assert rt.phase.value == "failed" and "process gone" in rt.reason
+        assert rt.last_outcome == "exit_unknown" and "no daemon watched" in rt.reason
         # The lost run was charged its estimate; its hold is released.
         assert rec.engine.ledger.pools["local"].used == 1
         assert rec.engine.ledger.pools["local"].reserved == 0
@@ -407,3 +407,35 @@ def test_adopted_run_keeps_writing_and_its_output_is_collected(tmp_path: Path) -
 
 def _read(directory: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(directory.glob("*.log")))
+
+
+def test_what_a_vanished_run_is_taken_to_have_done() -> None:
+    from daemon.recovery import gone_verdict
+    from daemon.runner import Outcome
+
+    row = j.RunRow("r", "t", "a", "running", 123, time.time() - 5, time.time() - 5, None, None)
+    boot = psutil.boot_time()
+    assert gone_verdict(row, None, None, False)[0] is Outcome.LOST  # never spawned
+    assert gone_verdict(row, 123, boot - 60, False) == (Outcome.LOST, "interrupted by a reboot")
+    assert gone_verdict(row, 123, time.time() - 5, True)[0] is Outcome.LOST  # systemd cleaned
+    verdict = gone_verdict(row, 123, time.time() - 5, False)
+    assert verdict[0] is Outcome.EXIT_UNKNOWN  # ended on its own: not run twice
+
+
+def test_a_new_systemd_invocation_reruns_what_the_old_one_took_down(tmp_path: Path) -> None:
+    text = header(tmp_path) + task("job", QUIET, kind="oneshot", restart="on-failure")
+    config = load_config(write_config(tmp_path, text))
+    db = Journal(config.daemon.state_dir / "journal.db")
+    started = time.time() - 10
+    db.apply_sync([
+        j.op_meta("invocation", "old-invocation"),
+        j.op_run_intent("r-1", "job", "local", started, None, "x.log"),
+        j.op_run_started("r-1", 999_999, started),
+    ])
+    rec = Reconciler(config, journal=db)
+    report = recover(rec, db, "new-invocation")
+    assert report.lost == ["r-1"] and report.ended == []
+    rt = rec.tasks["job"]
+    assert rt.last_outcome == "lost" and rt.phase.value in ("pending", "backing_off")
+    assert db.meta("invocation") == "new-invocation"
+    rec.store.close()
