@@ -233,7 +233,7 @@ class _Table:
         value = self._get(name)
         if value is _MISSING:
             return default
-        if allow_none and value in ("none", "off", 0):
+        if allow_none and isinstance(value, str) and value in ("none", "off"):
             return None
         try:
             seconds = parse_duration(value) if isinstance(value, str | int | float) else None
@@ -313,6 +313,10 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _declared(tables: list[_Table]) -> set[str]:
+    return {t.data["name"] for t in tables if isinstance(t.data.get("name"), str)}
+
+
 def _is_name(value: str) -> bool:
     return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_." for c in value)
 
@@ -321,6 +325,10 @@ class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[Problem] = []
+        #: Names declared in the file, valid or not: references to them do not
+        #: cascade into a second error when the declaration itself is bad.
+        self.declared_pools: set[str] = set()
+        self.declared_arms: set[str] = set()
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(Problem(str(self.path), key, message))
@@ -521,8 +529,11 @@ class _Loader:
         name = t.name("name")
         cli = t.str("cli", _MISSING, CLIS)
         pool_names = t.str_list("pools")
+        raw_pools = t.data.get("pools", [])
+        pools_ok = isinstance(raw_pools, list) and all(isinstance(x, str) for x in raw_pools)
         for i, pool in enumerate(pool_names):
-            if pool not in pools:
+            # A declared but invalid pool has its own error; do not cascade.
+            if pool not in pools and pool not in self.declared_pools:
                 known = ", ".join(pools) or "none are defined"
                 self.problem(f"{t.key('pools')}[{i}]", f"no pool named {pool!r} (known: {known})")
         if len(set(pool_names)) != len(pool_names):
@@ -531,13 +542,13 @@ class _Loader:
         rates: dict[str, float] = {}
         for pool in list(rates_table.data):
             rate = rates_table.number(pool, 1.0, hi=1e6)
-            if pool not in pool_names:
+            if pools_ok and pool not in pool_names:
                 rates_table.problem(pool, "is not one of this arm's pools")
             rates[pool] = float(rate)
         thinking = t.str_list("thinking")
         max_complexity = t.number("max_complexity", None, hi=1.0)
         argv = t.str_list("argv") if "argv" in t.data else None
-        if argv is not None and not argv:
+        if t.data.get("argv") == []:
             t.problem("argv", "must not be empty")
         spec = ArmSpec(
             name=name,
@@ -614,7 +625,7 @@ class _Loader:
         r0 = base.route if base else None
         allowed = t.str_list("arms", r0.arms if r0 else ())
         for i, arm in enumerate(allowed):
-            if arm not in arms:
+            if arm not in arms and arm not in self.declared_arms:
                 self.problem(
                     f"{t.key('arms')}[{i}]",
                     f"no arm named {arm!r} (known: {', '.join(arms) or 'none'})",
@@ -649,7 +660,7 @@ class _Loader:
         if prompt is not None and "prompt_file" in t.data:
             t.problem("prompt_file", "give either prompt or prompt_file, not both")
         argv = t.str_list("argv") if "argv" in t.data else (base.argv if base else None)
-        if argv is not None and not argv:
+        if t.data.get("argv") == []:
             t.problem("argv", "must not be empty")
         b0 = base.backoff if base else Backoff()
         bt = t.sub("backoff")
@@ -710,8 +721,9 @@ class _Loader:
             ),
             enabled=t.bool("enabled", base.enabled if base else True),
         )
-        if spec.timeout == 0:
-            t.problem("timeout", "must be longer than zero (or 'none')")
+        for key, value in (("timeout", spec.timeout), ("stall_timeout", spec.stall_timeout)):
+            if value == 0:
+                t.problem(key, "must be longer than zero (or 'none')")
         # A task that may land on a `command` arm needs a program to run.
         candidates = [arms[a] for a in allowed if a in arms] or list(arms.values())
         if not template and spec.argv is None:
@@ -730,11 +742,13 @@ class _Loader:
         daemon = self.daemon(root.sub("daemon"))
         routing, scarcity, quality, health, telemetry_window = self.routing(root.sub("routing"))
         pool_tables = self.items(root, "pools")
+        arm_tables = self.items(root, "arms")
+        self.declared_pools = _declared(pool_tables)
+        self.declared_arms = _declared(arm_tables)
         parsed_pools = [self.pool(t) for t in pool_tables]
         self.unique(pool_tables, [t.data.get("name") for t in pool_tables], "pool")
         pools = {p.name: p for p, _ in parsed_pools if p is not None}
         pool_caps = {p.name: cap for p, cap in parsed_pools if p is not None and cap is not None}
-        arm_tables = self.items(root, "arms")
         parsed_arms = [(t, *self.arm(t, pools)) for t in arm_tables]
         self.unique(arm_tables, [t.data.get("name") for t in arm_tables], "arm")
         arms = {a.name: a for _, a, _ in parsed_arms if a is not None}

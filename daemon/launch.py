@@ -155,6 +155,7 @@ def prepare(
         timeout=task.timeout,
         stall_timeout=task.stall_timeout,
         stop_grace=task.stop_grace,
+        pid_file=run_dir / "pid",
     )
     return Prepared(spec=spec, run_dir=run_dir, log_path=log_path)
 

@@ -135,11 +135,22 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
 
 
-def _find_by_marker(run_id: str) -> psutil.Process | None:
+def _spawned(rec: Reconciler, run_id: str) -> tuple[int | None, float | None]:
+    """Did a run whose pid never reached the journal spawn? Its pid file, or a live
+    process carrying its marker, says so."""
+    pid_file = rec.config.daemon.state_dir / "runs" / run_id / "pid"
+    try:
+        pid_text, ctime_text = pid_file.read_text().split()
+        return int(pid_text), float(ctime_text)
+    except (OSError, ValueError):
+        pass
     for proc in psutil.process_iter():
         if process.run_marker(proc) == run_id:
-            return proc
-    return None
+            try:
+                return proc.pid, proc.create_time()
+            except psutil.Error:
+                continue
+    return None, None
 
 
 def _restore_runs(
@@ -164,9 +175,7 @@ def _restore_runs(
         )
         pid, ctime = row.pid, row.create_time
         if pid is None:  # crashed between the intent and the spawn report
-            found = _find_by_marker(row.id)
-            if found is not None:
-                pid, ctime = found.pid, found.create_time()
+            pid, ctime = _spawned(rec, row.id)
         rt = rec.tasks.get(row.task)
         arm = rec.engine.arms.get(row.arm)
         alive = pid is not None and process.same_process(pid, ctime)

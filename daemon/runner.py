@@ -13,12 +13,14 @@ kill the exit status is not trusted: the outcome is the reason we killed.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import psutil
@@ -74,6 +76,9 @@ class RunSpec:
     timeout: float | None = None
     stall_timeout: float | None = None
     stop_grace: float = 10.0
+    #: Where to note "pid create_time" the moment the process exists, so that a
+    #: daemon that dies before journaling the pid still finds out it spawned.
+    pid_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -183,7 +188,12 @@ class Runner:
                 self.adoption.pid, self.adoption.create_time, self.adoption.leader_fds
             )
             if adopted is None:
-                return self._not_started(Outcome.LOST, "process gone after a daemon restart")
+                # It was alive when recovery looked, moments ago: it ended on its own.
+                result = self._not_started(
+                    Outcome.EXIT_UNKNOWN, "ended while no daemon watched; exit status unknown"
+                )
+                result.started_ok = True
+                return result
             child = adopted
             attached = "output reattached" if child.pipes() else "output not reattached"
             spec.log.note(f"adopted pid {child.pid} after a daemon restart ({attached})")
@@ -195,6 +205,9 @@ class Runner:
             except process.SpawnError as exc:
                 spec.log.note(f"spawn failed: {exc}")
                 return self._not_started(Outcome.SPAWN_FAILED, str(exc))
+            if spec.pid_file is not None:
+                with contextlib.suppress(OSError):
+                    spec.pid_file.write_text(f"{child.pid} {child.create_time!r}\n")
             if self.on_started is not None:
                 self.on_started(child.pid, child.create_time, child.leader_fds)
         self.pid = child.pid

@@ -90,15 +90,16 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
             what="recovery",
         )
         done = next(e for e in events(log2) if e.get("event") == "recovery.done")
-        assert done["adopted"] == 20 and done["lost"] == 0
+        assert done["adopted"] == 20 and done["lost"] == 0, done
         wait_for(lambda: sock.exists(), timeout=10, what="control socket")
         status = call(sock, {"op": "status"})
-        assert [t["phase"] for t in status["tasks"]] == ["running"] * 20
-        assert all(t["runs"] == 1 for t in status["tasks"])  # nothing started twice
+        phases = [(t["name"], t["phase"], t["runs"], t["reason"]) for t in status["tasks"]]
+        assert [p[1] for p in phases] == ["running"] * 20, phases
+        assert all(p[2] == 1 for p in phases), phases  # nothing started twice
         assert {p.pid for p in tagged(tag)} == pids  # same processes, no duplicates
         after = call(sock, {"op": "state_dump"})
-        assert pools_of(after) == pools_of(before)
-        assert holds_of(after) == holds_of(before)
+        assert pools_of(after) == pools_of(before), (before, after)
+        assert holds_of(after) == holds_of(before), (before, after)
         assert after["pools"]["local"]["used"] == 0
         assert len(after["reservations"]) == 20
         # Adopted runs are still under control: a stop reaches them.
@@ -427,11 +428,13 @@ def test_a_new_systemd_invocation_reruns_what_the_old_one_took_down(tmp_path: Pa
     config = load_config(write_config(tmp_path, text))
     db = Journal(config.daemon.state_dir / "journal.db")
     started = time.time() - 10
-    db.apply_sync([
-        j.op_meta("invocation", "old-invocation"),
-        j.op_run_intent("r-1", "job", "local", started, None, "x.log"),
-        j.op_run_started("r-1", 999_999, started),
-    ])
+    db.apply_sync(
+        [
+            j.op_meta("invocation", "old-invocation"),
+            j.op_run_intent("r-1", "job", "local", started, None, "x.log"),
+            j.op_run_started("r-1", 999_999, started),
+        ]
+    )
     rec = Reconciler(config, journal=db)
     report = recover(rec, db, "new-invocation")
     assert report.lost == ["r-1"] and report.ended == []
