@@ -34,6 +34,7 @@ test: $(BIN)/.installed system-deps agents lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:

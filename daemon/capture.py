@@ -18,6 +18,8 @@ from typing import BinaryIO
 import anyio
 
 READ_CHUNK = 256 * 1024
+#: Log directories already created (one per task): mkdir is not free on every run.
+_MADE: set[Path] = set()
 MAX_LINE = 1024 * 1024
 
 
@@ -25,7 +27,9 @@ class RunLog:
     """One log file per run, shared by stdout and stderr, capped at `cap` bytes."""
 
     def __init__(self, path: Path, cap: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in _MADE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _MADE.add(path.parent)
         self.path = path
         self.cap = cap
         self.written = 0
@@ -70,27 +74,35 @@ class LineSplitter:
         self.truncated = 0
 
     def feed(self, data: bytes) -> list[bytes]:
+        parts = data.split(b"\n")
+        tail = parts.pop()  # the unfinished last piece (b"" if data ended a line)
         lines: list[bytes] = []
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            if self._skipping:
+        if parts:
+            first = parts[0]
+            if self._skipping:  # the rest of an over-long line: dropped
                 self._skipping = False
-            else:
-                self._buf += data[start:nl]
-                lines.append(bytes(self._buf))
+                parts = parts[1:]
+            elif self._buf:
+                self._buf += first
+                parts[0] = bytes(self._buf)
             self._buf.clear()
-            start = nl + 1
+            lines = parts
+            if lines and max(map(len, lines)) > self.max_line:
+                lines = [self._cut(line) for line in lines]
         if not self._skipping:
-            self._buf += data[start:]
+            self._buf += tail
             if len(self._buf) > self.max_line:
                 lines.append(bytes(self._buf[: self.max_line]))
                 self._buf.clear()
                 self._skipping = True
                 self.truncated += 1
         return lines
+
+    def _cut(self, line: bytes) -> bytes:
+        if len(line) <= self.max_line:
+            return line
+        self.truncated += 1
+        return line[: self.max_line]
 
     def flush(self) -> bytes | None:
         if self._skipping or not self._buf:
@@ -103,10 +115,10 @@ class LineSplitter:
 async def pump(
     fd: int,
     log: RunLog,
-    on_line: Callable[[bytes], None],
+    on_lines: Callable[[list[bytes]], None],
     on_data: Callable[[], None],
 ) -> None:
-    """Read `fd` to EOF: every chunk to the log, every line to `on_line`."""
+    """Read `fd` to EOF: every chunk to the log, its complete lines to `on_lines`."""
     splitter = LineSplitter()
     while True:
         # Waiting before every read also yields to the loop, so a flood on
@@ -122,11 +134,12 @@ async def pump(
             break
         on_data()
         log.write(data)
-        for line in splitter.feed(data):
-            on_line(line)
+        lines = splitter.feed(data)
+        if lines:
+            on_lines(lines)
     tail = splitter.flush()
     if tail is not None:
-        on_line(tail)
+        on_lines([tail])
 
 
 def close_fd(fd: int) -> None:

@@ -9,14 +9,16 @@ fires), pool usage, windows and limits, and the soft routing state
   and they are committed in one transaction (group commit), off the event
   loop, in a worker thread. A run's record is committed *before* its
   process is spawned, and a submission before it is acknowledged.
-* `synchronous=FULL`: a committed transaction survives power loss, not
-  just a crash of the daemon.
+* `synchronous=NORMAL` in WAL mode: every commit survives a crash of the
+  daemon; submissions are committed with `synchronous=FULL` (an fsync)
+  because they are acknowledged to a client and must survive power loss.
 * The schema is versioned; `MIGRATIONS[n]` takes version n to n+1, and an
   unknown newer version is refused rather than guessed at.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -127,7 +129,7 @@ class Journal:
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -175,25 +177,39 @@ class Journal:
 
     # -- writing ----------------------------------------------------------------
 
-    def apply_sync(self, ops: Iterable[Op]) -> None:
-        """Run `ops` in one transaction (blocking; for start-up and tests)."""
+    def apply_sync(self, ops: Iterable[Op], *, durable: bool = False) -> None:
+        """Run `ops` in one transaction (blocking; for start-up and tests).
+
+        `durable`: fsync before returning (synchronous=FULL) so that the commit
+        survives power loss, for what is acknowledged to a client. Otherwise
+        (synchronous=NORMAL in WAL mode) a commit survives any crash of the
+        daemon, and only the last ones can be lost with the machine's power.
+        """
         ops = list(ops)
         if not ops:
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                for op in ops:
-                    op(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for op in ops:
+                        op(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
-    async def apply(self, ops: list[Op]) -> None:
+    async def apply(self, ops: list[Op], *, durable: bool = False) -> None:
         """Commit `ops` in one transaction, off the event loop."""
         if ops:
-            await anyio.to_thread.run_sync(self.apply_sync, ops, limiter=self._limiter)
+            await anyio.to_thread.run_sync(
+                functools.partial(self.apply_sync, ops, durable=durable), limiter=self._limiter
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -68,8 +68,16 @@ def resolve_secrets(launch: ArmLaunch) -> dict[str, str]:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     spec: RunSpec
-    run_dir: Path
+    run_dir: Path | None
     log_path: Path
+
+
+_MADE: set[Path] = set()
+
+
+def pid_file(state_dir: Path, run_id: str) -> Path:
+    """Where a run notes "pid create_time" as soon as it is spawned (see recovery)."""
+    return state_dir / "runs" / f"{run_id}.pid"
 
 
 def prepare(
@@ -77,9 +85,19 @@ def prepare(
 ) -> Prepared:
     """Build everything a Runner needs; raise LaunchError with a reason an operator reads."""
     launch = config.launch.get(arm.name, ArmLaunch())
-    run_dir = config.daemon.state_dir / "runs" / run_id
+    runs = config.daemon.state_dir / "runs"
+    run_dir = runs / run_id
+    # A run directory (HOME, TMPDIR, prompt file, default workdir, agent config)
+    # is made only when the run needs one: most command runs do not.
+    needs_dir = (
+        task.isolate_home or task.workdir is None or task.stdin_prompt or arm.cli != "command"
+    )
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if needs_dir:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        elif runs not in _MADE:
+            runs.mkdir(parents=True, exist_ok=True)
+            _MADE.add(runs)
     except OSError as exc:
         raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     prompt = task.prompt
@@ -155,9 +173,9 @@ def prepare(
         timeout=task.timeout,
         stall_timeout=task.stall_timeout,
         stop_grace=task.stop_grace,
-        pid_file=run_dir / "pid",
+        pid_file=pid_file(config.daemon.state_dir, run_id),
     )
-    return Prepared(spec=spec, run_dir=run_dir, log_path=log_path)
+    return Prepared(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
 
 
 def remove_run_dir(path: Path) -> None:

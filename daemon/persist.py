@@ -9,6 +9,7 @@ call is cheap bookkeeping and gates open at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 SOFT_STATE_EVERY = 5.0
 
 
+@functools.lru_cache(maxsize=8192)
 def spec_digest(spec: TaskSpec) -> str:
     """A stable digest of a task spec: a restart keeps a task's progress only if
     the spec it was made under is unchanged."""
@@ -55,6 +57,7 @@ class Store:
         self._dirty_tasks: set[str] = set()
         self._ledger_dirty = False
         self._soft_due = 0.0
+        self._soft_dirty = True
         self.failures = 0
 
     @property
@@ -91,6 +94,7 @@ class Store:
         if self.journal is not None:
             self._ops.append(j.op_run_ended(run_id, ended_at, outcome, reason, usage))
             self._ledger_dirty = True
+            self._soft_dirty = True  # telemetry and quality moved
 
     def task(self, name: str) -> None:
         if self.journal is not None:
@@ -129,8 +133,9 @@ class Store:
                         st.strikes,
                     )
                 )
-        if now >= self._soft_due:
+        if self._soft_dirty and now >= self._soft_due:
             self._soft_due = now + SOFT_STATE_EVERY
+            self._soft_dirty = False
             snap = rec.engine.snapshot(now)
             ops.append(
                 j.op_routing_soft(

@@ -36,6 +36,10 @@ import anyio
 import psutil
 
 RUN_ID_ENV = "FACTORYD_RUN_ID"
+#: Pids of the run leaders this process spawned and still watches. It mirrors
+#: the kernel's own table for one purpose: telling our children that are
+#: run leaders from orphans re-parented to us, without reading /proc for each.
+LEADERS: set[int] = set()
 STATE_DIR_ENV = "FACTORYD_STATE_DIR"
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -79,6 +83,7 @@ class Child:
         ]
 
     def close(self) -> None:
+        LEADERS.discard(self.pid)
         for fd in (self.pidfd, self.out_fd, self.err_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -189,6 +194,7 @@ def spawn(
     for fd in (out_r, err_r):
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
+    LEADERS.add(proc.pid)
     return Child(
         pid=proc.pid,
         pidfd=pidfd,
@@ -258,45 +264,38 @@ def kill_processes(procs: Iterable[psutil.Process], sig: int = signal.SIGKILL) -
     return count
 
 
-def reap_orphans(known_pids: set[int]) -> list[tuple[int, str | None]]:
-    """Reap zombies re-parented to us that are not run leaders we track.
-
-    Returns (pid, run id marker) of each reaped process.
-    """
-    reaped: list[tuple[int, str | None]] = []
+def direct_children() -> list[int]:
+    """Pids of our own children, from /proc/self/task/*/children (cheap: no full
+    /proc scan); psutil's scan where the kernel does not offer that file."""
+    pids: list[int] = []
     try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return reaped
-    for proc in children:
-        if proc.pid in known_pids:
+        for task in Path("/proc/self/task").iterdir():
+            pids.extend(int(x) for x in (task / "children").read_text().split())
+    except (OSError, ValueError):
+        try:
+            return [p.pid for p in psutil.Process().children()]
+        except psutil.Error:
+            return []
+    return pids
+
+
+def orphans_of_run(run_id: str) -> list[psutil.Process]:
+    """Live processes re-parented to us (we are a subreaper) that carry this run's marker.
+
+    Run leaders are skipped by pid without reading their environment, so the
+    cost is one small /proc read when nothing escaped.
+    """
+    found: list[psutil.Process] = []
+    for pid in direct_children():
+        if pid in LEADERS:
             continue
         try:
-            status = proc.status()
+            proc = psutil.Process(pid)
         except psutil.Error:
-            continue
-        if status == psutil.STATUS_ZOMBIE:
-            try:
-                os.waitpid(proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            reaped.append((proc.pid, None))
-    return reaped
-
-
-def orphans_of_run(run_id: str, known_pids: set[int]) -> list[psutil.Process]:
-    """Live processes re-parented to us that carry this run's marker."""
-    found: list[psutil.Process] = []
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return found
-    for proc in children:
-        if proc.pid in known_pids:
             continue
         if run_marker(proc) == run_id:
             found.append(proc)
-            found.extend(descendants(proc.pid))
+            found.extend(descendants(pid))
     return found
 
 

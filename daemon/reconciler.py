@@ -14,6 +14,7 @@ a runner through that run's own stream (stop requests).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import os
 import random
@@ -33,7 +34,7 @@ from daemon import journal as j
 from daemon import process
 from daemon.config import Config
 from daemon.journal import Journal
-from daemon.launch import LaunchError, new_run_id, prepare, remove_run_dir
+from daemon.launch import LaunchError, new_run_id, pid_file, prepare, remove_run_dir
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
@@ -48,6 +49,10 @@ from daemon.timefmt import iso as _iso
 
 #: Seconds between scans for escaped descendants and orphans while runs live.
 SCAN_INTERVAL = 5.0
+#: Seconds between full /proc scans that remember each run's descendants. A
+#: full scan reads every process's stat file: at 5 s it was most of the idle
+#: CPU; stop-time snapshots and the subreaper cover what happens in between.
+TRACK_INTERVAL = 60.0
 PRIORITY_ORDER = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 
 
@@ -140,6 +145,9 @@ class Reconciler:
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
         self._next_prune = 0.0
         self._deferred: list[ActiveRun] = []
+        #: One thread removes run directories: a burst of exits must not grow
+        #: a pool of idle threads (each costs memory and a /proc entry).
+        self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.engine = RoutingEngine.from_config(config)
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()
@@ -157,6 +165,7 @@ class Reconciler:
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
         self._next_scan = 0.0
+        self._next_track = 0.0
         self.last_pass_wall: float | None = None
         self.passes = 0
         self.started = anyio.Event()
@@ -220,9 +229,10 @@ class Reconciler:
                 self._wake_reasons = set()
                 self._wake = anyio.Event()
                 if reasons == {"started"}:
-                    # A run reported its pid: record it, no need for a full pass.
+                    # A run reported its pid: note it, no need for a full pass. The
+                    # run's pid file is its durable spawn record, so the journal
+                    # update rides on the next flush instead of costing one.
                     self._drain(self.clock.mono(), self.clock.wall())
-                    await self.store.flush(self)
                     await self._sleep()
                     continue
                 t0 = time.perf_counter()
@@ -271,7 +281,10 @@ class Reconciler:
         self._forget_finished_submissions()
         if self.runs and now_m >= self._next_scan:
             self._next_scan = now_m + SCAN_INTERVAL
-            self._scan_descendants()
+            self._reap_strays()
+            if now_m >= self._next_track:
+                self._next_track = now_m + TRACK_INTERVAL
+                self._track_descendants()
         if now_w >= self._next_prune:
             self._next_prune = now_w + 3600.0
             self.store.op(j.op_prune(now_w - self.config.daemon.retain_runs))
@@ -402,14 +415,23 @@ class Reconciler:
         wanted = [rt for rt in self.tasks.values() if self._wants_run(rt, now_m)]
         if not wanted:
             return
-        wanted.sort(key=lambda rt: (PRIORITY_ORDER[rt.spec.route.priority], rt.waiting_since))
-        cap = self.config.daemon.max_concurrent
-        for rt in wanted:
-            if len(self.runs) >= cap:
-                if rt.phase is not TaskPhase.PENDING or rt.reason != "waiting for a free slot":
-                    self._set_phase(rt, TaskPhase.PENDING, "waiting for a free slot")
-                continue
+        free = self.config.daemon.max_concurrent - len(self.runs)
+
+        def order(rt: TaskRuntime) -> tuple[int, float]:
+            return PRIORITY_ORDER[rt.spec.route.priority], rt.waiting_since
+
+        # Only the first `free` in priority order can start: no need to sort them all.
+        first = heapq.nsmallest(free, wanted, key=order) if free > 0 else []
+        for rt in first:
             self._start(rt, now_m, now_w)
+        chosen = {id(rt) for rt in first}
+        for rt in wanted:
+            if (
+                id(rt) not in chosen
+                and rt.run is None
+                and (rt.phase is not TaskPhase.PENDING or rt.reason != "waiting for a free slot")
+            ):
+                self._set_phase(rt, TaskPhase.PENDING, "waiting for a free slot")
 
     def _busy_arms(self) -> set[str]:
         per_arm = Tally(run.arm for run in self.runs.values())
@@ -636,9 +658,13 @@ class Reconciler:
                 started=run.started_mono,
                 ended=self.clock.mono(),
             )
+        with contextlib.suppress(OSError):
+            pid_file(self.config.daemon.state_dir, run.run_id).unlink()
         if run.run_dir is not None:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(remove_run_dir, run.run_dir)
+                await anyio.to_thread.run_sync(
+                    remove_run_dir, run.run_dir, limiter=self._cleanup_limiter
+                )
         self._send.send_nowait(_Ended(run.run_id, result))
         self.wake("exit")
 
@@ -826,31 +852,14 @@ class Reconciler:
 
     # -- processes that escaped ---------------------------------------------------
 
-    def _scan_descendants(self) -> None:
-        """One /proc pass: remember every run's descendants; reap stray orphans."""
-        leaders = {run.pid: run for run in self.runs.values() if run.pid is not None}
-        me = os.getpid()
-        children: dict[int, list[int]] = {}
-        try:
-            for proc in psutil.process_iter(["ppid"]):
-                children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
-        except psutil.Error:
-            return
-        for pid, run in leaders.items():
-            found, stack = [], list(children.get(pid, ()))
-            while stack:
-                child = stack.pop()
-                stack.extend(children.get(child, ()))
-                try:
-                    found.append(psutil.Process(child))
-                except psutil.Error:
-                    continue
-            if found:
-                run.runner.remember_descendants(found)
+    def _reap_strays(self) -> None:
+        """Kill and reap processes re-parented to us whose run is over (cheap: one
+        read of our own children list; environments read only for non-leaders)."""
+        leaders = {run.pid for run in self.runs.values() if run.pid is not None}
         live_ids = set(self.runs)
         strays = []
-        for pid in children.get(me, ()):
-            if pid in leaders:
+        for pid in process.direct_children():
+            if pid in leaders or pid in process.LEADERS:
                 continue
             try:
                 proc = psutil.Process(pid)
@@ -868,6 +877,29 @@ class Reconciler:
                 process.reap_pid(proc.pid)
             self.metrics.orphans_reaped.inc(killed)
             self.log.warning("orphans.reaped", count=killed)
+
+    def _track_descendants(self) -> None:
+        """One full /proc pass: remember every run's descendants while it lives, so
+        that one which escapes its group later (setsid) is still known at stop time."""
+        children: dict[int, list[int]] = {}
+        try:
+            for proc in psutil.process_iter(["ppid"]):
+                children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
+        except psutil.Error:
+            return
+        for run in self.runs.values():
+            if run.pid is None or run.runner is None:
+                continue
+            found, stack = [], list(children.get(run.pid, ()))
+            while stack:
+                child = stack.pop()
+                stack.extend(children.get(child, ()))
+                try:
+                    found.append(psutil.Process(child))
+                except psutil.Error:
+                    continue
+            if found:
+                run.runner.remember_descendants(found)
 
     # -- reload -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ from daemon import journal as j
 from daemon import process
 from daemon.agents.registry import adapter_for
 from daemon.capture import RunLog
+from daemon.launch import pid_file
 from daemon.lifecycle import TERMINAL, TaskPhase
 from daemon.persist import spec_digest
 from daemon.routing.ledger import Reservation
@@ -135,22 +136,29 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
 
 
-def _spawned(rec: Reconciler, run_id: str) -> tuple[int | None, float | None]:
-    """Did a run whose pid never reached the journal spawn? Its pid file, or a live
-    process carrying its marker, says so."""
-    pid_file = rec.config.daemon.state_dir / "runs" / run_id / "pid"
+def _spawned(rec: Reconciler, row: j.RunRow) -> j.RunRow:
+    """Did a run whose pid never reached the journal spawn? Its pid file (written
+    at spawn: pid, start time, pipe fds), or a live process carrying its marker,
+    says so. Returns the row completed with what was found."""
     try:
-        pid_text, ctime_text = pid_file.read_text().split()
-        return int(pid_text), float(ctime_text)
-    except (OSError, ValueError):
+        fields = pid_file(rec.config.daemon.state_dir, row.id).read_text().split()
+        pid, ctime, out_fd, err_fd = (
+            int(fields[0]),
+            float(fields[1]),
+            int(fields[2]),
+            int(fields[3]),
+        )
+        fds = (out_fd, err_fd) if out_fd >= 0 else None
+        return replace(row, pid=pid, create_time=ctime, pipe_fds=fds)
+    except (OSError, ValueError, IndexError):
         pass
     for proc in psutil.process_iter():
-        if process.run_marker(proc) == run_id:
+        if process.run_marker(proc) == row.id:
             try:
-                return proc.pid, proc.create_time()
+                return replace(row, pid=proc.pid, create_time=proc.create_time())
             except psutil.Error:
                 continue
-    return None, None
+    return row
 
 
 def _restore_runs(
@@ -175,7 +183,10 @@ def _restore_runs(
         )
         pid, ctime = row.pid, row.create_time
         if pid is None:  # crashed between the intent and the spawn report
-            pid, ctime = _spawned(rec, row.id)
+            row = _spawned(rec, row)
+            if row.pid is not None:
+                rec.store.run_started(row.id, row.pid, row.create_time or 0.0, row.pipe_fds)
+            pid, ctime = row.pid, row.create_time
         rt = rec.tasks.get(row.task)
         arm = rec.engine.arms.get(row.arm)
         alive = pid is not None and process.same_process(pid, ctime)
@@ -196,12 +207,10 @@ def _restore_runs(
                 stop_grace=rt.spec.stop_grace if rt else 10.0,
             )
             started_mono = now_m - max(0.0, now_w - row.started_at)
-            fds = row.pipe_fds if pid == row.pid else None
+            fds = row.pipe_fds
             rec.adopt_run(
                 rt, decision, spec, Adoption(pid, ctime, started_mono, fds), row.started_at
             )
-            if pid != row.pid:
-                rec.store.run_started(row.id, pid, ctime)
             adopted.add(row.id)
             report.adopted.append(row.id)
             rec.log.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)

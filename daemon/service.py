@@ -97,7 +97,7 @@ class Service:
     async def _systemd(self) -> None:
         await self.rec.started.wait()
         self.notifier.ready(self._status_line())
-        while True:
+        while self.notifier.enabled:
             await anyio.sleep(10.0)
             self.notifier.status(self._status_line())
 

@@ -92,7 +92,8 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
     spec, label = build_spec(rec.config, request, sub_id, where)
     try:
         await journal.apply(
-            [j.op_submission(sub_id, key, label, request, source, rec.clock.wall())]
+            [j.op_submission(sub_id, key, label, request, source, rec.clock.wall())],
+            durable=True,
         )
     except sqlite3.IntegrityError:
         existing = journal.submission_by_key(key) if key else None
@@ -117,7 +118,7 @@ def read_spool_file(path: Path) -> dict[str, Any]:
     return data
 
 
-async def watch_spool(rec: Reconciler, spool: Path, interval: float = 1.0) -> None:
+async def watch_spool(rec: Reconciler, spool: Path, interval: float = 2.0) -> None:
     """Poll the spool directory; accepted files are removed (the journal has them),
     bad ones move to `rejected/` with a `.error` file beside them."""
     spool.mkdir(parents=True, exist_ok=True)

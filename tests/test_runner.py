@@ -126,3 +126,15 @@ async def test_output_beyond_the_cap_is_counted_not_kept(tmp_path: Path) -> None
     assert result.bytes_logged == 100_000
     assert result.bytes_dropped == 200 * 10_000 - 100_000
     assert (tmp_path / "r1.log").stat().st_size < 100_500
+
+
+def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> None:
+    from daemon.capture import LineSplitter
+
+    s = LineSplitter(max_line=10)
+    out = s.feed(b"ab") + s.feed(b"c\nde\n\nfg") + s.feed(b"h\n")
+    assert out == [b"abc", b"de", b"", b"fgh"]
+    out = s.feed(b"0123456789ABCDEF") + s.feed(b"GH\nok\n")
+    assert out == [b"0123456789", b"ok"] and s.truncated == 1
+    assert s.feed(b"x" * 25 + b"\ny\n") == [b"x" * 10, b"y"] and s.truncated == 2
+    assert s.feed(b"tail") == [] and s.flush() == b"tail"

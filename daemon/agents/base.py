@@ -8,6 +8,7 @@ counted in `parse_errors`).
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,7 +17,14 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from daemon.agents.events import AgentEvent, Completion, LimitHit, ParseSummary, UsageReport
+from daemon.agents.events import (
+    Activity,
+    AgentEvent,
+    Completion,
+    LimitHit,
+    ParseSummary,
+    UsageReport,
+)
 from daemon.agents.limits import looks_like_limit, reset_time
 from daemon.agents.lines import clean, json_object
 from daemon.config import ArmLaunch
@@ -60,6 +68,9 @@ class Parser:
         except Exception:  # a parser bug must cost one line, never the run
             self.summary.parse_errors += 1
             return []
+        if events is _ACTIVITY_ONLY:  # the common case of a flood: nothing to fold
+            self.summary.events += 1
+            return events
         for event in events:
             self._fold(event)
         return events
@@ -98,6 +109,10 @@ def _add(a: Usage, b: Usage) -> Usage:
     )
 
 
+ACTIVITY = Activity("output")
+_ACTIVITY_ONLY: list[AgentEvent] = [ACTIVITY]  # shared and never mutated
+
+
 class JsonLinesParser(Parser):
     """For CLIs that print one JSON object per stdout line.
 
@@ -107,8 +122,25 @@ class JsonLinesParser(Parser):
     """
 
     scan_stderr = False
+    _marker_re: re.Pattern[bytes] | None = None
+    #: Byte strings that a line must contain to be worth decoding: the lines
+    #: that carry usage, completion, errors or limits. Any other well-formed
+    #: object line (the bulk: messages, tool calls) is activity, recognised
+    #: without json.loads; that keeps a flood of output near disk speed.
+    #: Empty: decode every line.
+    markers: tuple[bytes, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._marker_re = (
+            re.compile(b"|".join(re.escape(m) for m in cls.markers)) if cls.markers else None
+        )
 
     def parse_line(self, line: bytes, stream: str) -> list[AgentEvent]:
+        if stream == "stdout" and self._marker_re is not None and not self._marker_re.search(line):
+            body = line.strip()
+            if body.startswith(b"{") and body.endswith(b"}") and b"\x1b" not in body:
+                return _ACTIVITY_ONLY
         text = clean(line)
         if not text:
             return []

@@ -28,6 +28,8 @@ EDIT_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 
 
 class ClaudeParser(JsonLinesParser):
+    markers = (b"result", b"rate_limit", b"limit", b"error", b"system")
+
     def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type")
         if kind == "result":

@@ -26,6 +26,8 @@ from daemon.routing.model import Usage
 
 
 class CodexParser(JsonLinesParser):
+    markers = (b"turn.", b"error", b"limit", b"429")
+
     def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type")
         if kind == "turn.completed":

@@ -35,6 +35,8 @@ SETTINGS = {
 
 
 class GeminiParser(JsonLinesParser):
+    markers = (b"result", b"error", b"quota", b"limit", b"429")
+
     scan_stderr = True
 
     def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:

@@ -28,6 +28,8 @@ from daemon.routing.model import Usage
 
 
 class OpencodeParser(JsonLinesParser):
+    markers = (b"step_finish", b"error", b"limit", b"429")
+
     def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type")
         if kind == "step_finish":

@@ -155,6 +155,7 @@ class Router:
             raise ValueError(f"unknown strategy {policy.strategy!r}")
         self.arms = {a.name: a for a in arms}
         self._order = {a.name: i for i, a in enumerate(arms)}
+        self._charge_cache: dict[tuple[str, int], dict[str, float]] = {}
         self.policy = policy
 
     # -- public ------------------------------------------------------------
@@ -179,12 +180,13 @@ class Router:
         rejections: list[Rejection] = []
         feasible: list[Candidate] = []
         below: list[Candidate] = []
+        mults: dict[str, float | None] = {}  # each pool's multiplier, once per decision
         for arm in self._candidate_arms(req, force, rejections):
             rejection = self._hard_filter(arm, req, now, exclude, busy, forced=arm.name == force)
             if rejection is not None:
                 rejections.append(rejection)
                 continue
-            components = self._components(arm, req, now)
+            components = self._components(arm, req, now, mults)
             score = STRATEGIES[self.policy.strategy](components, self.policy)
             if force is None and components.task_fit < req.quality_floor:
                 below.append(Candidate(arm.name, score, components, below_quality=True))
@@ -312,19 +314,37 @@ class Router:
                 RejectReason.TOO_COMPLEX,
                 f"complexity {req.complexity:.2f} above ceiling {arm.max_complexity:.2f}",
             )
-        refusal = self.ledger.refusal(self._charges(arm, req), now)
-        if refusal is not None:
-            return reject(refusal.reason, refusal.detail)
+        charges = self._charges(arm, req)
+        pools = self.ledger.pools
+        # Quick check first; the exact refusal (and its sentence) only when it fails.
+        if any(
+            pools[p].is_limited(now) or amount > (left := pools[p].remaining()) or left <= 0
+            for p, amount in charges.items()
+        ):
+            refusal = self.ledger.refusal(charges, now)
+            if refusal is not None:
+                return reject(refusal.reason, refusal.detail)
         return None
 
     def _charges(self, arm: ArmSpec, req: RouteRequest) -> dict[str, float]:
-        return {
-            pool: charge_estimate(self.ledger.pools[pool].spec, arm, req.estimated_tokens)
-            for pool in arm.pools
-            if pool in self.ledger.pools
-        }
+        """What the estimate costs each of the arm's pools (cached: it depends only on
+        the arm, the pools' specs and the token estimate, all fixed until a reload)."""
+        key = (arm.name, req.estimated_tokens)
+        charges = self._charge_cache.get(key)
+        if charges is None:
+            charges = {
+                pool: charge_estimate(self.ledger.pools[pool].spec, arm, req.estimated_tokens)
+                for pool in arm.pools
+                if pool in self.ledger.pools
+            }
+            if len(self._charge_cache) > 4096:
+                self._charge_cache.clear()
+            self._charge_cache[key] = charges
+        return dict(charges)
 
-    def _components(self, arm: ArmSpec, req: RouteRequest, now: float) -> Components:
+    def _components(
+        self, arm: ArmSpec, req: RouteRequest, now: float, mults: dict[str, float | None]
+    ) -> Components:
         policy = self.policy
         heuristic = heuristic_quality(arm, req)
         observed = self.quality.observed(arm.name, str(req.type))
@@ -342,7 +362,9 @@ class Router:
             consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
         scarcity, scarce_pool = 1.0, None
         for i, pool in enumerate(p for p in arm.pools if p in self.ledger.pools):
-            mult = self.ledger.multiplier(pool, now)
+            if pool not in mults:
+                mults[pool] = self.ledger.multiplier(pool, now)
+            mult = mults[pool]
             if mult is None:  # filtered earlier; keep the math finite regardless
                 mult = self.ledger.scarcity_policy.max_multiplier
             if i == 0 or mult > scarcity:

@@ -1,0 +1,67 @@
+"""Run every benchmark (factoryd and its peer side by side) and write bench/RESULTS.md.
+
+    python bench/run_all.py [--quick]
+
+`--quick` shortens the idle window and the kill counts (for a smoke run);
+RESULTS.md always says which it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import common  # noqa: E402
+import exit_latency  # noqa: E402
+import idle  # noqa: E402
+import memory  # noqa: E402
+import orphans  # noqa: E402
+import output  # noqa: E402
+import scale  # noqa: E402
+import spawn  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    results = common.Results()
+    t0 = time.monotonic()
+    spawn.run(results, reps=2 if args.quick else 3)
+    exit_latency.run(results, kills=30 if args.quick else 100, peer_kills=10 if args.quick else 30)
+    idle.run(results, window=20.0 if args.quick else 60.0)
+    scale.run(results)
+    memory.run(results)
+    output.run(results, reps=2 if args.quick else 3)
+    orphans.run(results)
+    elapsed = time.monotonic() - t0
+    lines = [
+        "# factoryd benchmark results",
+        "",
+        f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {common.machine()}, "
+        f"in {elapsed / 60:.1f} min{' (--quick)' if args.quick else ''}. "
+        "Peer: supervisord 4.3.0 (and a bare Popen loop), measured in the same run, "
+        "alternating where the benchmark repeats. Figures are medians [min..max] unless "
+        "marked; written by `python bench/run_all.py`.",
+        "",
+        "| bench | metric | factoryd | peer | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results.rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r.met]
+        lines.append(
+            f"| {r.bench} | {r.metric} | {r.ours} | {r.peer} | {r.ratio} | {r.target} | {met} |"
+        )
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

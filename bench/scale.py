@@ -1,0 +1,82 @@
+"""Scale: one reconcile pass with 10,000 desired tasks and 500 running (target
+<= 20 ms median), and the routing decision cost for 50 arms (from route.py).
+
+The daemon runs in-process here so that single passes can be timed; the 500
+runs are real processes (`sleep`).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+
+import anyio
+from common import Results, Row, factoryd_config, factoryd_task, summary, tmpdir
+
+from daemon.config import load_config
+from daemon.logs import configure
+from daemon.reconciler import Reconciler
+
+TASKS, RUNNING = 10_000, 500
+
+
+def pass_times(samples: int = 30) -> list[float]:
+    configure("json", "warning", stream=io.StringIO())
+    work = tmpdir("scale")
+    tasks = [factoryd_task(f"t{i:05}", ["sleep", "3600"], kind="oneshot") for i in range(TASKS)]
+    rec = Reconciler(load_config(factoryd_config(work, tasks, max_concurrent=RUNNING)))
+    times: list[float] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rec.run)
+            with anyio.fail_after(120):
+                while sum(1 for r in rec.runs.values() if r.pid) < RUNNING:
+                    await anyio.sleep(0.05)
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                rec.reconcile_pass()
+                times.append(time.perf_counter() - t0)
+                await anyio.sleep(0.01)
+            rec.request_stop()
+
+    anyio.run(main)
+    return times
+
+
+def run(results: Results) -> None:
+    print(f"scale: one pass with {TASKS} tasks, {RUNNING} running", flush=True)
+    times = pass_times()
+    med = statistics.median(times)
+    results.add(
+        Row(
+            "scale",
+            f"reconcile pass, {TASKS} tasks / {RUNNING} running",
+            summary(times, 1e3, " ms"),
+            "-",
+            "-",
+            "<= 20 ms median",
+            med <= 0.020,
+        )
+    )
+    import route
+
+    spawn = statistics.median(route.time_spawn(200))
+    decisions = route.time_decisions(route.build(50), 2000)
+    d = statistics.median(decisions)
+    results.add(
+        Row(
+            "scale",
+            "route decision, 50 arms x 10 pools",
+            summary(decisions, 1e6, " us"),
+            f"Popen(['/bin/true']).wait() {spawn * 1e6:.0f} us",
+            f"{d / spawn:.1%} of a spawn",
+            "<= 5% of a spawn",
+            d / spawn <= 0.05,
+        )
+    )
+
+
+if __name__ == "__main__":
+    run(Results())

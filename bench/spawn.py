@@ -1,0 +1,109 @@
+"""Start 500 trivial runs: factoryd vs a bare Popen loop (the limit) vs supervisord.
+
+Every contender runs the same program, `touch DIR/N`, so completion is read
+from the files' modification times, not from anyone's API. Spawn rate is
+(N - 1) / (last mtime - first mtime): the daemons' own start-up is not
+counted against them. Alternating, REPS repetitions, medians.
+Targets: >= 60% of the bare loop, >= 3x supervisord.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from common import (
+    Results,
+    Row,
+    factoryd_config,
+    factoryd_task,
+    start_factoryd,
+    start_supervisord,
+    stop,
+    summary,
+    supervisord_config,
+    tmpdir,
+    wait_until,
+)
+
+N = 500
+
+
+def _rate(directory: Path, n: int, timeout: float) -> float:
+    assert wait_until(lambda: len(os.listdir(directory)) >= n, timeout), "runs did not finish"
+    times = sorted(p.stat().st_mtime_ns for p in directory.iterdir())
+    return (n - 1) / ((times[-1] - times[0]) / 1e9)
+
+
+def bare_loop(n: int = N) -> float:
+    marks = tmpdir("bare")
+    t0 = time.perf_counter()
+    for i in range(n):
+        subprocess.Popen(["touch", str(marks / str(i))]).wait()
+    return (n - 1) / (time.perf_counter() - t0)
+
+
+def factoryd(n: int = N) -> float:
+    work = tmpdir("spawn-factoryd")
+    marks = work / "marks"
+    marks.mkdir()
+    tasks = [
+        factoryd_task(f"t{i}", ["touch", str(marks / str(i))], kind="oneshot") for i in range(n)
+    ]
+    daemon = start_factoryd(factoryd_config(work, tasks, max_concurrent=16), work / "log")
+    try:
+        return _rate(marks, n, 120)
+    finally:
+        stop(daemon)
+
+
+def supervisord(n: int = N) -> float:
+    work = tmpdir("spawn-supervisord")
+    marks = work / "marks"
+    marks.mkdir()
+    programs = {f"t{i}": ["touch", str(marks / str(i))] for i in range(n)}
+    config = supervisord_config(work, programs, startsecs=0, autorestart="false")
+    sup = start_supervisord(config)
+    try:
+        return _rate(marks, n, 300)
+    finally:
+        stop(sup)
+
+
+def run(results: Results, reps: int = 3) -> None:
+    print(f"spawn: {N} trivial runs, {reps} alternating repetitions", flush=True)
+    bare, ours, peer = [], [], []
+    for _ in range(reps):
+        bare.append(bare_loop())
+        ours.append(factoryd())
+        peer.append(supervisord())
+    b, o, p = (statistics.median(x) for x in (bare, ours, peer))
+    results.add(
+        Row(
+            "spawn",
+            "runs/s vs bare Popen loop",
+            summary(ours),
+            summary(bare),
+            f"{o / b:.0%} of the bare loop",
+            ">= 60%",
+            o / b >= 0.6,
+        )
+    )
+    results.add(
+        Row(
+            "spawn",
+            "runs/s vs supervisord (startsecs=0)",
+            summary(ours),
+            summary(peer),
+            f"{o / p:.1f}x",
+            ">= 3x",
+            o / p >= 3,
+        )
+    )
+
+
+if __name__ == "__main__":
+    run(Results(), reps=1)
