@@ -80,6 +80,14 @@ class ActiveRun:
     state: str = "starting"
     pid: int | None = None
     stop_reason: str | None = None
+    #: A logger bound to the run's task, id, arm and pools: every event about
+    #: a run carries them.
+    log: Any = None
+
+    def __post_init__(self) -> None:
+        self.log = get_logger(
+            task=self.task, run_id=self.run_id, arm=self.arm, pools=list(self.pools)
+        )
 
 
 @dataclass(slots=True)
@@ -650,7 +658,7 @@ class Reconciler:
         try:
             result = await run.runner.run()
         except Exception as exc:  # a bug in a runner must not take the daemon down
-            self.log.exception("run.internal_error", task=run.task, run_id=run.run_id)
+            run.log.exception("run.internal_error")
             result = RunResult(
                 run.run_id,
                 Outcome.FAILED,
@@ -673,12 +681,8 @@ class Reconciler:
             return
         run.stop_reason = reason
         run.state = "stopping"
-        self.log.info(
+        run.log.info(
             "run.stopping",
-            task=run.task,
-            run_id=run.run_id,
-            arm=run.arm,
-            pools=list(run.pools),
             reason=reason,
         )
         with contextlib.suppress(
@@ -702,12 +706,8 @@ class Reconciler:
                 run.pid = msg.pid
                 if run.state == "starting":
                     run.state = "running"
-                self.log.info(
+                run.log.info(
                     "run.started",
-                    task=run.task,
-                    run_id=run.run_id,
-                    arm=run.arm,
-                    pools=list(run.pools),
                     pid=msg.pid,
                 )
             else:
@@ -777,22 +777,14 @@ class Reconciler:
         if limited and result.limit is not None:
             until = self.engine.report_limit(run.arm, result.limit.until, now_w, result.limit.text)
             m.limit(run.arm, run.pools, result.limit)
-            self.log.warning(
+            run.log.warning(
                 "limit.hit",
-                task=run.task,
-                run_id=run.run_id,
-                arm=run.arm,
-                pools=list(run.pools),
                 until=_iso(until),
                 raw=result.limit.text,
                 status=result.limit.status,
             )
-        self.log.info(
+        run.log.info(
             "run.finished",
-            task=run.task,
-            run_id=run.run_id,
-            arm=run.arm,
-            pools=list(run.pools),
             outcome=str(result.outcome),
             reason=result.reason,
             exit_status=result.exit_status,

@@ -37,6 +37,22 @@ TOOL_FILE = "factoryd-tool-output.txt"
 TOOL_CONTENT = "written by the agent through its own tool\n"
 RETRY_AFTER = 1
 
+#: How each real CLI is pointed at this server: a model id it accepts, the
+#: variable its key goes in, and what to append to the server's URL.
+CLI_MODELS = {
+    "claude": "claude-sonnet-4-5",
+    "codex": "gpt-5-codex",
+    "gemini": "gemini-2.5-pro",
+    "opencode": "fake-model",
+}
+CLI_KEYS = {
+    "claude": "ANTHROPIC_API_KEY",
+    "codex": "OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "opencode": "FACTORYD_PROVIDER_KEY",
+}
+CLI_URL_SUFFIX = {"claude": "", "codex": "/v1", "gemini": "", "opencode": "/v1"}
+
 
 @dataclass
 class Recorded:

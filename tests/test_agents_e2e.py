@@ -28,26 +28,21 @@ from pathlib import Path
 import anyio
 import pytest
 from daemon_kit import running, tagged, until
-from fake_models import TOOL_CONTENT, TOOL_FILE, USAGE, FakeModels
+from fake_models import (
+    CLI_KEYS,
+    CLI_MODELS,
+    CLI_URL_SUFFIX,
+    TOOL_CONTENT,
+    TOOL_FILE,
+    USAGE,
+    FakeModels,
+)
 
 from daemon.lifecycle import TaskPhase
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("FACTORYD_AGENTS_BIN", ROOT / "agents" / "node_modules" / ".bin"))
 
-MODELS = {
-    "claude": "claude-sonnet-4-5",
-    "codex": "gpt-5-codex",
-    "gemini": "gemini-2.5-pro",
-    "opencode": "fake-model",
-}
-KEYS = {
-    "claude": "ANTHROPIC_API_KEY",
-    "codex": "OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "opencode": "FACTORYD_PROVIDER_KEY",
-}
-SUFFIX = {"claude": "", "codex": "/v1", "gemini": "", "opencode": "/v1"}
 PRICE_IN, PRICE_OUT = 0.003, 0.015  # USD per 1k tokens
 COST = USAGE["input"] / 1000 * PRICE_IN + USAGE["output"] / 1000 * PRICE_OUT
 
@@ -107,11 +102,11 @@ limit = 100
 name = "{name}"
 cli = "{cli}"
 provider = "factoryd"
-model = "{MODELS[cli]}"
+model = "{CLI_MODELS[cli]}"
 pools = {json.dumps(pools)}
 executable = "{exe}"
-base_url = "{models.url(mode, SUFFIX[cli])}"
-secrets = {{ {KEYS[cli]} = "env:FACTORYD_TEST_PROVIDER_KEY" }}
+base_url = "{models.url(mode, CLI_URL_SUFFIX[cli])}"
+secrets = {{ {CLI_KEYS[cli]} = "env:FACTORYD_TEST_PROVIDER_KEY" }}
 cost_per_1k_input = {PRICE_IN}
 cost_per_1k_output = {PRICE_OUT}
 """
