@@ -9,7 +9,6 @@ a longer line is cut, counted, and its rest skipped up to the next newline.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -140,8 +139,3 @@ async def pump(
     tail = splitter.flush()
     if tail is not None:
         on_lines([tail])
-
-
-def close_fd(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import signal
 import stat
@@ -313,7 +312,3 @@ def describe_status(code: int) -> str:
             name = f"signal {-code}"
         return f"killed by {name}"
     return f"exit status {code}"
-
-
-def errno_name(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
