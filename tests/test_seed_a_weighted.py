@@ -140,3 +140,18 @@ def test_equal_scores_keep_config_order() -> None:
     e = engine([arm(n) for n in names], strategy="weighted")
     for _ in range(3):
         assert [c.arm for c in e.route(REQ, T0).candidates] == names
+
+
+def test_telemetry_sums_follow_new_outcomes_and_the_moving_window() -> None:
+    from daemon.routing.telemetry import Outcome, TelemetryBook
+
+    book = TelemetryBook(window=600.0)
+    book.record("a", Outcome(at=T0, ok=True, duration=10.0, tokens=100))
+    first = book.performance("a", T0 + 1)
+    assert first is not None and first.session_tokens == 100
+    book.record("a", Outcome(at=T0 + 2, ok=False, duration=5.0, tokens=50))
+    second = book.performance("a", T0 + 3)  # same window position: the cache must not lie
+    assert second is not None and second.session_tokens == 150 and second.success_rate == 0.5
+    later = book.performance("a", T0 + 700)  # both outcomes have left the window
+    assert later is not None and later.session_tokens == 0 and later.success_rate is None
+    assert later.age == 698

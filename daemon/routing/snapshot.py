@@ -212,6 +212,7 @@ def load_state(
             start = b.when("start")
             if start is None:
                 raise SnapshotError(f"{path}.buckets[{j}].start: required")
+            tel.invalidate()
             tel.buckets.append(
                 Bucket(
                     start=start,

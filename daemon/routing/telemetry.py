@@ -9,6 +9,7 @@ an arm by last week's runs.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,8 +59,16 @@ class ArmTelemetry:
     limited_reason: str = ""
     #: Set by an operator or an external probe; False keeps the arm out.
     healthy: bool = True
+    #: Sums over the window, keyed by the window's position in buckets; reset
+    #: whenever buckets change (the router asks for them on every decision).
+    sums_key: int | None = None
+    sums: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+
+    def invalidate(self) -> None:
+        self.sums_key = None
 
     def add(self, outcome: Outcome, span: float) -> None:
+        self.sums_key = None
         width = span / BUCKETS_PER_WINDOW
         start = outcome.at - outcome.at % width
         if not self.buckets or self.buckets[-1].start < start:
@@ -143,13 +152,23 @@ class TelemetryBook:
         tel = self.arms.get(arm)
         if tel is None or tel.last_event_at is None:
             return None
-        recent = tel.window(now, self.window)
-        ok = sum(b.ok for b in recent)
-        total = ok + sum(b.failed for b in recent)
+        # Which buckets are inside the window changes only at bucket boundaries.
+        key = math.floor((now - self.window) / (self.window / BUCKETS_PER_WINDOW))
+        if tel.sums_key != key:
+            recent = tel.window(now, self.window)
+            tel.sums = (
+                sum(b.ok for b in recent),
+                sum(b.failed for b in recent),
+                sum(b.ok_seconds for b in recent),
+                sum(b.tokens for b in recent),
+            )
+            tel.sums_key = key
+        ok, failed, ok_seconds, tokens = tel.sums
+        total = ok + failed
         return Performance(
             throughput=ok / self.window,
-            latency=sum(b.ok_seconds for b in recent) / ok if ok else None,
+            latency=ok_seconds / ok if ok else None,
             success_rate=ok / total if total else None,
-            session_tokens=sum(b.tokens for b in recent),
+            session_tokens=tokens,
             age=now - tel.last_event_at,
         )
