@@ -298,6 +298,15 @@ def orphans_of_run(run_id: str) -> list[psutil.Process]:
     return found
 
 
+def reap_orphan_zombies() -> None:
+    """Collect the exit status of dead processes re-parented to us (never of a
+    run leader, whose status belongs to its runner). Without this, a killed
+    group member stays a zombie and its group looks alive."""
+    for pid in direct_children():
+        if pid not in LEADERS:
+            reap_pid(pid)
+
+
 def reap_pid(pid: int) -> None:
     """Collect one specific child's status, ignoring a pid that is not ours."""
     with contextlib.suppress(ChildProcessError, OSError):

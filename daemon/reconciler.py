@@ -22,16 +22,14 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
-import psutil
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon import journal as j
-from daemon import process
 from daemon.config import Config
 from daemon.journal import Journal
 from daemon.launch import LaunchError, new_run_id, pid_file, prepare, remove_run_dir
@@ -43,7 +41,9 @@ from daemon.routing.engine import RoutingEngine, Settlement, settings_from_confi
 from daemon.routing.model import Priority, Usage
 from daemon.routing.router import Decision
 from daemon.runner import Adoption, Gate, Outcome, Runner, RunResult, RunSpec, StopRequest
+from daemon.runstate import ActiveRun, Clock, TaskRuntime
 from daemon.schedule import catch_up, next_fire
+from daemon.strays import reap_strays, track_descendants
 from daemon.taskspec import TaskKind, TaskSpec
 from daemon.timefmt import iso as _iso
 
@@ -54,68 +54,6 @@ SCAN_INTERVAL = 5.0
 #: CPU; stop-time snapshots and the subreaper cover what happens in between.
 TRACK_INTERVAL = 60.0
 PRIORITY_ORDER = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
-
-
-@dataclass(slots=True)
-class Clock:
-    mono: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-
-
-@dataclass(slots=True)
-class ActiveRun:
-    run_id: str
-    task: str
-    spec: TaskSpec | None
-    arm: str
-    cli: str
-    pools: tuple[str, ...]
-    decision: Decision
-    runner: Runner
-    inbox: MemoryObjectSendStream[StopRequest]
-    started_mono: float
-    started_wall: float
-    run_dir: Any
-    log_path: Any
-    state: str = "starting"
-    pid: int | None = None
-    stop_reason: str | None = None
-    #: A logger bound to the run's task, id, arm and pools: every event about
-    #: a run carries them.
-    log: Any = None
-
-    def __post_init__(self) -> None:
-        self.log = get_logger(
-            task=self.task, run_id=self.run_id, arm=self.arm, pools=list(self.pools)
-        )
-
-
-@dataclass(slots=True)
-class TaskRuntime:
-    """What the loop knows about one desired task."""
-
-    spec: TaskSpec
-    label: str
-    source: str = "config"
-    phase: TaskPhase = TaskPhase.PENDING
-    reason: str = "new"
-    book: RestartBook = field(default_factory=RestartBook.empty)
-    retry_at: float | None = None
-    exclude: set[str] = field(default_factory=set)
-    run: str | None = None
-    last_arm: str | None = None
-    last_outcome: str | None = None
-    runs: int = 0
-    restarts: int = 0
-    pending_fires: int = 0
-    next_fire: float | None = None
-    last_fire: float | None = None
-    removed: bool = False
-    waiting_since: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,10 +227,10 @@ class Reconciler:
         self._forget_finished_submissions()
         if self.runs and now_m >= self._next_scan:
             self._next_scan = now_m + SCAN_INTERVAL
-            self._reap_strays()
+            reap_strays(self.runs, self.metrics, self.log)
             if now_m >= self._next_track:
                 self._next_track = now_m + TRACK_INTERVAL
-                self._track_descendants()
+                track_descendants(self.runs)
         if now_w >= self._next_prune:
             self._next_prune = now_w + 3600.0
             self.store.op(j.op_prune(now_w - self.config.daemon.retain_runs))
@@ -843,55 +781,6 @@ class Reconciler:
             self.log.info("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
 
     # -- processes that escaped ---------------------------------------------------
-
-    def _reap_strays(self) -> None:
-        """Kill and reap processes re-parented to us whose run is over (cheap: one
-        read of our own children list; environments read only for non-leaders)."""
-        leaders = {run.pid for run in self.runs.values() if run.pid is not None}
-        live_ids = set(self.runs)
-        strays = []
-        for pid in process.direct_children():
-            if pid in leaders or pid in process.LEADERS:
-                continue
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    process.reap_pid(pid)
-                    continue
-            except psutil.Error:
-                continue
-            marker = process.run_marker(proc)
-            if marker is not None and marker not in live_ids:
-                strays.append(proc)
-        if strays:
-            killed = process.kill_processes(strays)
-            for proc in strays:
-                process.reap_pid(proc.pid)
-            self.metrics.orphans_reaped.inc(killed)
-            self.log.warning("orphans.reaped", count=killed)
-
-    def _track_descendants(self) -> None:
-        """One full /proc pass: remember every run's descendants while it lives, so
-        that one which escapes its group later (setsid) is still known at stop time."""
-        children: dict[int, list[int]] = {}
-        try:
-            for proc in psutil.process_iter(["ppid"]):
-                children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
-        except psutil.Error:
-            return
-        for run in self.runs.values():
-            if run.pid is None or run.runner is None:
-                continue
-            found, stack = [], list(children.get(run.pid, ()))
-            while stack:
-                child = stack.pop()
-                stack.extend(children.get(child, ()))
-                try:
-                    found.append(psutil.Process(child))
-                except psutil.Error:
-                    continue
-            if found:
-                run.runner.remember_descendants(found)
 
     # -- reload -----------------------------------------------------------------
 

@@ -382,6 +382,7 @@ class Runner:
             with anyio.move_on_after(min(LEFTOVER_GRACE, self.spec.stop_grace)):
                 while process.group_alive(pgid):
                     await anyio.sleep(0.02)
+                    process.reap_orphan_zombies()
             if process.signal_group(pgid, signal.SIGKILL):
                 result.sigkilled = True
         escaped = [p for p in self._watch.descendants.values() if _alive(p)]
@@ -391,6 +392,12 @@ class Runner:
         if leftovers or escaped or self._watch.descendants or result.sigkilled or self._stopped:
             escaped += process.orphans_of_run(self.spec.run_id)
         killed = process.kill_processes(escaped)
+        if killed:
+            # SIGKILL is not instant: wait (briefly) until they are really gone, so
+            # that "the run is over" means no process of it is left.
+            with anyio.move_on_after(1.0):
+                while any(_alive(p) for p in escaped):
+                    await anyio.sleep(0.005)
         for proc in escaped:
             process.reap_pid(proc.pid)
         result.orphans_killed += killed

@@ -49,7 +49,7 @@ def test_sigterm_with_twenty_live_runs_exits_in_time_leaving_nothing(tmp_path: P
             daemon.kill()
     assert code == 0
     assert elapsed < 6
-    assert tagged(tag) == []
+    wait_for(lambda: tagged(tag) == [], timeout=2, what="no process left")
     finished = [e for e in events(log) if e.get("event") == "run.finished"]
     assert len(finished) == 20 and {e["outcome"] for e in finished} == {"cancelled"}
     assert sum(e["sigkilled"] for e in finished) >= 4  # the stubborn ones

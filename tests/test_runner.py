@@ -106,6 +106,7 @@ async def test_leader_exit_does_not_leave_its_group_behind(tmp_path: Path) -> No
     code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('bye')"
     result, _ = await run_to_end(spec(tmp_path, py(code)))
     assert result.outcome is Outcome.SUCCEEDED
+    assert not result.sigkilled  # SIGTERM was enough: its death was seen, not waited out
     assert not processes_with_marker("r1")
 
 
