@@ -134,6 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _too_many(self, payload: Any) -> None:
+        """HTTP 429 in the provider's own error shape, with a retry-after header."""
+        self._json(429, payload, {"retry-after": str(RETRY_AFTER)})
+
     def _sse_start(self) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -210,16 +214,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai_chat(self, mode: str, body: Any) -> None:
         if mode == "429":
-            self._json(
-                429,
+            self._too_many(
                 {
                     "error": {
                         "message": "Rate limit reached for requests",
                         "type": "rate_limit_exceeded",
                         "code": "rate_limit",
                     }
-                },
-                {"retry-after": str(RETRY_AFTER)},
+                }
             )
             return
         tools = [t.get("function", t) for t in (body or {}).get("tools", [])]
@@ -329,16 +331,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai_responses(self, mode: str, body: Any) -> None:
         if mode == "429":
-            self._json(
-                429,
+            self._too_many(
                 {
                     "error": {
                         "message": "Rate limit reached",
                         "type": "rate_limit_exceeded",
                         "code": "rate_limit_exceeded",
                     }
-                },
-                {"retry-after": str(RETRY_AFTER)},
+                }
             )
             return
         tools = [t.get("function", t) for t in (body or {}).get("tools", [])]
@@ -411,13 +411,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _anthropic(self, mode: str, body: Any) -> None:
         if mode == "429":
-            self._json(
-                429,
+            self._too_many(
                 {
                     "type": "error",
                     "error": {"type": "rate_limit_error", "message": "Number of requests exceeded"},
-                },
-                {"retry-after": str(RETRY_AFTER)},
+                }
             )
             return
         tools = (body or {}).get("tools", []) or []
@@ -520,16 +518,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _gemini(self, mode: str, body: Any, streaming: bool) -> None:
         if mode == "429":
-            self._json(
-                429,
+            self._too_many(
                 {
                     "error": {
                         "code": 429,
                         "status": "RESOURCE_EXHAUSTED",
                         "message": "You have exhausted your daily quota on this model.",
                     }
-                },
-                {"retry-after": str(RETRY_AFTER)},
+                }
             )
             return
         tools = []
