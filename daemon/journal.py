@@ -242,36 +242,23 @@ class Journal:
             for r in rows
         ]
 
-    def open_submissions(self) -> list[SubmissionRow]:
+    def _submissions(self, where: str, params: tuple[Any, ...] = ()) -> list[SubmissionRow]:
+        """`where` is one of this class's literal conditions; values go in `params`."""
         rows = self._db.execute(
-            "SELECT id, idem_key, label, request, source, state, reason FROM submissions "
-            "WHERE state = 'accepted' ORDER BY created_at"
+            "SELECT id, idem_key, label, request, source, state, reason FROM submissions "  # noqa: S608
+            f"WHERE {where} ORDER BY created_at",
+            params,
         ).fetchall()
         return [SubmissionRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    def open_submissions(self) -> list[SubmissionRow]:
+        return self._submissions("state = 'accepted'")
+
     def submission_by_key(self, idem_key: str) -> SubmissionRow | None:
-        r = self._db.execute(
-            "SELECT id, idem_key, label, request, source, state, reason FROM submissions "
-            "WHERE idem_key = ?",
-            (idem_key,),
-        ).fetchone()
-        return (
-            None
-            if r is None
-            else SubmissionRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6])
-        )
+        return next(iter(self._submissions("idem_key = ?", (idem_key,))), None)
 
     def submission(self, sub_id: str) -> SubmissionRow | None:
-        r = self._db.execute(
-            "SELECT id, idem_key, label, request, source, state, reason FROM submissions "
-            "WHERE id = ?",
-            (sub_id,),
-        ).fetchone()
-        return (
-            None
-            if r is None
-            else SubmissionRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6])
-        )
+        return next(iter(self._submissions("id = ?", (sub_id,))), None)
 
     def task_states(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute(
