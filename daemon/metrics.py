@@ -352,15 +352,7 @@ class StateCollector(Collector):
             labels=["arm"],
         )
         for arm_name, arm in engine.arms.items():
-            tel = engine.telemetry.arms.get(arm_name)
-            ok = arm.enabled and (
-                tel is None
-                or (
-                    tel.healthy
-                    and (tel.backoff_until is None or now >= tel.backoff_until)
-                    and (tel.limited_until is None or now >= tel.limited_until)
-                )
-            )
+            ok = arm.enabled and engine.telemetry.condition(arm_name, now) == "ok"
             arms_limited.add_metric([arm_name], 1.0 if ok else 0.0)
         yield arms_limited
         phases = GaugeMetricFamily("factoryd_tasks", "Tasks by phase.", labels=["phase"])

@@ -71,16 +71,9 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
         pool_limits = [
             p for p in arm.pools if p in ledger.pools and ledger.pools[p].is_limited(now_w)
         ]
-        if not arm.enabled:
-            health = "disabled"
-        elif tel is not None and not tel.healthy:
-            health = "unhealthy"
-        elif backoff:
-            health = "resting"
-        elif limited or pool_limits:
+        health = engine.telemetry.condition(name, now_w) if arm.enabled else "disabled"
+        if health == "ok" and pool_limits:
             health = "limited"
-        else:
-            health = "ok"
         arms.append(
             {
                 "name": name,

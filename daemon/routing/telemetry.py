@@ -147,6 +147,20 @@ class TelemetryBook:
             tel.limited_until = until
             tel.limited_reason = reason
 
+    def condition(self, arm: str, now: float) -> str:
+        """What keeps the arm out right now, by its own telemetry (pools aside):
+        "unhealthy", "resting" (circuit-breaker backoff), "limited", or "ok"."""
+        tel = self.arms.get(arm)
+        if tel is None:
+            return "ok"
+        if not tel.healthy:
+            return "unhealthy"
+        if tel.backoff_until is not None and now < tel.backoff_until:
+            return "resting"
+        if tel.limited_until is not None and now < tel.limited_until:
+            return "limited"
+        return "ok"
+
     def performance(self, arm: str, now: float) -> Performance | None:
         """None when the arm has never reported anything."""
         tel = self.arms.get(arm)
