@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from proc_kit import processes_with_env
 
 from daemon.config import load_config
 from daemon.process import become_subreaper
@@ -125,14 +126,8 @@ def events(log: Path) -> list[dict]:
 
 
 def tagged(tag: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("TEST_TAG") == tag:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    """Every live process a test marked with env TEST_TAG=tag (inherited by children)."""
+    return processes_with_env("TEST_TAG", tag)
 
 
 def free_port() -> int:

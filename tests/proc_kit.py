@@ -56,18 +56,21 @@ async def run_to_end(
     return result[0], runner
 
 
-def processes_with_marker(marker: str) -> list[psutil.Process]:
-    """Every live process whose environment carries FACTORYD_RUN_ID=marker."""
+def processes_with_env(key: str, value: str) -> list[psutil.Process]:
+    """Every live (not zombie) process whose environment carries key=value."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get("FACTORYD_RUN_ID") == marker:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(key) == value:
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def processes_with_marker(marker: str) -> list[psutil.Process]:
+    """Every live process of run `marker` (FACTORYD_RUN_ID)."""
+    return processes_with_env("FACTORYD_RUN_ID", marker)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
