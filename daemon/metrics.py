@@ -34,9 +34,9 @@ from prometheus_client.registry import Collector
 from daemon import __version__
 from daemon.agents.events import LimitHit
 from daemon.exposition import Renderer
+from daemon.routing.decision import Decision
 from daemon.routing.engine import RoutingEngine
 from daemon.routing.model import Usage
-from daemon.routing.router import Decision
 
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400)
 DECISION_BUCKETS = (

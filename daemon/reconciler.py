@@ -37,9 +37,9 @@ from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_ex
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.persist import Store
+from daemon.routing.decision import Decision
 from daemon.routing.engine import RoutingEngine, Settlement, settings_from_config
 from daemon.routing.model import Priority, Usage
-from daemon.routing.router import Decision
 from daemon.runner import Adoption, Gate, Outcome, Runner, RunResult, RunSpec, StopRequest
 from daemon.runstate import ActiveRun, Clock, TaskRuntime
 from daemon.schedule import catch_up, next_fire

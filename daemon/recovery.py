@@ -32,8 +32,8 @@ from daemon.capture import RunLog
 from daemon.launch import pid_file
 from daemon.lifecycle import TERMINAL, TaskPhase
 from daemon.persist import spec_digest
+from daemon.routing.decision import Decision
 from daemon.routing.ledger import Reservation
-from daemon.routing.router import Decision
 from daemon.routing.snapshot import SnapshotError, load_state
 from daemon.routing.windows import window_bounds
 from daemon.runner import Adoption, Outcome, RunSpec
@@ -177,7 +177,7 @@ def _restore_runs(
             at=row.started_at,
             arm=row.arm,
             reservation=res,
-            candidates=(),
+            ranking=(),
             rejections=(),
             charges=dict(res.charges) if res else {},
         )

@@ -15,7 +15,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon.lifecycle import RestartBook, TaskPhase
 from daemon.logs import get_logger
-from daemon.routing.router import Decision
+from daemon.routing.decision import Decision
 from daemon.runner import Runner, StopRequest
 from daemon.taskspec import TaskSpec
 

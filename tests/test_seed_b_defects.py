@@ -7,9 +7,9 @@ import math
 import pytest
 from routing_kit import T0, arm, engine, pool
 
+from daemon.routing.decision import Decision
 from daemon.routing.ledger import PoolLedger, Refusal
 from daemon.routing.model import RejectReason, RouteRequest, Usage
-from daemon.routing.router import Decision
 
 
 def settle(e, d: Decision, usage: Usage | None, now: float = T0) -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from routing_kit import T0, arm, engine, pool
 
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, after_exit
+from daemon.routing.decision import Decision
 from daemon.routing.model import RouteRequest, TaskType, Usage
-from daemon.routing.router import Decision
 from daemon.runner import Outcome
 from daemon.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
 

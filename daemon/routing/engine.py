@@ -11,13 +11,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.routing.decision import Decision
 from daemon.routing.ledger import PoolLedger, ScarcityPolicy
 from daemon.routing.model import ArmSpec, PoolSpec, RouteRequest, Usage, charge_actual
 from daemon.routing.quality import QualityPolicy, QualityTracker
-from daemon.routing.router import Decision, Router
+from daemon.routing.router import Router
 from daemon.routing.scoring import RoutingPolicy
 from daemon.routing.snapshot import dump_state, load_state
 from daemon.routing.telemetry import HealthPolicy, Outcome, TelemetryBook
+from daemon.routing.versions import ArmVersions
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,11 @@ class Settlement:
 class RoutingEngine:
     def __init__(self, settings: EngineSettings) -> None:
         self.ledger = PoolLedger(settings.pools, settings.scarcity)
-        self.telemetry = TelemetryBook(settings.telemetry_window, settings.health)
-        self.quality = QualityTracker(settings.quality)
+        # Telemetry and quality share one change counter per arm, which the
+        # router's cached arm views are checked against.
+        versions = ArmVersions()
+        self.telemetry = TelemetryBook(settings.telemetry_window, settings.health, versions)
+        self.quality = QualityTracker(settings.quality, versions)
         self.router = Router(
             settings.arms, self.ledger, self.telemetry, self.quality, settings.policy
         )
@@ -145,7 +150,9 @@ class RoutingEngine:
         return dump_state(self.ledger, self.telemetry, self.quality, now)
 
     def load_snapshot(self, data: Any) -> float | None:
-        return load_state(data, self.ledger, self.telemetry, self.quality)
+        taken_at = load_state(data, self.ledger, self.telemetry, self.quality)
+        self.router.forget()
+        return taken_at
 
 
 def settings_from_config(config: Any) -> EngineSettings:

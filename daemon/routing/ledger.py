@@ -167,13 +167,13 @@ class PoolLedger:
         if (
             state.window_end is not None
             and state.window_start is not None
-            and state.window_end - now < self._discount_window(state)
+            and state.window_end - now < self.discount_window(state)
             and fraction > policy.discount_min_fraction
         ):
             return policy.discount
         return min(policy.max_multiplier, fraction**-state.spec.scarcity_k)
 
-    def _discount_window(self, state: PoolState) -> float:
+    def discount_window(self, state: PoolState) -> float:
         """The use-it-or-lose-it span: the configured hour, but never more than the
         last fifth of the window, or a 1h pool would be discounted all the time."""
         assert state.window_end is not None and state.window_start is not None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daemon.routing.versions import ArmVersions
+
 
 @dataclass(frozen=True, slots=True)
 class QualityPolicy:
@@ -24,9 +26,12 @@ class QualityStat:
 
 
 class QualityTracker:
-    def __init__(self, policy: QualityPolicy | None = None) -> None:
+    def __init__(
+        self, policy: QualityPolicy | None = None, versions: ArmVersions | None = None
+    ) -> None:
         self.policy = policy or QualityPolicy()
         self.stats: dict[tuple[str, str], QualityStat] = {}
+        self.versions = versions or ArmVersions()
 
     def observe(self, arm: str, task_type: str, success: bool) -> None:
         stat = self.stats.setdefault((arm, task_type), QualityStat())
@@ -35,6 +40,12 @@ class QualityTracker:
             value if stat.n == 0 else self.policy.alpha * value + (1 - self.policy.alpha) * stat.ema
         )
         stat.n += 1
+        self.versions.bump(arm)
+
+    def restore(self, arm: str, task_type: str, ema: float, n: int) -> None:
+        """Put back a statistic exactly as a snapshot recorded it."""
+        self.stats[(arm, task_type)] = QualityStat(ema=ema, n=n)
+        self.versions.bump(arm)
 
     def observed(self, arm: str, task_type: str) -> float | None:
         stat = self.stats.get((arm, task_type))

@@ -18,118 +18,49 @@ Order of work for one request:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from daemon.routing.ledger import PoolLedger, Refusal, Reservation
-from daemon.routing.model import ArmSpec, RejectReason, RouteRequest, charge_estimate
+from daemon.routing.armview import ArmFit, ArmView, RequestShape, arm_fit, build_view, request_shape
+from daemon.routing.decision import Candidate, Decision, Ranked, Rejection
+from daemon.routing.ledger import PoolLedger, PoolState, Refusal
+from daemon.routing.model import ArmSpec, RejectReason, RouteRequest
 from daemon.routing.quality import QualityTracker
-from daemon.routing.scoring import (
-    STRATEGIES,
-    Components,
-    RoutingPolicy,
-    heuristic_quality,
-    normalize_consumption,
-    normalize_latency,
-    normalize_throughput,
-)
+from daemon.routing.scoring import STRATEGIES, RoutingPolicy
 from daemon.routing.telemetry import TelemetryBook
-from daemon.timefmt import iso
+
+__all__ = ["Candidate", "Decision", "Rejection", "Router"]
+
+#: Request shapes whose arm views are kept; beyond this the cache starts over.
+MAX_SHAPES = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    arm: str
-    reason: RejectReason
-    detail: str
+class _ShapeViews:
+    """The arm views for one request shape, in the order the request lists arms."""
+
+    __slots__ = ("not_allowed", "views")
+
+    def __init__(
+        self, views: list[tuple[int, str, ArmView]], not_allowed: tuple[Rejection, ...]
+    ) -> None:
+        #: (tie-break rank, arm name, view): rank orders equal scores by the
+        #: task's preference, then config order, then name.
+        self.views = views
+        self.not_allowed = not_allowed
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    arm: str
-    score: float
-    components: Components
-    below_quality: bool = False
+class _PoolQuote:
+    """A pool's multiplier and room, valid while its numbers and the clock allow."""
 
+    __slots__ = ("key", "multiplier", "room", "until")
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The router's answer for one run, with everything needed to explain it."""
-
-    task: str
-    strategy: str
-    at: float
-    arm: str | None
-    reservation: Reservation | None
-    candidates: tuple[Candidate, ...]
-    rejections: tuple[Rejection, ...]
-    degraded: bool = False
-    forced: bool = False
-    charges: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def chosen(self) -> Candidate | None:
-        return next((c for c in self.candidates if c.arm == self.arm), None)
-
-    def rationale(self) -> str:
-        """One paragraph a person can read in a log line."""
-        rejected = "; ".join(f"{r.arm}: {r.detail}" for r in self.rejections)
-        chosen = self.chosen
-        if self.arm is None or chosen is None:
-            if not self.rejections:
-                return f"No arm available for task {self.task}"
-            return f"All arms rejected for task {self.task}: {rejected}"
-        c = chosen.components
-        parts = [
-            f"Selected {self.arm} for task {self.task} (strategy {self.strategy}, "
-            f"score {chosen.score:.4g}; fit {c.task_fit:.3f}, throughput {c.throughput:.3f}, "
-            f"latency {c.latency:.3f}, consumption {c.consumption:.3f}, "
-            f"cost {c.effective_cost:.4g} x{c.scarcity:.3g} scarcity"
-            + (f" from {c.scarce_pool}" if c.scarce_pool else "")
-            + ")"
-        ]
-        if self.forced:
-            parts.append("Forced by request")
-        if self.degraded:
-            parts.append("Degraded: no arm met the quality floor")
-        others = [f"{x.arm} {x.score:.4g}" for x in self.candidates if x.arm != self.arm]
-        if others:
-            parts.append("Runners-up: " + ", ".join(others))
-        if self.rejections:
-            parts.append(f"Rejected {len(self.rejections)}: {rejected}")
-        return ". ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "strategy": self.strategy,
-            "at": iso(self.at),
-            "arm": self.arm,
-            "degraded": self.degraded,
-            "forced": self.forced,
-            "reservation": None
-            if self.reservation is None
-            else {
-                "id": self.reservation.id,
-                "charges": self.reservation.charges,
-                "expires_at": iso(self.reservation.expires_at),
-            },
-            "ranking": [
-                {
-                    "rank": i + 1,
-                    "arm": c.arm,
-                    "score": c.score,
-                    "below_quality": c.below_quality,
-                    "components": c.components.as_dict(),
-                }
-                for i, c in enumerate(self.candidates)
-            ],
-            "rejections": [
-                {"arm": r.arm, "reason": str(r.reason), "detail": r.detail} for r in self.rejections
-            ],
-            "rationale": self.rationale(),
-        }
+    def __init__(
+        self, key: tuple[float, ...], until: float, multiplier: float, room: float
+    ) -> None:
+        self.key = key
+        self.until = until
+        self.multiplier = multiplier
+        self.room = room
 
 
 class Router:
@@ -155,8 +86,15 @@ class Router:
             raise ValueError(f"unknown strategy {policy.strategy!r}")
         self.arms = {a.name: a for a in arms}
         self._order = {a.name: i for i, a in enumerate(arms)}
-        self._charge_cache: dict[tuple[str, int], dict[str, float]] = {}
         self.policy = policy
+        self.strategy = STRATEGIES[policy.strategy]
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop every cached view and pool quote (after state was loaded wholesale)."""
+        self._shapes: dict[RequestShape, _ShapeViews] = {}
+        self._quotes: dict[str, _PoolQuote] = {}
+        self._latest = -math.inf
 
     # -- public ------------------------------------------------------------
 
@@ -177,52 +115,92 @@ class Router:
         still subject to every hard filter and to pool accounting.
         """
         self.ledger.advance(now)
-        rejections: list[Rejection] = []
-        feasible: list[Candidate] = []
-        below: list[Candidate] = []
-        mults: dict[str, float | None] = {}  # each pool's multiplier, once per decision
-        for arm in self._candidate_arms(req, force, rejections):
-            rejection = self._hard_filter(arm, req, now, exclude, busy, forced=arm.name == force)
+        if now < self._latest:
+            self.forget()  # the clock stepped back: validity times no longer hold
+        self._latest = now
+        if force is None:
+            shape = self._shape(req, now)
+            views, rejections = shape.views, list(shape.not_allowed)
+        elif force in self.arms:
+            view = self._view(self.arms[force], req, now, fit=None, forced=True)
+            views, rejections = [(0, force, view)], []
+        else:
+            views = []
+            rejections = [Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}")]
+        multipliers, room = self._quote_pools(now)
+        exponent = self.strategy.exponent(req.value)
+        # Per pool: (room for a charge, scarcity term of the score).
+        quotes = {pool: (room[pool], m**exponent) for pool, m in multipliers.items()}
+        feasible: list[Ranked] = []
+        below: list[Ranked] = []
+        # The hot loop of every run start: views are revalidated in place and
+        # everything else is a lookup or a float operation.
+        versions = self.telemetry.versions.counts
+        per_call = bool(exclude or busy)
+        disabled = RejectReason.DISABLED
+        for i, (rank, name, view) in enumerate(views):
+            if now >= view.valid_until or versions.get(name, 0) != view.version:
+                view = self._view(view.arm, req, now, fit=view.fit, forced=force is not None)
+                views[i] = (rank, name, view)
+            rejection = view.rejection
+            if per_call and (rejection is None or rejection.reason is not disabled):
+                if name in exclude:
+                    rejection = Rejection(name, RejectReason.EXCLUDED, "excluded for this run")
+                elif name in busy:
+                    rejection = Rejection(name, RejectReason.AT_CAPACITY, "at its concurrency cap")
             if rejection is not None:
                 rejections.append(rejection)
                 continue
-            components = self._components(arm, req, now, mults)
-            score = STRATEGIES[self.policy.strategy](components, self.policy)
-            if force is None and components.task_fit < req.quality_floor:
-                below.append(Candidate(arm.name, score, components, below_quality=True))
-            else:
-                feasible.append(Candidate(arm.name, score, components))
+            term = 0.0  # the scarcest pool's term; a discount may bring it below 1
+            for pool, amount in view.charges:
+                left, pool_term = quotes[pool]
+                if amount > left or left <= 0:
+                    # The quote says no; the ledger words the exact refusal.
+                    refusal = self.ledger.refusal(dict(view.charges), now)
+                    if refusal is not None:
+                        rejection = Rejection(name, refusal.reason, refusal.detail)
+                        break
+                if pool_term > term:
+                    term = pool_term
+            if rejection is not None:
+                rejections.append(rejection)
+                continue
+            entry = (-view.numerator / (term or 1.0), rank, view)
+            (below if view.below_quality else feasible).append(entry)
         degraded = not feasible and bool(below)
-        ranked = self._rank(feasible or below, req)
+        ranked = feasible or below
+        ranked.sort()
         if not degraded:
+            below.sort()
             rejections.extend(
                 Rejection(
-                    c.arm,
+                    view.arm.name,
                     RejectReason.BELOW_QUALITY,
-                    f"quality {c.components.task_fit:.3f} below the {req.type} floor "
-                    f"{req.quality_floor:.2f}",
+                    f"quality {_fit(view):.3f} below the {req.type} floor {req.quality_floor:.2f}",
                 )
-                for c in self._rank(below, req)
+                for _, _, view in below
             )
         ttl = self.policy.reservation_ttl if ttl is None else ttl
-        for cand in ranked:
-            arm = self.arms[cand.arm]
-            charges = self._charges(arm, req)
-            held = self.ledger.reserve(arm.name, req.task, charges, now, ttl)
+        for _, _, view in ranked:
+            charges = dict(view.charges)
+            held = self.ledger.reserve(view.arm.name, req.task, charges, now, ttl)
             if isinstance(held, Refusal):
-                rejections.append(Rejection(arm.name, RejectReason.RESERVE_FAILED, held.detail))
+                rejections.append(
+                    Rejection(view.arm.name, RejectReason.RESERVE_FAILED, held.detail)
+                )
                 continue
             return Decision(
                 task=req.task,
                 strategy=self.policy.strategy,
                 at=now,
-                arm=arm.name,
+                arm=view.arm.name,
                 reservation=held,
-                candidates=tuple(ranked),
+                ranking=ranked,
                 rejections=tuple(rejections),
                 degraded=degraded,
                 forced=force is not None,
                 charges=charges,
+                multipliers=multipliers,
             )
         return Decision(
             task=req.task,
@@ -230,162 +208,88 @@ class Router:
             at=now,
             arm=None,
             reservation=None,
-            candidates=tuple(ranked),
+            ranking=ranked,
             rejections=tuple(rejections),
             degraded=degraded,
             forced=force is not None,
+            multipliers=multipliers,
         )
 
-    # -- steps -------------------------------------------------------------
+    # -- caches ------------------------------------------------------------
 
-    def _candidate_arms(
-        self, req: RouteRequest, force: str | None, rejections: list[Rejection]
-    ) -> list[ArmSpec]:
-        if force is not None:
-            if force not in self.arms:
-                rejections.append(
-                    Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}")
-                )
-                return []
-            return [self.arms[force]]
-        if not req.arms:
-            return list(self.arms.values())
-        allowed = [self.arms[n] for n in req.arms if n in self.arms]
-        rejections.extend(
-            Rejection(a.name, RejectReason.NOT_ALLOWED, f"not in task {req.task}'s arms")
-            for a in self.arms.values()
-            if a.name not in req.arms
+    def _view(
+        self, arm: ArmSpec, req: RouteRequest, now: float, *, fit: ArmFit | None, forced: bool
+    ) -> ArmView:
+        return build_view(
+            arm,
+            fit or arm_fit(arm, req, self.ledger.pools),
+            req,
+            now,
+            telemetry=self.telemetry,
+            quality=self.quality,
+            policy=self.policy,
+            strategy=self.strategy,
+            forced=forced,
         )
-        return allowed
 
-    def _hard_filter(
-        self,
-        arm: ArmSpec,
-        req: RouteRequest,
-        now: float,
-        exclude: Collection[str],
-        busy: Collection[str],
-        *,
-        forced: bool,
-    ) -> Rejection | None:
-        def reject(reason: RejectReason, detail: str) -> Rejection:
-            return Rejection(arm.name, reason, detail)
-
-        if not arm.enabled:
-            return reject(RejectReason.DISABLED, "disabled in config")
-        if arm.name in exclude:
-            return reject(RejectReason.EXCLUDED, "excluded for this run")
-        if arm.name in busy:
-            return reject(RejectReason.AT_CAPACITY, "at its concurrency cap")
-        tel = self.telemetry.arms.get(arm.name)
-        if tel is not None:
-            if not tel.healthy:
-                return reject(RejectReason.UNHEALTHY, "marked unhealthy")
-            if tel.backoff_until is not None and now < tel.backoff_until:
-                return reject(
-                    RejectReason.BACKOFF,
-                    f"resting after {tel.consecutive_faults} faults until {iso(tel.backoff_until)}",
-                )
-            if tel.limited_until is not None and now < tel.limited_until:
-                return reject(
-                    RejectReason.LIMITED,
-                    f"subscription limit reached for {arm.model or arm.name} until "
-                    f"{iso(tel.limited_until)}"
-                    + (f" ({tel.limited_reason})" if tel.limited_reason else ""),
-                )
-        if not arm.fallback and not forced and self.policy.max_staleness is not None:
-            perf = self.telemetry.performance(arm.name, now)
-            if perf is None:
-                return reject(RejectReason.STALE, "no telemetry yet and not a fallback arm")
-            if perf.age is not None and perf.age > self.policy.max_staleness:
-                return reject(
-                    RejectReason.STALE,
-                    f"stale telemetry (last event {perf.age:.0f}s ago, "
-                    f"max {self.policy.max_staleness:.0f}s)",
-                )
-        if req.requires_tools and not arm.tools:
-            return reject(RejectReason.LACKS_TOOLS, "task requires tools")
-        if req.requires_vision and not arm.vision:
-            return reject(RejectReason.LACKS_VISION, "task requires vision")
-        if req.effort is not None and req.effort not in arm.thinking:
-            return reject(RejectReason.LACKS_EFFORT, f"no '{req.effort}' thinking effort")
-        if arm.max_complexity is not None and req.complexity > arm.max_complexity:
-            return reject(
-                RejectReason.TOO_COMPLEX,
-                f"complexity {req.complexity:.2f} above ceiling {arm.max_complexity:.2f}",
+    def _shape(self, req: RouteRequest, now: float) -> _ShapeViews:
+        """The cached views for requests shaped like `req`, built on first use."""
+        key = request_shape(req)
+        shape = self._shapes.get(key)
+        if shape is not None:
+            return shape
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        if req.arms:
+            arms = [self.arms[n] for n in dict.fromkeys(req.arms) if n in self.arms]
+            not_allowed = tuple(
+                Rejection(a.name, RejectReason.NOT_ALLOWED, f"not in task {req.task}'s arms")
+                for a in self.arms.values()
+                if a.name not in req.arms
             )
-        charges = self._charges(arm, req)
-        pools = self.ledger.pools
-        # Quick check first; the exact refusal (and its sentence) only when it fails.
-        if any(
-            pools[p].is_limited(now) or amount > (left := pools[p].remaining()) or left <= 0
-            for p, amount in charges.items()
-        ):
-            refusal = self.ledger.refusal(charges, now)
-            if refusal is not None:
-                return reject(refusal.reason, refusal.detail)
-        return None
-
-    def _charges(self, arm: ArmSpec, req: RouteRequest) -> dict[str, float]:
-        """What the estimate costs each of the arm's pools (cached: it depends only on
-        the arm, the pools' specs and the token estimate, all fixed until a reload)."""
-        key = (arm.name, req.estimated_tokens)
-        charges = self._charge_cache.get(key)
-        if charges is None:
-            charges = {
-                pool: charge_estimate(self.ledger.pools[pool].spec, arm, req.estimated_tokens)
-                for pool in arm.pools
-                if pool in self.ledger.pools
-            }
-            if len(self._charge_cache) > 4096:
-                self._charge_cache.clear()
-            self._charge_cache[key] = charges
-        return dict(charges)
-
-    def _components(
-        self, arm: ArmSpec, req: RouteRequest, now: float, mults: dict[str, float | None]
-    ) -> Components:
-        policy = self.policy
-        heuristic = heuristic_quality(arm, req)
-        observed = self.quality.observed(arm.name, str(req.type))
-        perf = self.telemetry.performance(arm.name, now)
-        prior = 0.5 if arm.fallback else 0.0
-        if perf is None:
-            throughput, latency, consumption = prior, prior, 0.5
         else:
-            throughput = normalize_throughput(perf.throughput, policy.throughput_target)
-            latency = (
-                prior
-                if perf.latency is None
-                else normalize_latency(perf.latency, policy.latency_target)
-            )
-            consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
-        scarcity, scarce_pool = 1.0, None
-        for i, pool in enumerate(p for p in arm.pools if p in self.ledger.pools):
-            if pool not in mults:
-                mults[pool] = self.ledger.multiplier(pool, now)
-            mult = mults[pool]
-            if mult is None:  # filtered earlier; keep the math finite regardless
-                mult = self.ledger.scarcity_policy.max_multiplier
-            if i == 0 or mult > scarcity:
-                scarcity, scarce_pool = mult, pool
-        return Components(
-            heuristic=heuristic,
-            observed=observed,
-            task_fit=self.quality.blend(arm.name, str(req.type), heuristic),
-            value=req.value,
-            throughput=throughput,
-            latency=latency,
-            consumption=consumption,
-            base_cost=arm.estimate_cost(req.estimated_tokens),
-            scarcity=scarcity,
-            scarce_pool=scarce_pool,
-        )
-
-    def _rank(self, candidates: list[Candidate], req: RouteRequest) -> list[Candidate]:
+            arms, not_allowed = list(self.arms.values()), ()
         preference = {name: i for i, name in enumerate(req.arms)}
+        by_tie = sorted(
+            arms, key=lambda a: (preference.get(a.name, 0), self._order[a.name], a.name)
+        )
+        rank = {a.name: i for i, a in enumerate(by_tie)}
+        views = [
+            (rank[a.name], a.name, self._view(a, req, now, fit=None, forced=False)) for a in arms
+        ]
+        shape = self._shapes[key] = _ShapeViews(views, not_allowed)
+        return shape
 
-        def key(c: Candidate) -> tuple[float, int, int, str]:
-            return (-c.score, preference.get(c.arm, 0), self._order.get(c.arm, 0), c.arm)
+    def _quote_pools(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Every pool's scarcity multiplier and room for a charge, at `now`.
 
-        return sorted(candidates, key=key)
+        A limited or exhausted pool quotes room -inf (any charge is refused)
+        and the maximum multiplier, so the arithmetic stays finite.
+        """
+        multipliers: dict[str, float] = {}
+        room: dict[str, float] = {}
+        for name, state in self.ledger.pools.items():
+            key = (state.used, state.reserved, state.limited_until or 0.0, state.window_end or 0.0)
+            quote = self._quotes.get(name)
+            if quote is None or quote.key != key or now >= quote.until:
+                quote = self._quotes[name] = self._quote(name, state, key, now)
+            multipliers[name] = quote.multiplier
+            room[name] = quote.room
+        return multipliers, room
+
+    def _quote(self, name: str, state: PoolState, key: tuple[float, ...], now: float) -> _PoolQuote:
+        multiplier = self.ledger.multiplier(name, now)
+        until = math.inf
+        if state.limited_until is not None and now < state.limited_until:
+            until = state.limited_until
+        if state.window_end is not None and state.window_start is not None:
+            discount_from = state.window_end - self.ledger.discount_window(state)
+            until = min(until, discount_from if now < discount_from else state.window_end)
+        if multiplier is None:
+            return _PoolQuote(key, until, self.ledger.scarcity_policy.max_multiplier, -math.inf)
+        return _PoolQuote(key, until, multiplier, state.remaining())
+
+
+def _fit(view: ArmView) -> float:
+    assert view.components is not None, "a rejected arm is never ranked"
+    return view.components.task_fit

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.routing.ledger import PoolLedger, Reservation
-from daemon.routing.quality import QualityStat, QualityTracker
+from daemon.routing.quality import QualityTracker
 from daemon.routing.telemetry import Bucket, TelemetryBook
 from daemon.routing.windows import window_bounds
 from daemon.timefmt import iso_ms, parse_iso
@@ -224,8 +224,10 @@ def load_state(
             )
     for i, raw in enumerate(root.get("quality", list, [])):
         r = root.child(raw, f"state.quality[{i}]")
-        key = (r.get("arm", str, ""), r.get("type", str, ""))
-        quality.stats[key] = QualityStat(
-            ema=float(r.get("ema", (int, float), 0.0)), n=r.get("n", int, 0)
+        quality.restore(
+            r.get("arm", str, ""),
+            r.get("type", str, ""),
+            ema=float(r.get("ema", (int, float), 0.0)),
+            n=r.get("n", int, 0),
         )
     return root.when("taken_at")

@@ -13,6 +13,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from daemon.routing.versions import ArmVersions
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -59,16 +61,19 @@ class ArmTelemetry:
     limited_reason: str = ""
     #: Set by an operator or an external probe; False keeps the arm out.
     healthy: bool = True
-    #: Sums over the window, keyed by the window's position in buckets; reset
-    #: whenever buckets change (the router asks for them on every decision).
+    #: Sums over the window, keyed by the window's position in buckets and
+    #: kept up to date as outcomes arrive (the router reads them whenever an
+    #: arm's view is rebuilt, which is after every run of the arm).
     sums_key: int | None = None
     sums: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+    #: Buckets starting after this instant are inside the summed window.
+    sums_cut: float = 0.0
 
     def invalidate(self) -> None:
+        """Forget derived sums after the buckets were changed wholesale."""
         self.sums_key = None
 
     def add(self, outcome: Outcome, span: float) -> None:
-        self.sums_key = None
         width = span / BUCKETS_PER_WINDOW
         start = outcome.at - outcome.at % width
         if not self.buckets or self.buckets[-1].start < start:
@@ -83,11 +88,18 @@ class ArmTelemetry:
         else:
             bucket.failed += 1
         bucket.tokens += outcome.tokens
+        if self.sums_key is not None and bucket.start > self.sums_cut:
+            ok, failed, ok_seconds, tokens = self.sums
+            if outcome.ok:
+                ok, ok_seconds = ok + 1, ok_seconds + outcome.duration
+            else:
+                failed += 1
+            self.sums = (ok, failed, ok_seconds, tokens + outcome.tokens)
         while self.buckets and self.buckets[0].start <= outcome.at - span - width:
             self.buckets.popleft()
 
     def window(self, now: float, span: float) -> list[Bucket]:
-        return [b for b in self.buckets if b.start > now - span - span / BUCKETS_PER_WINDOW]
+        return [b for b in self.buckets if b.start > _cut(now, span)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +116,20 @@ class Performance:
 class TelemetryBook:
     """Telemetry of every arm, keyed by arm name."""
 
-    def __init__(self, window: float = 3600.0, health: HealthPolicy | None = None) -> None:
+    def __init__(
+        self,
+        window: float = 3600.0,
+        health: HealthPolicy | None = None,
+        versions: ArmVersions | None = None,
+    ) -> None:
         self.window = window
         self.health = health or HealthPolicy()
         self.arms: dict[str, ArmTelemetry] = {}
+        self.versions = versions or ArmVersions()
 
     def arm(self, name: str) -> ArmTelemetry:
+        """The arm's telemetry, to change: counts as a change for cached views."""
+        self.versions.bump(name)
         tel = self.arms.get(name)
         if tel is None:
             tel = self.arms[name] = ArmTelemetry()
@@ -177,6 +197,7 @@ class TelemetryBook:
                 sum(b.tokens for b in recent),
             )
             tel.sums_key = key
+            tel.sums_cut = _cut(now, self.window)
         ok, failed, ok_seconds, tokens = tel.sums
         total = ok + failed
         return Performance(
@@ -186,3 +207,8 @@ class TelemetryBook:
             session_tokens=tokens,
             age=now - tel.last_event_at,
         )
+
+
+def _cut(now: float, span: float) -> float:
+    """Buckets starting after this are inside the window ending at `now`."""
+    return now - span - span / BUCKETS_PER_WINDOW
