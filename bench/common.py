@@ -9,6 +9,7 @@ wakes a daemon's loop and hides its real latency).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
@@ -90,8 +91,24 @@ def supervisord_bin() -> str:
     return path
 
 
+_TMPDIRS: list[Path] = []
+
+
 def tmpdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"factoryd-bench-{prefix}-"))
+    """A scratch directory, removed by `cleanup` (and at exit): the output bench
+    alone writes 400 MB per repetition, and a disk filling with dirty pages
+    slows every later write, peers' included."""
+    path = Path(tempfile.mkdtemp(prefix=f"factoryd-bench-{prefix}-"))
+    _TMPDIRS.append(path)
+    return path
+
+
+def cleanup() -> None:
+    while _TMPDIRS:
+        shutil.rmtree(_TMPDIRS.pop(), ignore_errors=True)
+
+
+atexit.register(cleanup)
 
 
 # -- factoryd -----------------------------------------------------------------------

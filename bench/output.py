@@ -11,7 +11,7 @@ import sys
 import time
 
 import anyio
-from common import Results, Row, tmpdir
+from common import Results, Row, cleanup, tmpdir
 
 from daemon.agents.claude import ClaudeParser
 from daemon.capture import RunLog
@@ -81,10 +81,12 @@ def run(results: Results, reps: int = 3) -> None:
     for _ in range(reps):
         t, size = baseline()
         peer.append(size / t / 2**20)
+        cleanup()
         t, written, parsed = factoryd()
         ours.append(written / t / 2**20)
         sizes.append(written)
         events.append(parsed / t)
+        cleanup()
     o, p = statistics.median(ours), statistics.median(peer)
     results.add(
         Row(

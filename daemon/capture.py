@@ -97,6 +97,33 @@ class LineSplitter:
                 self.truncated += 1
         return lines
 
+    def feed_block(self, data: bytes) -> tuple[bytes, int]:
+        """Like `feed`, but the complete lines come back joined by newlines, with
+        their count: a flood is then checked as one block, never split at all."""
+        last = data.rfind(b"\n")
+        if (
+            last >= 0
+            and not self._skipping
+            and len(self._buf) + last <= self.max_line  # no line can be over-long
+        ):
+            if self._buf:
+                self._buf += data[:last]
+                block = bytes(self._buf)
+                self._buf.clear()
+            else:
+                block = data[:last]
+            self._buf += data[last + 1 :]
+            if len(self._buf) > self.max_line:
+                # The unfinished last line is already too long: cut it as `feed` would.
+                lines = [block, bytes(self._buf[: self.max_line])]
+                self._buf.clear()
+                self._skipping = True
+                self.truncated += 1
+                return b"\n".join(lines), block.count(b"\n") + 2
+            return block, block.count(b"\n") + 1
+        lines = self.feed(data)
+        return b"\n".join(lines), len(lines)
+
     def _cut(self, line: bytes) -> bytes:
         if len(line) <= self.max_line:
             return line
@@ -114,10 +141,11 @@ class LineSplitter:
 async def pump(
     fd: int,
     log: RunLog,
-    on_lines: Callable[[list[bytes]], None],
+    on_lines: Callable[[bytes, int], None],
     on_data: Callable[[], None],
 ) -> None:
-    """Read `fd` to EOF: every chunk to the log, its complete lines to `on_lines`."""
+    """Read `fd` to EOF: every chunk to the log, its complete lines to `on_lines`
+    as one newline-joined block and a line count."""
     splitter = LineSplitter()
     while True:
         # Waiting before every read also yields to the loop, so a flood on
@@ -133,9 +161,9 @@ async def pump(
             break
         on_data()
         log.write(data)
-        lines = splitter.feed(data)
-        if lines:
-            on_lines(lines)
+        block, count = splitter.feed_block(data)
+        if count:
+            on_lines(block, count)
     tail = splitter.flush()
     if tail is not None:
-        on_lines([tail])
+        on_lines(tail, 1)

@@ -299,16 +299,15 @@ class Runner:
         parser = self.spec.parser
         watch = self._watch
 
-        feed = parser.feed
+        feed_block = parser.feed_block
 
-        def on_lines(lines: list[bytes]) -> None:
-            for line in lines:
-                for event in feed(line, stream_name):
-                    if isinstance(event, LimitHit) and watch.limit is None:
-                        watch.limit = event
-                        self._wake.set()
-                    if self.on_event is not None:
-                        self.on_event(event)
+        def on_lines(block: bytes, count: int) -> None:
+            for event in feed_block(block, count, stream_name):
+                if isinstance(event, LimitHit) and watch.limit is None:
+                    watch.limit = event
+                    self._wake.set()
+                if self.on_event is not None:
+                    self.on_event(event)
 
         def on_data() -> None:
             watch.last_activity = self.clock()

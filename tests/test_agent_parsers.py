@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.agents.base import Parser
-from daemon.agents.events import Completion, LimitHit
+from daemon.agents.events import Activity, Completion, LimitHit
 from daemon.agents.registry import ADAPTERS
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -208,3 +208,71 @@ def test_arbitrary_json_shapes_never_raise(obj: object, kind: str, cli: str) -> 
     parser = ADAPTERS[cli].parser(lambda: NOW)
     parser.feed(json.dumps(payload).encode(), "stdout")
     assert parser.finish().parse_errors == 0
+
+
+def _summary_tuple(parser: Parser) -> tuple:
+    s = parser.finish()
+    return (s.events, s.parse_errors, s.usage, s.completion, s.limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(
+        st.one_of(
+            st.integers(0, 10_000),  # a line of the recorded fixture
+            st.sampled_from(
+                [
+                    b'{"type":"assistant","message":{"content":"plain text"}}',
+                    b'{"type":"assistant","note":"an error was mentioned"}',
+                    b'  {"type":"assistant"}  ',
+                    b'{"type":"assistant"}\r',
+                    b"\x1b[1m{}\x1b[0m",
+                    b"not json",
+                    b"{torn",
+                    b"",
+                    b"{}",
+                ]
+            ),
+        ),
+        max_size=40,
+    ),
+    cli=st.sampled_from(CLIS),
+    mode=st.sampled_from(["text", "tool", "429"]),
+    stream=st.sampled_from(["stdout", "stderr"]),
+    batch=st.integers(1, 12),
+)
+def test_batches_and_single_lines_give_the_same_events_and_counts(
+    picks: list, cli: str, mode: str, stream: str, batch: int
+) -> None:
+    """The flood fast path (`feed_lines` on a quiet batch) never changes a verdict."""
+    recorded = fixture(cli, mode).splitlines() or [b"{}"]
+    lines = [recorded[p % len(recorded)] if isinstance(p, int) else p for p in picks]
+    one, many = ADAPTERS[cli].parser(lambda: NOW), ADAPTERS[cli].parser(lambda: NOW)
+    single_events = [
+        e for line in lines for e in one.feed(line, stream) if not isinstance(e, Activity)
+    ]
+    batched_events = []
+    for i in range(0, len(lines), batch):
+        found = many.feed_lines(lines[i : i + batch], stream)
+        batched_events += [e for e in found if not isinstance(e, Activity)]
+    assert batched_events == single_events
+    assert _summary_tuple(many) == _summary_tuple(one)
+
+
+def test_a_quiet_flood_is_counted_without_decoding() -> None:
+    parser = ADAPTERS["claude"].parser(lambda: NOW)
+    line = b'{"type":"assistant","message":{"content":[{"type":"text","text":"hi"}]}}'
+    events = parser.feed_lines([line] * 1000, "stdout")
+    assert len(events) == 1 and isinstance(events[0], Activity)
+    assert parser.finish().events == 1000 and parser.finish().parse_errors == 0
+
+
+@pytest.mark.parametrize("odd", [b"not json", b"{torn", b"", b"  {}", b"\x1b[1m{}\x1b[0m", b"{}\r"])
+def test_one_odd_line_in_a_quiet_batch_is_judged_like_a_single_line(odd: bytes) -> None:
+    quiet = b'{"type":"assistant","message":{"content":"plain"}}'
+    batch = [quiet, odd, quiet]
+    one, many = ADAPTERS["claude"].parser(lambda: NOW), ADAPTERS["claude"].parser(lambda: NOW)
+    for line in batch:
+        one.feed(line, "stdout")
+    many.feed_lines(batch, "stdout")
+    assert _summary_tuple(many) == _summary_tuple(one)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from proc_kit import processes_with_marker, py, run_to_end, spec
 
 from daemon.process import become_subreaper
@@ -139,3 +141,23 @@ def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> No
     assert out == [b"0123456789", b"ok"] and s.truncated == 1
     assert s.feed(b"x" * 25 + b"\ny\n") == [b"x" * 10, b"y"] and s.truncated == 2
     assert s.feed(b"tail") == [] and s.flush() == b"tail"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"\n")), max_size=12),
+    max_line=st.integers(1, 16),
+)
+def test_line_splitter_blocks_are_the_same_lines_as_feed(
+    chunks: list[bytes], max_line: int
+) -> None:
+    from daemon.capture import LineSplitter
+
+    by_line, by_block = LineSplitter(max_line), LineSplitter(max_line)
+    for chunk in chunks:
+        lines = by_line.feed(chunk)
+        block, count = by_block.feed_block(chunk)
+        assert count == len(lines)
+        assert (block.split(b"\n") if count else []) == lines
+    assert by_block.flush() == by_line.flush()
+    assert by_block.truncated == by_line.truncated

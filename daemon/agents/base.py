@@ -75,6 +75,32 @@ class Parser:
             self._fold(event)
         return events
 
+    def feed_lines(self, lines: list[bytes], stream: str) -> list[AgentEvent]:
+        return self.feed_block(b"\n".join(lines), len(lines), stream)
+
+    def feed_block(self, block: bytes, count: int, stream: str) -> list[AgentEvent]:
+        """Events of `count` newline-joined lines, in order. Plain activity is
+        reported once per block: what follows activity (the stall timer) needs
+        no more."""
+        if count and self.only_activity(block, count, stream):
+            self.summary.events += count
+            return _ACTIVITY_ONLY
+        events: list[AgentEvent] = []
+        active = False
+        for line in block.split(b"\n") if count else ():
+            found = self.feed(line, stream)
+            if found is _ACTIVITY_ONLY:
+                active = True
+            else:
+                events.extend(found)
+        if active and not events:
+            return _ACTIVITY_ONLY
+        return events
+
+    def only_activity(self, block: bytes, count: int, stream: str) -> bool:
+        """True if every line of the block is plain activity, known without parsing."""
+        return False
+
     def parse_line(self, line: bytes, stream: str) -> list[AgentEvent]:
         return []
 
@@ -132,8 +158,23 @@ class JsonLinesParser(Parser):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._marker_re = (
-            re.compile(b"|".join(re.escape(m) for m in cls.markers)) if cls.markers else None
+        cls._marker_re = marker_pattern(cls.markers) if cls.markers else None
+
+    def only_activity(self, block: bytes, count: int, stream: str) -> bool:
+        """The flood fast path: a whole chunk checked by a few C-level scans.
+
+        True when no line carries a marker or an escape, and every line is
+        exactly `{...}` (counted by line starts and ends): the same verdict
+        `parse_line` reaches line by line, for a fraction of the cost.
+        """
+        if stream != "stdout" or self._marker_re is None:
+            return False
+        return (
+            block.startswith(b"{")
+            and block.endswith(b"}")
+            and block.count(b"}\n{") == count - 1
+            and b"\x1b" not in block
+            and self._marker_re.search(block) is None
         )
 
     def parse_line(self, line: bytes, stream: str) -> list[AgentEvent]:
@@ -161,6 +202,25 @@ class JsonLinesParser(Parser):
         return LimitHit(
             until=reset_time(text, self.clock(), self.local), text=text[:500], status=status
         )
+
+
+def marker_pattern(markers: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One regex finding any marker, built for speed on long chunks.
+
+    A marker containing another is redundant and dropped; the rest are
+    grouped by first byte, so the engine tests one alternative per byte
+    instead of every marker at every position (about twice as fast).
+    """
+    kept = sorted({m for m in markers if not any(o != m and o in m for o in markers)})
+    groups: dict[int, list[bytes]] = {}
+    for m in kept:
+        groups.setdefault(m[0], []).append(re.escape(m[1:]))
+    return re.compile(
+        b"|".join(
+            re.escape(bytes([first])) + b"(?:" + b"|".join(rests) + b")"
+            for first, rests in groups.items()
+        )
+    )
 
 
 class Adapter(ABC):
