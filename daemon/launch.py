@@ -179,7 +179,10 @@ def prepare(
 
 
 def remove_run_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.rmdir()  # the common case: a command run left its workdir empty
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _safe(name: str) -> str:

@@ -22,7 +22,7 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -36,7 +36,7 @@ from daemon.launch import LaunchError, new_run_id, pid_file, prepare, remove_run
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.persist import Store
+from daemon.persist import Store, plain
 from daemon.routing.decision import Decision
 from daemon.routing.engine import RoutingEngine, Settlement, settings_from_config
 from daemon.routing.model import Priority, Usage
@@ -688,7 +688,7 @@ class Reconciler:
             now_w,
             str(result.outcome),
             result.reason,
-            None if usage is None else asdict(usage),
+            None if usage is None else plain(usage),
         )
         m = self.metrics
         m.runs_finished.labels(label, run.arm, str(result.outcome)).inc()
@@ -778,7 +778,13 @@ class Reconciler:
         rt.phase, rt.reason = phase, reason
         self.store.task(rt.name)
         if old is not phase:
-            self.log.info("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
+            # The happy path (a run starts; it succeeds) is already told by
+            # route.decision, run.started and run.finished: one line per fact.
+            quiet = phase is TaskPhase.RUNNING or (
+                old is TaskPhase.RUNNING and phase is TaskPhase.SUCCEEDED
+            )
+            log = self.log.debug if quiet else self.log.info
+            log("task.phase", task=rt.name, old=str(old), new=str(phase), reason=reason)
 
     # -- processes that escaped ---------------------------------------------------
 

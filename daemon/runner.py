@@ -13,7 +13,6 @@ kill the exit status is not trusted: the outcome is the reason we killed.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import signal
@@ -207,11 +206,10 @@ class Runner:
                 spec.log.note(f"spawn failed: {exc}")
                 return self._not_started(Outcome.SPAWN_FAILED, str(exc))
             if spec.pid_file is not None:
-                with contextlib.suppress(OSError):
-                    fds = child.leader_fds or (-1, -1)
-                    spec.pid_file.write_text(
-                        f"{child.pid} {child.create_time!r} {fds[0]} {fds[1]}\n"
-                    )
+                fds = child.leader_fds or (-1, -1)
+                write_small_file(
+                    spec.pid_file, f"{child.pid} {child.create_time!r} {fds[0]} {fds[1]}\n"
+                )
             if self.on_started is not None:
                 self.on_started(child.pid, child.create_time, child.leader_fds)
         self.pid = child.pid
@@ -458,3 +456,18 @@ def _signal_escaped(proc: psutil.Process, run_pgid: int, sig: int) -> int:
     except (psutil.Error, OSError):
         return 0
     return 1
+
+
+def write_small_file(path: Path, text: str) -> None:
+    """Best effort, in one write: a pid file is an aid to recovery, never a reason to
+    fail a run (and on every spawn, pathlib's layers are measurable)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -442,3 +442,43 @@ def test_a_new_systemd_invocation_reruns_what_the_old_one_took_down(tmp_path: Pa
     assert rt.last_outcome == "lost" and rt.phase.value in ("pending", "backing_off")
     assert db.meta("invocation") == "new-invocation"
     rec.store.close()
+
+
+def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
+    """Journals written before the faster digest keep matching their tasks."""
+    import hashlib
+    from dataclasses import asdict
+
+    from daemon.persist import spec_digest
+    from daemon.routing.model import Priority, RouteRequest, TaskType
+    from daemon.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
+
+    specs = [
+        *load_config(Path(__file__).parent.parent / "etc" / "factoryd.toml").tasks,
+        TaskSpec(
+            name="full",
+            kind=TaskKind.SCHEDULED,
+            route=RouteRequest(
+                task="full",
+                type=TaskType.DEBUG,
+                priority=Priority.HIGH,
+                estimated_tokens=9000,
+                effort="high",
+                arms=("a", "b"),
+                min_quality=0.4,
+            ),
+            argv=("echo", "x"),
+            env=(("A", "1"), ("B", "2")),
+            timeout=30.0,
+            restart=RestartPolicy.ALWAYS,
+            backoff=Backoff(),
+            schedule="*/5 * * * *",
+            timezone="Europe/Paris",
+            missed=MissedPolicy.ALL,
+        ),
+    ]
+    for spec in specs:
+        expected = hashlib.sha256(
+            json.dumps(asdict(spec), sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        assert spec_digest(spec) == expected
