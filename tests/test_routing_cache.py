@@ -138,3 +138,19 @@ def test_a_clock_step_back_does_not_reuse_views_from_the_future() -> None:
     e.telemetry.touch("a", T0)
     assert e.route(RouteRequest(task="t"), T0 + 700).arm is None  # stale by then
     assert e.route(RouteRequest(task="t"), T0 + 10).arm == "a"  # clock stepped back
+
+
+def test_the_change_log_answers_which_arms_changed_or_that_it_forgot() -> None:
+    from daemon.routing.versions import LOG_LIMIT, ArmVersions
+
+    v = ArmVersions()
+    start = v.position
+    v.bump("a")
+    v.bump("b")
+    assert v.changed_since(start) == ["a", "b"] and v.of("a") == 1
+    middle = v.position
+    for _ in range(LOG_LIMIT):
+        v.bump("c")
+    assert v.changed_since(start) is None  # too far behind: re-check every arm
+    assert v.changed_since(v.position) == []
+    assert v.of("c") == LOG_LIMIT and middle < v.position

@@ -23,44 +23,18 @@ from collections.abc import Collection, Sequence
 
 from daemon.routing.armview import ArmFit, ArmView, RequestShape, arm_fit, build_view, request_shape
 from daemon.routing.decision import Candidate, Decision, Ranked, Rejection
-from daemon.routing.ledger import PoolLedger, PoolState, Refusal
+from daemon.routing.ledger import PoolLedger, Refusal
 from daemon.routing.model import ArmSpec, RejectReason, RouteRequest
 from daemon.routing.quality import QualityTracker
+from daemon.routing.quotes import PoolQuotes
 from daemon.routing.scoring import STRATEGIES, RoutingPolicy
+from daemon.routing.standings import Standing, Standings
 from daemon.routing.telemetry import TelemetryBook
 
 __all__ = ["Candidate", "Decision", "Rejection", "Router"]
 
-#: Request shapes whose arm views are kept; beyond this the cache starts over.
+#: Request shapes whose standings are kept; beyond this the cache starts over.
 MAX_SHAPES = 1024
-
-
-class _ShapeViews:
-    """The arm views for one request shape, in the order the request lists arms."""
-
-    __slots__ = ("not_allowed", "views")
-
-    def __init__(
-        self, views: list[tuple[int, str, ArmView]], not_allowed: tuple[Rejection, ...]
-    ) -> None:
-        #: (tie-break rank, arm name, view): rank orders equal scores by the
-        #: task's preference, then config order, then name.
-        self.views = views
-        self.not_allowed = not_allowed
-
-
-class _PoolQuote:
-    """A pool's multiplier and room, valid while its numbers and the clock allow."""
-
-    __slots__ = ("key", "multiplier", "room", "until")
-
-    def __init__(
-        self, key: tuple[float, ...], until: float, multiplier: float, room: float
-    ) -> None:
-        self.key = key
-        self.until = until
-        self.multiplier = multiplier
-        self.room = room
 
 
 class Router:
@@ -91,9 +65,9 @@ class Router:
         self.forget()
 
     def forget(self) -> None:
-        """Drop every cached view and pool quote (after state was loaded wholesale)."""
-        self._shapes: dict[RequestShape, _ShapeViews] = {}
-        self._quotes: dict[str, _PoolQuote] = {}
+        """Drop every cached standing and pool quote (after state was loaded wholesale)."""
+        self._shapes: dict[RequestShape, Standings] = {}
+        self._quotes = PoolQuotes()
         self._latest = -math.inf
 
     # -- public ------------------------------------------------------------
@@ -118,68 +92,52 @@ class Router:
         if now < self._latest:
             self.forget()  # the clock stepped back: validity times no longer hold
         self._latest = now
+        quotes = self._quotes.refresh(self.ledger, now)
+        exponent = self.strategy.exponent(req.value)
         if force is None:
-            shape = self._shape(req, now)
-            views, rejections = shape.views, list(shape.not_allowed)
+            standings = self._standings(req, now, exponent)
         elif force in self.arms:
             view = self._view(self.arms[force], req, now, fit=None, forced=True)
-            views, rejections = [(0, force, view)], []
+            standings = Standings([(0, force, view)], (), exponent)
         else:
-            views = []
-            rejections = [Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}")]
-        multipliers, room = self._quote_pools(now)
-        exponent = self.strategy.exponent(req.value)
-        # Per pool: (room for a charge, scarcity term of the score).
-        quotes = {pool: (room[pool], m**exponent) for pool, m in multipliers.items()}
-        feasible: list[Ranked] = []
-        below: list[Ranked] = []
-        # The hot loop of every run start: views are revalidated in place and
-        # everything else is a lookup or a float operation.
-        versions = self.telemetry.versions.counts
-        per_call = bool(exclude or busy)
-        disabled = RejectReason.DISABLED
-        for i, (rank, name, view) in enumerate(views):
-            if now >= view.valid_until or versions.get(name, 0) != view.version:
-                view = self._view(view.arm, req, now, fit=view.fit, forced=force is not None)
-                views[i] = (rank, name, view)
-            rejection = view.rejection
-            if per_call and (rejection is None or rejection.reason is not disabled):
-                if name in exclude:
-                    rejection = Rejection(name, RejectReason.EXCLUDED, "excluded for this run")
-                elif name in busy:
-                    rejection = Rejection(name, RejectReason.AT_CAPACITY, "at its concurrency cap")
-            if rejection is not None:
-                rejections.append(rejection)
-                continue
-            term = 0.0  # the scarcest pool's term; a discount may bring it below 1
-            for pool, amount in view.charges:
-                left, pool_term = quotes[pool]
-                if amount > left or left <= 0:
-                    # The quote says no; the ledger words the exact refusal.
-                    refusal = self.ledger.refusal(dict(view.charges), now)
-                    if refusal is not None:
-                        rejection = Rejection(name, refusal.reason, refusal.detail)
-                        break
-                if pool_term > term:
-                    term = pool_term
-            if rejection is not None:
-                rejections.append(rejection)
-                continue
-            entry = (-view.numerator / (term or 1.0), rank, view)
-            (below if view.below_quality else feasible).append(entry)
-        degraded = not feasible and bool(below)
-        ranked = feasible or below
-        ranked.sort()
-        if not degraded:
-            below.sort()
-            rejections.extend(
-                Rejection(
-                    view.arm.name,
-                    RejectReason.BELOW_QUALITY,
-                    f"quality {_fit(view):.3f} below the {req.type} floor {req.quality_floor:.2f}",
-                )
-                for _, _, view in below
+            standings = Standings([], (), exponent)
+            standings.not_allowed = (
+                Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}"),
             )
+
+        def rebuild(view: ArmView) -> ArmView:
+            return self._view(view.arm, req, now, fit=view.fit, forced=force is not None)
+
+        standings.update(
+            now,
+            quotes,
+            self.telemetry.versions,
+            rebuild,
+            lambda charges: self.ledger.refusal(charges, now),
+        )
+        entries = standings.entries
+        if exclude or busy:
+            entries = _blocked(standings, exclude, busy)
+        rejections = [*standings.not_allowed, *(e for e in entries if e.__class__ is Rejection)]
+        ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]  # type: ignore[misc]
+        below: list[Ranked] = []
+        if standings.below:
+            below = [e for e in ranked if e[2].below_quality]
+            ranked = [e for e in ranked if not e[2].below_quality]
+        degraded = not ranked and bool(below)
+        if degraded:
+            ranked, below = below, []
+        ranked.sort()
+        below.sort()
+        rejections.extend(
+            Rejection(
+                view.arm.name,
+                RejectReason.BELOW_QUALITY,
+                f"quality {_fit(view):.3f} below the {req.type} floor {req.quality_floor:.2f}",
+            )
+            for _, _, view in below
+        )
+        multipliers = {pool: quote.multiplier for pool, quote in quotes.items()}
         ttl = self.policy.reservation_ttl if ttl is None else ttl
         for _, _, view in ranked:
             charges = dict(view.charges)
@@ -232,18 +190,18 @@ class Router:
             forced=forced,
         )
 
-    def _shape(self, req: RouteRequest, now: float) -> _ShapeViews:
-        """The cached views for requests shaped like `req`, built on first use."""
+    def _standings(self, req: RouteRequest, now: float, exponent: float) -> Standings:
+        """The cached standings for requests shaped like `req`, made on first use."""
         key = request_shape(req)
-        shape = self._shapes.get(key)
-        if shape is not None:
-            return shape
+        standings = self._shapes.get(key)
+        if standings is not None:
+            return standings
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
         if req.arms:
             arms = [self.arms[n] for n in dict.fromkeys(req.arms) if n in self.arms]
             not_allowed = tuple(
-                Rejection(a.name, RejectReason.NOT_ALLOWED, f"not in task {req.task}'s arms")
+                Rejection(a.name, RejectReason.NOT_ALLOWED, "not among the task's arms")
                 for a in self.arms.values()
                 if a.name not in req.arms
             )
@@ -257,37 +215,29 @@ class Router:
         views = [
             (rank[a.name], a.name, self._view(a, req, now, fit=None, forced=False)) for a in arms
         ]
-        shape = self._shapes[key] = _ShapeViews(views, not_allowed)
-        return shape
+        standings = self._shapes[key] = Standings(views, not_allowed, exponent)
+        return standings
 
-    def _quote_pools(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Every pool's scarcity multiplier and room for a charge, at `now`.
 
-        A limited or exhausted pool quotes room -inf (any charge is refused)
-        and the maximum multiplier, so the arithmetic stays finite.
-        """
-        multipliers: dict[str, float] = {}
-        room: dict[str, float] = {}
-        for name, state in self.ledger.pools.items():
-            key = (state.used, state.reserved, state.limited_until or 0.0, state.window_end or 0.0)
-            quote = self._quotes.get(name)
-            if quote is None or quote.key != key or now >= quote.until:
-                quote = self._quotes[name] = self._quote(name, state, key, now)
-            multipliers[name] = quote.multiplier
-            room[name] = quote.room
-        return multipliers, room
-
-    def _quote(self, name: str, state: PoolState, key: tuple[float, ...], now: float) -> _PoolQuote:
-        multiplier = self.ledger.multiplier(name, now)
-        until = math.inf
-        if state.limited_until is not None and now < state.limited_until:
-            until = state.limited_until
-        if state.window_end is not None and state.window_start is not None:
-            discount_from = state.window_end - self.ledger.discount_window(state)
-            until = min(until, discount_from if now < discount_from else state.window_end)
-        if multiplier is None:
-            return _PoolQuote(key, until, self.ledger.scarcity_policy.max_multiplier, -math.inf)
-        return _PoolQuote(key, until, multiplier, state.remaining())
+def _blocked(
+    standings: Standings, exclude: Collection[str], busy: Collection[str]
+) -> list[Standing | None]:
+    """The standings with this call's excluded and busy arms taken out (a
+    disabled arm keeps saying so: that is the more useful reason)."""
+    entries = list(standings.entries)
+    for names, reason, detail in (
+        (busy, RejectReason.AT_CAPACITY, "at its concurrency cap"),
+        (exclude, RejectReason.EXCLUDED, "excluded for this run"),  # wins over busy
+    ):
+        for name in names:
+            i = standings.position.get(name)
+            if i is None:
+                continue
+            entry = entries[i]
+            if entry.__class__ is Rejection and entry.reason is RejectReason.DISABLED:  # type: ignore[union-attr]
+                continue
+            entries[i] = Rejection(name, reason, detail)
+    return entries
 
 
 def _fit(view: ArmView) -> float:

@@ -1,23 +1,45 @@
 """Change counters per arm, shared by everything a cached arm view reads.
 
 Telemetry and observed quality both feed an arm's view (see armview.py).
-Each bumps the arm's counter on every change, and a view remembers the
-counter it was built at, so the router tells a stale view with one lookup
-instead of one per source.
+Each bumps the arm's counter on every change, so a view remembers the
+counter it was built at and tells it is stale with one lookup. The names
+of changed arms are also kept in a short log, so a reader that knows where
+it stopped reading asks "which arms changed since?" instead of checking
+every arm (see standings.py).
 """
 
 from __future__ import annotations
 
+#: Changes kept in the log; a reader further behind re-checks every arm.
+LOG_LIMIT = 4096
+
 
 class ArmVersions:
-    __slots__ = ("counts",)
+    __slots__ = ("_base", "_log", "counts")
 
     def __init__(self) -> None:
-        #: Read directly by the router's hot loop; written only through `bump`.
+        #: Read directly by the router's hot path; written only through `bump`.
         self.counts: dict[str, int] = {}
+        self._log: list[str] = []
+        self._base = 0
 
     def bump(self, arm: str) -> None:
         self.counts[arm] = self.counts.get(arm, 0) + 1
+        if len(self._log) >= LOG_LIMIT:
+            self._base += len(self._log)
+            self._log.clear()
+        self._log.append(arm)
 
     def of(self, arm: str) -> int:
         return self.counts.get(arm, 0)
+
+    @property
+    def position(self) -> int:
+        """How many changes there have been; pass it to `changed_since` later."""
+        return self._base + len(self._log)
+
+    def changed_since(self, position: int) -> list[str] | None:
+        """Arms changed after `position` (with repeats); None if that is too long ago."""
+        if position < self._base:
+            return None
+        return self._log[position - self._base :]
