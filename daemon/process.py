@@ -35,6 +35,8 @@ from pathlib import Path
 import anyio
 import psutil
 
+from daemon import proctime
+
 RUN_ID_ENV = "FACTORYD_RUN_ID"
 #: Pids of the run leaders this process spawned and still watches. It mirrors
 #: the kernel's own table for one purpose: telling our children that are
@@ -97,13 +99,13 @@ def same_process(pid: int, create_time: float | None) -> bool:
     """
     if create_time is None:
         return False
-    try:
-        proc = psutil.Process(pid)
-        return (
-            abs(proc.create_time() - create_time) < 0.02 and proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
+    fields = proctime.stat_fields(pid)
+    if fields is None:
         return False
+    started = proctime.started(fields)
+    return (
+        started is not None and abs(started - create_time) < 0.02 and not proctime.is_zombie(fields)
+    )
 
 
 def adopt(pid: int, create_time: float, leader_fds: tuple[int, int] | None = None) -> Child | None:
@@ -187,10 +189,7 @@ def spawn(
             os.close(out_r)
             os.close(err_r)
     pidfd = os.pidfd_open(proc.pid)
-    try:
-        create_time = psutil.Process(proc.pid).create_time()
-    except psutil.Error:
-        create_time = 0.0
+    create_time = proctime.start_time(proc.pid) or 0.0
     for fd in (out_r, err_r):
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proc_kit import processes_with_marker, py, run_to_end, spec
+from proc_kit import processes_with_marker, py, run_to_end, spec, wait_for
 
 from daemon.process import become_subreaper
 from daemon.runner import Outcome, StopRequest
@@ -161,3 +161,27 @@ def test_line_splitter_blocks_are_the_same_lines_as_feed(
         assert (block.split(b"\n") if count else []) == lines
     assert by_block.flush() == by_line.flush()
     assert by_block.truncated == by_line.truncated
+
+
+def test_start_time_agrees_with_psutil_and_notices_zombies() -> None:
+    import subprocess
+
+    import psutil
+
+    from daemon import proctime
+    from daemon.process import same_process
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        ours = proctime.start_time(child.pid)
+        assert ours is not None
+        assert abs(ours - psutil.Process(child.pid).create_time()) < 0.011
+        assert same_process(child.pid, ours)
+        assert not same_process(child.pid, ours - 5.0)  # a reused pid starts elsewhen
+        child.kill()
+        wait_for(lambda: proctime.stat_fields(child.pid)[0] == b"Z", 5.0)
+        assert not same_process(child.pid, ours)  # dead but not yet reaped
+    finally:
+        child.kill()
+        child.wait()
+    assert proctime.start_time(child.pid) is None
