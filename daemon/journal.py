@@ -29,6 +29,8 @@ from typing import Any
 
 import anyio
 
+from daemon import proctime
+
 Op = Callable[[sqlite3.Connection], None]
 
 SCHEMA_VERSION = 1
@@ -360,15 +362,25 @@ def op_run_intent(
 
 
 def op_run_started(
-    run_id: str, pid: int, create_time: float, leader_fds: tuple[int, int] | None = None
+    run_id: str,
+    pid: int,
+    create_time: float | None,
+    leader_fds: tuple[int, int] | None = None,
+    still_ours: Callable[[int], bool] = lambda pid: False,
 ) -> Op:
+    """`create_time` None: read it when the op runs (on the journal's thread,
+    off the loop), if `still_ours(pid)` says the process is not yet reaped
+    (so its pid cannot have been reused); else it stays unknown."""
     fds = None if leader_fds is None else f"{leader_fds[0]},{leader_fds[1]}"
 
     def op(db: sqlite3.Connection) -> None:
+        started = create_time
+        if started is None and still_ours(pid):
+            started = proctime.start_time(pid)
         db.execute(
             "UPDATE runs SET state = 'running', pid = ?, create_time = ?, pipe_fds = ? "
             "WHERE id = ?",
-            (pid, create_time, fds, run_id),
+            (pid, started, fds, run_id),
         )
 
     return op

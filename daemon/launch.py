@@ -75,6 +75,11 @@ class Prepared:
 _MADE: set[Path] = set()
 
 
+def task_workdir(state_dir: Path, task: str) -> Path:
+    """Where a command task without a `workdir` runs, run after run."""
+    return state_dir / "work" / _safe(task)
+
+
 def pid_file(state_dir: Path, run_id: str) -> Path:
     """Where a run notes "pid create_time" as soon as it is spawned (see recovery)."""
     return state_dir / "runs" / f"{run_id}.pid"
@@ -87,17 +92,22 @@ def prepare(
     launch = config.launch.get(arm.name, ArmLaunch())
     runs = config.daemon.state_dir / "runs"
     run_dir = runs / run_id
-    # A run directory (HOME, TMPDIR, prompt file, default workdir, agent config)
-    # is made only when the run needs one: most command runs do not.
-    needs_dir = (
-        task.isolate_home or task.workdir is None or task.stdin_prompt or arm.cli != "command"
-    )
+    # A run directory (HOME, TMPDIR, prompt file, agent config, default
+    # workdir) is made for runs that put files there: agents, isolated homes,
+    # prompts on stdin. A plain command without a workdir runs in its task's
+    # own directory, made once and kept: a stable place like any supervisor's,
+    # where its files survive the run, and no mkdir + rmtree per run (over
+    # 1 ms on a slow disk, the largest cost of a short run).
+    needs_dir = task.isolate_home or task.stdin_prompt or arm.cli != "command"
+    default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
     try:
         if needs_dir:
             run_dir.mkdir(parents=True, exist_ok=True)
-        elif runs not in _MADE:
-            runs.mkdir(parents=True, exist_ok=True)
-            _MADE.add(runs)
+        else:
+            for made in (runs, default_workdir if task.workdir is None else runs):
+                if made not in _MADE:
+                    made.mkdir(parents=True, exist_ok=True)
+                    _MADE.add(made)
     except OSError as exc:
         raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     prompt = task.prompt
@@ -106,7 +116,7 @@ def prepare(
             prompt = Path(task.prompt_file).read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise LaunchError(f"cannot read prompt_file {task.prompt_file}: {exc}") from None
-    workdir = task.workdir or str(run_dir)
+    workdir = task.workdir or str(default_workdir)
     env = {k: base_env[k] for k in (*config.daemon.inherit_env, *task.inherit_env) if k in base_env}
     env.update(launch.env)
     env.update(task.env)

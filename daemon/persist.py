@@ -16,6 +16,7 @@ from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from daemon import journal as j
+from daemon import process
 from daemon.runner import Gate
 
 if TYPE_CHECKING:
@@ -95,10 +96,18 @@ class Store:
         return gate
 
     def run_started(
-        self, run_id: str, pid: int, create_time: float, leader_fds: tuple[int, int] | None = None
+        self,
+        run_id: str,
+        pid: int,
+        create_time: float | None,
+        leader_fds: tuple[int, int] | None = None,
     ) -> None:
         if self.journal is not None:
-            self._ops.append(j.op_run_started(run_id, pid, create_time, leader_fds))
+            self._ops.append(
+                j.op_run_started(
+                    run_id, pid, create_time, leader_fds, lambda p: p in process.LEADERS
+                )
+            )
 
     def run_ended(
         self, run_id: str, ended_at: float, outcome: str, reason: str, usage: dict[str, Any] | None

@@ -69,7 +69,10 @@ class Child:
 
     pid: int
     pidfd: int
-    create_time: float
+    #: None for a fresh spawn: read later, off the event loop (see
+    #: journal.op_run_started); reading /proc/PID/stat while the child is
+    #: still exec'ing is slow.
+    create_time: float | None
     proc: subprocess.Popen[bytes] | None = None
     #: Our read ends of the run's stdout and stderr (None: not attached).
     out_fd: int | None = None
@@ -189,7 +192,6 @@ def spawn(
             os.close(out_r)
             os.close(err_r)
     pidfd = os.pidfd_open(proc.pid)
-    create_time = proctime.start_time(proc.pid) or 0.0
     for fd in (out_r, err_r):
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
@@ -198,7 +200,7 @@ def spawn(
     return Child(
         pid=proc.pid,
         pidfd=pidfd,
-        create_time=create_time,
+        create_time=None,
         proc=proc,
         out_fd=out_r,
         err_fd=err_r,

@@ -66,7 +66,7 @@ class _Ended:
 class _Started:
     run_id: str
     pid: int
-    create_time: float
+    create_time: float | None
     leader_fds: tuple[int, int] | None = None
 
 
@@ -491,7 +491,7 @@ class Reconciler:
         run_id = spec.run_id
         send, recv = anyio.create_memory_object_stream[StopRequest](4)
 
-        def started(pid: int, create_time: float, fds: tuple[int, int] | None) -> None:
+        def started(pid: int, create_time: float | None, fds: tuple[int, int] | None) -> None:
             self._send.send_nowait(_Started(run_id, pid, create_time, fds))
             self.wake("started")
 

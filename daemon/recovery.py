@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from daemon import journal as j
-from daemon import process
+from daemon import process, proctime
 from daemon.agents.registry import adapter_for
 from daemon.capture import RunLog
 from daemon.launch import pid_file
@@ -149,7 +149,7 @@ def _spawned(rec: Reconciler, row: j.RunRow) -> j.RunRow:
             int(fields[3]),
         )
         fds = (out_fd, err_fd) if out_fd >= 0 else None
-        return replace(row, pid=pid, create_time=ctime, pipe_fds=fds)
+        return replace(row, pid=pid, create_time=ctime or _start_if_ours(pid, row.id), pipe_fds=fds)
     except (OSError, ValueError, IndexError):
         pass
     for proc in psutil.process_iter():
@@ -159,6 +159,17 @@ def _spawned(rec: Reconciler, row: j.RunRow) -> j.RunRow:
             except psutil.Error:
                 continue
     return row
+
+
+def _start_if_ours(pid: int, run_id: str) -> float | None:
+    """The start time of `pid` if it is alive and carries `run_id`'s marker (the
+    spawn recorded no start time: it is read after the spawn, off the loop)."""
+    try:
+        if process.run_marker(psutil.Process(pid)) != run_id:
+            return None
+    except psutil.Error:
+        return None
+    return proctime.start_time(pid)
 
 
 def _restore_runs(

@@ -139,7 +139,7 @@ class Adoption:
     leader_fds: tuple[int, int] | None = None
 
 
-StartedCallback = Callable[[int, float, tuple[int, int] | None], None]
+StartedCallback = Callable[[int, float | None, tuple[int, int] | None], None]
 EventCallback = Callable[[AgentEvent], None]
 
 
@@ -208,7 +208,7 @@ class Runner:
             if spec.pid_file is not None:
                 fds = child.leader_fds or (-1, -1)
                 write_small_file(
-                    spec.pid_file, f"{child.pid} {child.create_time!r} {fds[0]} {fds[1]}\n"
+                    spec.pid_file, f"{child.pid} {child.create_time or 0.0!r} {fds[0]} {fds[1]}\n"
                 )
             if self.on_started is not None:
                 self.on_started(child.pid, child.create_time, child.leader_fds)

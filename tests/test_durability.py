@@ -91,7 +91,12 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
         )
         done = next(e for e in events(log2) if e.get("event") == "recovery.done")
         assert done["adopted"] == 20 and done["lost"] == 0, done
-        wait_for(lambda: sock.exists(), timeout=10, what="control socket")
+        # The killed daemon's socket file is still there until the new one binds.
+        wait_for(
+            lambda: any(e.get("event") == "control.listening" for e in events(log2)),
+            timeout=10,
+            what="the new daemon's control socket",
+        )
         status = call(sock, {"op": "status"})
         phases = [(t["name"], t["phase"], t["runs"], t["reason"]) for t in status["tasks"]]
         assert [p[1] for p in phases] == ["running"] * 20, phases
@@ -482,3 +487,29 @@ def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
             json.dumps(asdict(spec), sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         assert spec_digest(spec) == expected
+
+
+def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path: Path) -> None:
+    """Spawns record no start time (reading it mid-exec is slow); the journal op
+    reads it later, but only for a process not yet reaped, whose pid cannot
+    have been reused."""
+    from daemon import proctime
+
+    db = Journal(tmp_path / "journal.db")
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        ops = [j.op_run_intent(r, "t", "a", time.time(), None, "") for r in ("mine", "gone")]
+        db.apply_sync(ops)
+        db.apply_sync(
+            [
+                j.op_run_started("mine", child.pid, None, None, lambda pid: pid == child.pid),
+                j.op_run_started("gone", child.pid, None, None, lambda pid: False),
+            ]
+        )
+        rows = {r.id: r for r in db.live_runs()}
+        assert rows["mine"].create_time == proctime.start_time(child.pid)
+        assert rows["gone"].create_time is None and rows["gone"].pid == child.pid
+    finally:
+        child.kill()
+        child.wait()
+        db.close()

@@ -166,11 +166,14 @@ def test_spool_and_socket_garbage_is_rejected_and_the_daemon_lives(tmp_path: Pat
     rng = random.Random(7)
     text = header(tmp_path) + task("idle", "import time; time.sleep(600)")
     text += '[[templates]]\nname = "t"\nkind = "oneshot"\nargv = ["true"]\n'
-    daemon = start_daemon(write_config(tmp_path, text), tmp_path / "daemon.log")
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(write_config(tmp_path, text), log)
     sock = tmp_path / "state" / "control.sock"
     spool = tmp_path / "state" / "spool"
     try:
-        wait_for(lambda: sock.exists() and spool.exists(), timeout=15, what="daemon up")
+        # The socket file appears at bind(), a moment before listen().
+        wait_for(lambda: "control.listening" in log.read_text(), timeout=15, what="daemon up")
+        wait_for(lambda: spool.exists(), timeout=15, what="spool")
         payloads = [
             bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 4000))) for _ in range(40)
         ]
