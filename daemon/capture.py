@@ -9,6 +9,8 @@ a longer line is cut, counted, and its rest skipped up to the next newline.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +140,21 @@ class LineSplitter:
         return tail
 
 
+#: A read this large means the run floods its pipe (64 KiB by default, and
+#: never returned whole: pages are partly filled). The pipe is then grown to
+#: PIPE_SIZE, so a chatty agent costs fewer wakeups and reads. Lazily,
+#: because growing a pipe costs a syscall that most runs never need.
+FLOODING = 1 << 15
+PIPE_SIZE = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    """Grow the pipe to PIPE_SIZE, or leave it (over fs.pipe-max-size for this
+    user, or too many pipe pages in use)."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 async def pump(
     fd: int,
     log: RunLog,
@@ -147,6 +164,7 @@ async def pump(
     """Read `fd` to EOF: every chunk to the log, its complete lines to `on_lines`
     as one newline-joined block and a line count."""
     splitter = LineSplitter()
+    widened = False
     while True:
         # Waiting before every read also yields to the loop, so a flood on
         # one run cannot starve the others or the reconciler.
@@ -159,6 +177,9 @@ async def pump(
             break
         if not data:
             break
+        if len(data) >= FLOODING and not widened:
+            widened = True
+            widen_pipe(fd)
         on_data()
         log.write(data)
         block, count = splitter.feed_block(data)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
 import stat
@@ -195,7 +194,6 @@ def spawn(
     for fd in (out_r, err_r):
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
-    _widen_pipe(out_r)
     LEADERS.add(proc.pid)
     return Child(
         pid=proc.pid,
@@ -206,18 +204,6 @@ def spawn(
         err_fd=err_r,
         leader_fds=(out_r, err_r),
     )
-
-
-#: stdout pipe capacity asked for: a chatty agent fills 64 KiB (the default)
-#: between two reads, and each refill costs the daemon a wakeup and a read.
-PIPE_SIZE = 1 << 20
-
-
-def _widen_pipe(fd: int) -> None:
-    """Grow the pipe to PIPE_SIZE, or as far as fs.pipe-max-size allows."""
-    # Over the limit for this user, or too many pipe pages in use: keep 64 KiB.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 async def wait_exit(child: Child) -> int | None:

@@ -185,3 +185,29 @@ def test_start_time_agrees_with_psutil_and_notices_zombies() -> None:
         child.kill()
         child.wait()
     assert proctime.start_time(child.pid) is None
+
+
+async def test_a_flooding_pipe_is_widened_and_a_quiet_one_is_not(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from daemon.capture import FLOODING, PIPE_SIZE, RunLog, pump
+
+    async def capacity_after_pumping(payload: bytes) -> int:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.write(w, payload)  # fits in the default 64 KiB: nobody reads yet
+        os.close(w)
+        counts: list[int] = []
+        log = RunLog(tmp_path / f"{len(payload)}.log", 1 << 20)
+        await pump(r, log, lambda _block, n: counts.append(n), lambda: None)
+        try:
+            assert sum(counts) == 1
+            return fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        finally:
+            os.close(r)
+
+    assert await capacity_after_pumping(b"hello\n") < PIPE_SIZE
+    flood = await capacity_after_pumping(b"x" * (FLOODING + 4096) + b"\n")
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert flood == PIPE_SIZE or limit < PIPE_SIZE
