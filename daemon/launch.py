@@ -28,6 +28,7 @@ from daemon.logs import REDACTOR
 from daemon.process import RUN_ID_ENV, STATE_DIR_ENV
 from daemon.routing.model import ArmSpec
 from daemon.runner import RunSpec
+from daemon.spawnlog import SpawnLog
 from daemon.taskspec import TaskSpec
 
 
@@ -80,13 +81,13 @@ def task_workdir(state_dir: Path, task: str) -> Path:
     return state_dir / "work" / _safe(task)
 
 
-def pid_file(state_dir: Path, run_id: str) -> Path:
-    """Where a run notes "pid create_time" as soon as it is spawned (see recovery)."""
-    return state_dir / "runs" / f"{run_id}.pid"
-
-
 def prepare(
-    config: Config, task: TaskSpec, arm: ArmSpec, run_id: str, base_env: dict[str, str]
+    config: Config,
+    task: TaskSpec,
+    arm: ArmSpec,
+    run_id: str,
+    base_env: dict[str, str],
+    spawn_log: SpawnLog | None = None,
 ) -> Prepared:
     """Build everything a Runner needs; raise LaunchError with a reason an operator reads."""
     launch = config.launch.get(arm.name, ArmLaunch())
@@ -183,7 +184,7 @@ def prepare(
         timeout=task.timeout,
         stall_timeout=task.stall_timeout,
         stop_grace=task.stop_grace,
-        pid_file=pid_file(config.daemon.state_dir, run_id),
+        spawn_log=spawn_log,
     )
     return Prepared(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
 

@@ -22,6 +22,7 @@ from daemon.runner import Gate
 if TYPE_CHECKING:
     from daemon.reconciler import Reconciler, TaskRuntime
     from daemon.routing.ledger import Reservation
+    from daemon.spawnlog import SpawnLog
     from daemon.taskspec import TaskSpec
 
 #: Telemetry and quality are soft state: written at most this often.
@@ -63,8 +64,11 @@ def reservation_dict(res: Reservation | None) -> dict[str, Any] | None:
 
 
 class Store:
-    def __init__(self, journal: j.Journal | None) -> None:
+    def __init__(self, journal: j.Journal | None, spawn_log: SpawnLog | None = None) -> None:
         self.journal = journal
+        self.spawn_log = spawn_log
+        #: Runs whose pid is in `_ops`: once committed, their spawn-log lines go.
+        self._started: list[str] = []
         self._ops: list[j.Op] = []
         self._intents: list[tuple[j.Op, Gate]] = []
         self._dirty_tasks: set[str] = set()
@@ -103,6 +107,7 @@ class Store:
         leader_fds: tuple[int, int] | None = None,
     ) -> None:
         if self.journal is not None:
+            self._started.append(run_id)
             self._ops.append(
                 j.op_run_started(
                     run_id, pid, create_time, leader_fds, lambda p: p in process.LEADERS
@@ -135,6 +140,7 @@ class Store:
             return
         ops = self._ops
         self._ops = []
+        started, self._started = self._started, []
         now = rec.clock.wall()
         for name in self._dirty_tasks:
             rt = rec.tasks.get(name)
@@ -176,13 +182,18 @@ class Store:
                 note="runs are not started unless they are recorded",
             )
             self._ops = ops + self._ops  # retried with the next flush
+            self._started = started + self._started
             for _, gate in intents:
                 gate.open(ok=False, error=f"journal write failed: {exc}")
             return
         for _, gate in intents:
             gate.open()
+        if self.spawn_log is not None and started:
+            self.spawn_log.journaled(started)
 
     def close(self) -> None:
+        if self.spawn_log is not None:
+            self.spawn_log.close()
         if self.journal is not None:
             self.journal.close()
 

@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from daemon import journal as j
 from daemon.config import Config
 from daemon.journal import Journal
-from daemon.launch import LaunchError, new_run_id, pid_file, prepare, remove_run_dir
+from daemon.launch import LaunchError, new_run_id, prepare, remove_run_dir
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
@@ -43,6 +43,7 @@ from daemon.routing.model import Priority, Usage
 from daemon.runner import Adoption, Gate, Outcome, Runner, RunResult, RunSpec, StopRequest
 from daemon.runstate import ActiveRun, Clock, TaskRuntime
 from daemon.schedule import catch_up, next_fire
+from daemon.spawnlog import SpawnLog
 from daemon.strays import reap_strays, track_descendants
 from daemon.taskspec import TaskKind, TaskSpec
 from daemon.timefmt import iso as _iso
@@ -82,7 +83,8 @@ class Reconciler:
         journal: Journal | None = None,
     ) -> None:
         self.config = config
-        self.store = Store(journal)
+        self.spawn_log = SpawnLog(config.daemon.state_dir / "runs" / "spawns.log")
+        self.store = Store(journal, self.spawn_log)
         #: Called after every full pass (the systemd watchdog ping lives here).
         self.on_pass: list[Callable[[], None]] = []
         #: Upper bound on one sleep of the loop (set from the watchdog interval).
@@ -435,7 +437,7 @@ class Reconciler:
             rationale=decision.rationale(),
         )
         try:
-            prepared = prepare(self.config, spec, arm, run_id, self.base_env)
+            prepared = prepare(self.config, spec, arm, run_id, self.base_env, self.spawn_log)
         except LaunchError as exc:
             self.engine.settle(
                 decision,
@@ -604,8 +606,6 @@ class Reconciler:
                 started=run.started_mono,
                 ended=self.clock.mono(),
             )
-        with contextlib.suppress(OSError):
-            pid_file(self.config.daemon.state_dir, run.run_id).unlink()
         if run.run_dir is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(

@@ -29,7 +29,6 @@ from daemon import journal as j
 from daemon import process, proctime
 from daemon.agents.registry import adapter_for
 from daemon.capture import RunLog
-from daemon.launch import pid_file
 from daemon.lifecycle import TERMINAL, TaskPhase
 from daemon.persist import spec_digest
 from daemon.routing.decision import Decision
@@ -37,6 +36,7 @@ from daemon.routing.ledger import Reservation
 from daemon.routing.snapshot import SnapshotError, load_state
 from daemon.routing.windows import window_bounds
 from daemon.runner import Adoption, Outcome, RunSpec
+from daemon.spawnlog import Spawned, read_spawn_log
 from daemon.submit import SubmitError, build_spec
 
 if TYPE_CHECKING:
@@ -136,22 +136,19 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
 
 
-def _spawned(rec: Reconciler, row: j.RunRow) -> j.RunRow:
-    """Did a run whose pid never reached the journal spawn? Its pid file (written
-    at spawn: pid, start time, pipe fds), or a live process carrying its marker,
-    says so. Returns the row completed with what was found."""
-    try:
-        fields = pid_file(rec.config.daemon.state_dir, row.id).read_text().split()
-        pid, ctime, out_fd, err_fd = (
-            int(fields[0]),
-            float(fields[1]),
-            int(fields[2]),
-            int(fields[3]),
+def _spawned(rec: Reconciler, row: j.RunRow, spawns: dict[str, Spawned]) -> j.RunRow:
+    """Did a run whose pid never reached the journal spawn? The spawn log
+    (pid, start time, pipe fds; a per-run pid file from older versions), or
+    a live process carrying its marker, says so. Returns the row completed
+    with what was found."""
+    found = spawns.get(row.id) or _legacy_pid_file(rec.config.daemon.state_dir, row.id)
+    if found is not None:
+        return replace(
+            row,
+            pid=found.pid,
+            create_time=found.start_time or _start_if_ours(found.pid, row.id),
+            pipe_fds=found.leader_fds,
         )
-        fds = (out_fd, err_fd) if out_fd >= 0 else None
-        return replace(row, pid=pid, create_time=ctime or _start_if_ours(pid, row.id), pipe_fds=fds)
-    except (OSError, ValueError, IndexError):
-        pass
     for proc in psutil.process_iter():
         if process.run_marker(proc) == row.id:
             try:
@@ -159,6 +156,21 @@ def _spawned(rec: Reconciler, row: j.RunRow) -> j.RunRow:
             except psutil.Error:
                 continue
     return row
+
+
+def _legacy_pid_file(state_dir: Path, run_id: str) -> Spawned | None:
+    """`STATE_DIR/runs/RUN_ID.pid`, written by versions before the spawn log."""
+    path = state_dir / "runs" / f"{run_id}.pid"
+    try:
+        fields = path.read_text().split()
+        out_fd, err_fd = int(fields[2]), int(fields[3])
+        spawned = Spawned(
+            int(fields[0]), float(fields[1]), (out_fd, err_fd) if out_fd >= 0 else None
+        )
+    except (OSError, ValueError, IndexError):
+        return None
+    path.unlink(missing_ok=True)
+    return spawned
 
 
 def _start_if_ours(pid: int, run_id: str) -> float | None:
@@ -178,6 +190,7 @@ def _restore_runs(
     adopted: set[str] = set()
     now_m, now_w = rec.clock.mono(), rec.clock.wall()
     ledger = rec.engine.ledger
+    spawns: dict[str, Spawned] | None = None
     for row in journal.live_runs():
         res = _reservation(row.reservation, ledger)
         if res is not None:
@@ -194,9 +207,11 @@ def _restore_runs(
         )
         pid, ctime = row.pid, row.create_time
         if pid is None:  # crashed between the intent and the spawn report
-            row = _spawned(rec, row)
+            if spawns is None:
+                spawns = read_spawn_log(rec.spawn_log.path)
+            row = _spawned(rec, row, spawns)
             if row.pid is not None:
-                rec.store.run_started(row.id, row.pid, row.create_time or 0.0, row.pipe_fds)
+                rec.store.run_started(row.id, row.pid, row.create_time, row.pipe_fds)
             pid, ctime = row.pid, row.create_time
         rt = rec.tasks.get(row.task)
         arm = rec.engine.arms.get(row.arm)

@@ -19,7 +19,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import psutil
@@ -31,6 +30,7 @@ from daemon.agents.events import AgentEvent, LimitHit
 from daemon.agents.events import Completion as AgentCompletion
 from daemon.capture import RunLog, pump
 from daemon.routing.model import Usage
+from daemon.spawnlog import SpawnLog
 
 #: How long leftover group members get after the leader exited on its own.
 LEFTOVER_GRACE = 2.0
@@ -75,9 +75,9 @@ class RunSpec:
     timeout: float | None = None
     stall_timeout: float | None = None
     stop_grace: float = 10.0
-    #: Where to note "pid create_time" the moment the process exists, so that a
+    #: Where the spawn is noted the moment the process exists, so that a
     #: daemon that dies before journaling the pid still finds out it spawned.
-    pid_file: Path | None = None
+    spawn_log: SpawnLog | None = None
 
 
 @dataclass(slots=True)
@@ -205,11 +205,8 @@ class Runner:
             except process.SpawnError as exc:
                 spec.log.note(f"spawn failed: {exc}")
                 return self._not_started(Outcome.SPAWN_FAILED, str(exc))
-            if spec.pid_file is not None:
-                fds = child.leader_fds or (-1, -1)
-                write_small_file(
-                    spec.pid_file, f"{child.pid} {child.create_time or 0.0!r} {fds[0]} {fds[1]}\n"
-                )
+            if spec.spawn_log is not None:
+                spec.spawn_log.record(spec.run_id, child.pid, child.create_time, child.leader_fds)
             if self.on_started is not None:
                 self.on_started(child.pid, child.create_time, child.leader_fds)
         self.pid = child.pid
@@ -456,18 +453,3 @@ def _signal_escaped(proc: psutil.Process, run_pgid: int, sig: int) -> int:
     except (psutil.Error, OSError):
         return 0
     return 1
-
-
-def write_small_file(path: Path, text: str) -> None:
-    """Best effort, in one write: a pid file is an aid to recovery, never a reason to
-    fail a run (and on every spawn, pathlib's layers are measurable)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return
-    try:
-        os.write(fd, text.encode())
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
