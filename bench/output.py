@@ -60,8 +60,7 @@ def factoryd() -> tuple[float, int, int]:
         log=RunLog(work / "flood.log", 1 << 30),
         parser=parser,
     )
-    _send, recv = anyio.create_memory_object_stream(1)
-    runner = Runner(spec, recv)
+    runner = Runner(spec)
 
     async def main() -> float:
         t0 = time.perf_counter()

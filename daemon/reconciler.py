@@ -491,14 +491,13 @@ class Reconciler:
     ) -> ActiveRun:
         """Register a run and start its runner task (fresh or adopted)."""
         run_id = spec.run_id
-        send, recv = anyio.create_memory_object_stream[StopRequest](4)
 
         def started(pid: int, create_time: float | None, fds: tuple[int, int] | None) -> None:
             self._send.send_nowait(_Started(run_id, pid, create_time, fds))
             self.wake("started")
 
         runner = Runner(
-            spec, recv, on_started=started, clock=self.clock.mono, gate=gate, adoption=adoption
+            spec, on_started=started, clock=self.clock.mono, gate=gate, adoption=adoption
         )
         arm = self.engine.arms.get(spec.arm)
         run = ActiveRun(
@@ -510,7 +509,6 @@ class Reconciler:
             pools=arm.pools if arm else (),
             decision=decision,
             runner=runner,
-            inbox=send,
             started_mono=started_mono,
             started_wall=started_wall,
             run_dir=run_dir,
@@ -582,7 +580,6 @@ class Reconciler:
             pools=tuple(decision.charges),
             decision=decision,
             runner=None,
-            inbox=None,
             started_mono=self.clock.mono(),  # type: ignore[arg-type]
             started_wall=decision.at,
             run_dir=None,
@@ -623,10 +620,8 @@ class Reconciler:
             "run.stopping",
             reason=reason,
         )
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
-        ):
-            run.inbox.send_nowait(StopRequest(outcome, reason))
+        if run.runner is not None:
+            run.runner.request_stop(StopRequest(outcome, reason))
 
     # -- observed state -----------------------------------------------------------
 

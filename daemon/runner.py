@@ -13,6 +13,7 @@ kill the exit status is not trusted: the outcome is the reason we killed.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import signal
@@ -22,13 +23,12 @@ from dataclasses import dataclass, field
 
 import anyio
 import psutil
-from anyio.abc import ObjectReceiveStream
 
 from daemon import process
 from daemon.agents.base import Parser
 from daemon.agents.events import AgentEvent, LimitHit
 from daemon.agents.events import Completion as AgentCompletion
-from daemon.capture import RunLog, pump
+from daemon.capture import PipeReader, RunLog
 from daemon.routing.model import Usage
 from daemon.spawnlog import SpawnLog
 
@@ -149,7 +149,6 @@ class Runner:
     def __init__(
         self,
         spec: RunSpec,
-        inbox: ObjectReceiveStream[StopRequest],
         *,
         on_started: StartedCallback | None = None,
         on_event: EventCallback | None = None,
@@ -160,7 +159,6 @@ class Runner:
         self.spec = spec
         self.gate = gate
         self.adoption = adoption
-        self.inbox = inbox
         self.on_started = on_started
         self.on_event = on_event
         self.clock = clock
@@ -169,6 +167,15 @@ class Runner:
         self._wake = anyio.Event()
         self._started = 0.0
         self._stopped = False
+        #: The first stop asked for (by the reconciler); later ones change nothing.
+        self._stop: StopRequest | None = None
+
+    def request_stop(self, request: StopRequest) -> None:
+        """Ask the run to stop: honoured at once if it is running, right after
+        its spawn if it is not running yet."""
+        if self._stop is None:
+            self._stop = request
+        self._wake.set()
 
     def remember_descendants(self, procs: list[psutil.Process]) -> None:
         """Called by the reconciler's periodic scan: descendants seen alive."""
@@ -237,64 +244,61 @@ class Runner:
         spec = self.spec
         exited = anyio.Event()
         status: list[int | None] = []
-        stop: StopRequest | None = None
-        drained = [anyio.Event() for _ in self._pipes(child)]
+        loop = asyncio.get_running_loop()
+        readers = [self._reader(fd, stream_name) for stream_name, fd in self._pipes(child)]
 
-        async def watch_exit() -> None:
-            status.append(await process.wait_exit(child))
+        def on_exit() -> None:
+            # The pidfd is readable once the leader has exited; reap it here,
+            # on the loop's callback: no task waits for it.
+            if child.proc is not None and child.proc.poll() is None:
+                return
+            loop.remove_reader(child.pidfd)
+            status.append(None if child.proc is None else child.proc.returncode)
             exited.set()
             self._wake.set()
 
-        async def watch_inbox() -> None:
-            nonlocal stop
-            async for request in self.inbox:
-                if stop is None:
-                    stop = request
-                self._wake.set()
-
-        async with anyio.create_task_group() as pumps:
-            for (stream_name, fd), done in zip(self._pipes(child), drained, strict=True):
-                pumps.start_soon(self._pump, fd, stream_name, done)
+        loop.add_reader(child.pidfd, on_exit)
+        stop: StopRequest | None = None
+        try:
             try:
-                async with anyio.create_task_group() as watchers:
-                    watchers.start_soon(watch_exit)
-                    watchers.start_soon(watch_inbox)
-                    stop = await self._wait(exited, lambda: stop)
-                    if stop is not None and not exited.is_set():
-                        self._stopped = True
-                        spec.log.note(f"stopping: {stop.reason}")
-                        await self._terminate(child, exited.wait, result)
-                    await exited.wait()
-                    watchers.cancel_scope.cancel()
+                stop = await self._wait(exited)
+                if stop is not None and not exited.is_set():
+                    self._stopped = True
+                    spec.log.note(f"stopping: {stop.reason}")
+                    await self._terminate(child, exited.wait, result)
+                await exited.wait()
             except anyio.get_cancelled_exc_class():
                 # The daemon is going away without asking us first: the process
                 # group must not outlive its scope.
                 self._stopped = True
                 with anyio.CancelScope(shield=True):
                     if not exited.is_set():
-                        await self._terminate(child, lambda: process.wait_exit(child), result)
+                        await self._terminate(child, exited.wait, result)
                     await self._clean_up(child, result)
                 raise
             with anyio.CancelScope(shield=True):
                 await self._clean_up(child, result)
                 with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
-                    for done in drained:
-                        await done.wait()
+                    for reader in readers:
+                        await reader.wait()
             if drain.cancelled_caught:
                 spec.log.note("output pipes still open after every process was gone")
-            pumps.cancel_scope.cancel()
+        finally:
+            if not exited.is_set():
+                loop.remove_reader(child.pidfd)
+            for reader in readers:
+                reader.stop()
         code = status[0] if status else None
         result.exit_status = code
-        self._classify(result, stop, code, child.proc is None)
+        self._classify(result, stop if stop is not None else self._stop, code, child.proc is None)
 
     def _pipes(self, child: process.Child) -> list[tuple[str, int]]:
         return child.pipes()
 
-    async def _pump(self, fd: int, stream_name: str, done: anyio.Event) -> None:
-        parser = self.spec.parser
+    def _reader(self, fd: int, stream_name: str) -> PipeReader:
+        """Read one of the run's pipes: log it, parse it, watch for limits and stalls."""
         watch = self._watch
-
-        feed_block = parser.feed_block
+        feed_block = self.spec.parser.feed_block
 
         def on_lines(block: bytes, count: int) -> None:
             for event in feed_block(block, count, stream_name):
@@ -307,19 +311,14 @@ class Runner:
         def on_data() -> None:
             watch.last_activity = self.clock()
 
-        try:
-            await pump(fd, self.spec.log, on_lines, on_data)
-        finally:
-            done.set()
+        return PipeReader(fd, self.spec.log, on_lines, on_data)
 
-    async def _wait(
-        self, exited: anyio.Event, current_stop: Callable[[], StopRequest | None]
-    ) -> StopRequest | None:
+    async def _wait(self, exited: anyio.Event) -> StopRequest | None:
         """Sleep until exit, a stop request, a limit, the timeout or a stall."""
         spec = self.spec
         deadline_total = self._started + spec.timeout if spec.timeout is not None else None
         while not exited.is_set():
-            request = current_stop()
+            request = self._stop
             if request is not None:
                 return request
             if self._watch.limit is not None:
@@ -341,11 +340,11 @@ class Runner:
                     )
                 deadlines.append(stall_at)
             self._wake = anyio.Event()
-            if exited.is_set() or current_stop() is not None:
+            if exited.is_set() or self._stop is not None:
                 continue
             with anyio.move_on_after(min(deadlines) - now if deadlines else None):
                 await self._wake.wait()
-        return current_stop()
+        return self._stop
 
     async def _terminate(
         self, child: process.Child, wait: Callable[[], Awaitable[object]], result: RunResult

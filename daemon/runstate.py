@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyio.streams.memory import MemoryObjectSendStream
-
 from daemon.lifecycle import RestartBook, TaskPhase
 from daemon.logs import get_logger
 from daemon.routing.decision import Decision
-from daemon.runner import Runner, StopRequest
+from daemon.runner import Runner
 from daemon.taskspec import TaskSpec
 
 
@@ -36,7 +34,6 @@ class ActiveRun:
     pools: tuple[str, ...]
     decision: Decision
     runner: Runner
-    inbox: MemoryObjectSendStream[StopRequest]
     started_mono: float
     started_wall: float
     run_dir: Any

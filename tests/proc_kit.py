@@ -41,8 +41,7 @@ def spec(tmp_path: Path, argv: tuple[str, ...], run_id: str = "r1", **kw: object
 async def run_to_end(
     s: RunSpec, stop_after: float | None = None, stop: StopRequest | None = None
 ) -> tuple[RunResult, Runner]:
-    send, recv = anyio.create_memory_object_stream[StopRequest](4)
-    runner = Runner(s, recv)
+    runner = Runner(s)
     result: list[RunResult] = []
 
     async def go() -> None:
@@ -52,7 +51,7 @@ async def run_to_end(
         tg.start_soon(go)
         if stop_after is not None and stop is not None:
             await anyio.sleep(stop_after)
-            await send.send(stop)
+            runner.request_stop(stop)
     return result[0], runner
 
 
