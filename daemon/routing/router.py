@@ -14,6 +14,10 @@ Order of work for one request:
    arm's position (the task's `arms` list, else config order), then name;
 5. reserve on the best arm; a refused reservation moves on to the next arm,
    so a request never fails while a feasible arm remains.
+
+Steps 2 to 4 are kept between decisions, per request shape, and redone only
+for the arms whose telemetry, quality or pools moved (standings.py); the
+caches never change an answer (tests/test_routing_cache.py).
 """
 
 from __future__ import annotations
