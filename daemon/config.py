@@ -183,7 +183,7 @@ class _Table:
         value = self.str(name)
         if isinstance(value, str) and not _is_name(value):
             self.problem(
-                name, f"expected a name of letters, digits, '-', '_' or '.', got {value!r}"
+                name, f"expected a name of letters, digits, '-', '_' or '.' (not only dots), got {value!r}"
             )
         return value
 
@@ -318,7 +318,12 @@ def _declared(tables: list[_Table]) -> set[str]:
 
 
 def _is_name(value: str) -> bool:
-    return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_." for c in value)
+    """Names become path components (logs, work directories): "." and ".." are not names."""
+    return (
+        bool(value.strip("."))
+        and len(value) <= 128
+        and all(c.isalnum() or c in "-_." for c in value)
+    )
 
 
 class _Loader:

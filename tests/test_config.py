@@ -102,6 +102,10 @@ def test_minimal_config_parses(tmp_path: Path) -> None:
             '[[tasks]]\nname = "u"\nargv = ["x"]\nrestart = "sometimes"',
             "tasks[1].restart: expected one of always, on-failure, never",
         ),
+        (  # a name is a path component: ".." would escape the log and work dirs
+            '[[tasks]]\nname = ".."\nargv = ["x"]',
+            "tasks[1].name: expected a name of letters, digits",
+        ),
     ],
 )
 def test_each_problem_names_key_and_expectation(
