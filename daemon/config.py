@@ -183,7 +183,8 @@ class _Table:
         value = self.str(name)
         if isinstance(value, str) and not _is_name(value):
             self.problem(
-                name, f"expected a name of letters, digits, '-', '_' or '.' (not only dots), got {value!r}"
+                name,
+                f"expected a name of letters, digits, '-', '_' or '.' (not only dots), got {value!r}",
             )
         return value
 
