@@ -184,7 +184,8 @@ class _Table:
         if isinstance(value, str) and not _is_name(value):
             self.problem(
                 name,
-                f"expected a name of letters, digits, '-', '_' or '.' (not only dots), got {value!r}",
+                f"expected a name of letters, digits, '-', '_' or '.' (not only dots), "
+                f"got {value!r}",
             )
         return value
 
