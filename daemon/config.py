@@ -9,47 +9,32 @@ relative to the config file, so a config works from any current directory.
 
 from __future__ import annotations
 
-import difflib
-import math
 import tomllib
 import zoneinfo
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from croniter import croniter
 
-from daemon.durations import DurationError, Period, parse_duration, parse_period, parse_size
+from daemon.durations import DurationError, Period, parse_period, parse_size
 from daemon.routing.ledger import ScarcityPolicy
 from daemon.routing.model import ArmSpec, PoolSpec, PoolUnit, Priority, RouteRequest, TaskType
 from daemon.routing.quality import QualityPolicy
 from daemon.routing.scoring import STRATEGIES, RoutingPolicy
 from daemon.routing.telemetry import HealthPolicy
 from daemon.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
+from daemon.tomltable import (
+    MAX_COUNT,
+    MISSING,
+    ConfigError,
+    Problem,
+    Table,
+    describe,
+)
 
 CLIS = ("command", "opencode", "claude", "codex", "gemini")
-MAX_COUNT = 100_000
-MAX_AMOUNT = 1e15
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}"
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; `problems` lists every reason."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,200 +117,8 @@ class Config:
         return "\n".join(lines)
 
 
-_MISSING: Any = object()
-
-
-class _Table:
-    """Typed, path-aware reads from one TOML table; records problems, never raises."""
-
-    def __init__(self, owner: _Loader, data: Any, path: str) -> None:
-        self.owner = owner
-        self.path = path
-        self.seen: set[str] = set()
-        if not isinstance(data, dict):
-            owner.problem(path, f"expected a table, got {_describe(data)}")
-            data = {}
-        self.data: dict[str, Any] = data
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def _get(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.data.get(name, _MISSING)
-
-    def raw(self, name: str) -> Any:
-        return self._get(name)
-
-    def problem(self, name: str, message: str) -> None:
-        self.owner.problem(self.key(name), message)
-
-    def str(self, name: str, default: Any = _MISSING, choices: Iterable[str] = ()) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.problem(name, "is required (a string)")
-                return None
-            return default
-        if not isinstance(value, str):
-            self.problem(name, f"expected a string, got {_describe(value)}")
-            return default if default is not _MISSING else None
-        options = tuple(choices)
-        if options and value not in options:
-            self.problem(name, f"expected one of {', '.join(options)}; got {value!r}")
-            return default if default is not _MISSING else None
-        if len(value) > 1_000_000:
-            self.problem(name, "string is too long (over 1,000,000 characters)")
-            return default if default is not _MISSING else None
-        return value
-
-    def name(self, name: str) -> Any:
-        value = self.str(name)
-        if isinstance(value, str) and not _is_name(value):
-            self.problem(
-                name,
-                f"expected a name of letters, digits, '-', '_' or '.' (not only dots), "
-                f"got {value!r}",
-            )
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.problem(name, f"expected true or false, got {_describe(value)}")
-            return default
-        return value
-
-    def number(
-        self,
-        name: str,
-        default: Any,
-        *,
-        lo: float = 0.0,
-        hi: float = MAX_AMOUNT,
-        integer: bool = False,
-        exclusive_lo: bool = False,
-    ) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.problem(name, "is required (a number)")
-                return None
-            return default
-        kind = "an integer" if integer else "a number"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or (integer and not isinstance(value, int))
-        ):
-            self.problem(name, f"expected {kind}, got {_describe(value)}")
-            return default if default is not _MISSING else None
-        if isinstance(value, float) and not math.isfinite(value):
-            self.problem(name, f"expected a finite number, got {value}")
-            return default if default is not _MISSING else None
-        if value < lo or (exclusive_lo and value == lo) or value > hi:
-            low = f"above {lo:g}" if exclusive_lo else f"at least {lo:g}"
-            self.problem(name, f"expected {kind} {low} and at most {hi:g}, got {value}")
-            return default if default is not _MISSING else None
-        return value
-
-    def duration(self, name: str, default: Any, *, allow_none: bool = False) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if allow_none and isinstance(value, str) and value in ("none", "off"):
-            return None
-        try:
-            seconds = parse_duration(value) if isinstance(value, str | int | float) else None
-        except DurationError as exc:
-            self.problem(name, str(exc))
-            return default
-        if seconds is None:
-            self.problem(name, f"expected a duration such as '30s', got {_describe(value)}")
-            return default
-        if seconds > 100 * 365 * 86400:
-            self.problem(name, f"duration is too long ({value!r}; at most 100 years)")
-            return default
-        return seconds
-
-    def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, list):
-            self.problem(name, f"expected a list of strings, got {_describe(value)}")
-            return default
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.owner.problem(
-                    f"{self.key(name)}[{i}]", f"expected a string, got {_describe(item)}"
-                )
-            else:
-                out.append(item)
-        return tuple(out)
-
-    def str_map(self, name: str) -> tuple[tuple[str, str], ...]:
-        value = self._get(name)
-        if value is _MISSING:
-            return ()
-        if not isinstance(value, dict):
-            self.problem(name, f"expected a table of strings, got {_describe(value)}")
-            return ()
-        out: list[tuple[str, str]] = []
-        for k, v in value.items():
-            if not isinstance(v, str):
-                self.owner.problem(
-                    f"{self.key(name)}.{k}", f"expected a string, got {_describe(v)}"
-                )
-            else:
-                out.append((k, v))
-        return tuple(sorted(out))
-
-    def sub(self, name: str) -> _Table:
-        value = self._get(name)
-        return _Table(self.owner, {} if value is _MISSING else value, self.key(name))
-
-    def done(self) -> None:
-        """Report keys this table does not know, suggesting the nearest known key."""
-        for name in self.data:
-            if name in self.seen:
-                continue
-            close = difflib.get_close_matches(name, sorted(self.seen), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            self.problem(name, f"unknown key{hint}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {shown!r}"
-    if isinstance(value, int | float):
-        return f"number {value}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime | date | time):
-        return f"a date/time {value}"
-    return type(value).__name__
-
-
-def _declared(tables: list[_Table]) -> set[str]:
+def _declared(tables: list[Table]) -> set[str]:
     return {t.data["name"] for t in tables if isinstance(t.data.get("name"), str)}
-
-
-def _is_name(value: str) -> bool:
-    """Names become path components (logs, work directories): "." and ".." are not names."""
-    return (
-        bool(value.strip("."))
-        and len(value) <= 128
-        and all(c.isalnum() or c in "-_." for c in value)
-    )
 
 
 class _Loader:
@@ -344,16 +137,16 @@ class _Loader:
         p = Path(text).expanduser()
         return p if p.is_absolute() else (self.path.parent / p).resolve()
 
-    def items(self, root: _Table, name: str) -> list[_Table]:
+    def items(self, root: Table, name: str) -> list[Table]:
         value = root.raw(name)
-        if value is _MISSING:
+        if value is MISSING:
             return []
         if not isinstance(value, list):
-            root.problem(name, f"expected an array of tables ([[{name}]]), got {_describe(value)}")
+            root.problem(name, f"expected an array of tables ([[{name}]]), got {describe(value)}")
             return []
-        return [_Table(self, v, f"{name}[{i}]") for i, v in enumerate(value)]
+        return [Table(self, v, f"{name}[{i}]") for i, v in enumerate(value)]
 
-    def unique(self, tables: list[_Table], values: list[Any], what: str) -> None:
+    def unique(self, tables: list[Table], values: list[Any], what: str) -> None:
         seen: dict[str, int] = {}
         for table, value in zip(tables, values, strict=True):
             if not isinstance(value, str):
@@ -367,7 +160,7 @@ class _Loader:
 
     # -- sections ----------------------------------------------------------
 
-    def daemon(self, t: _Table) -> DaemonSettings:
+    def daemon(self, t: Table) -> DaemonSettings:
         state_dir = self.path_of(t.str("state_dir", "state"))
         log_dir = self.path_of(t.str("log_dir", str(state_dir / "logs")))
         socket = self.path_of(t.str("control_socket", str(state_dir / "control.sock")))
@@ -398,9 +191,9 @@ class _Loader:
         t.done()
         return settings
 
-    def _size(self, t: _Table, name: str, default: int) -> int:
+    def _size(self, t: Table, name: str, default: int) -> int:
         value = t.raw(name)
-        if value is _MISSING:
+        if value is MISSING:
             return default
         try:
             size = parse_size(value) if isinstance(value, str | int) else None
@@ -408,12 +201,12 @@ class _Loader:
             t.problem(name, str(exc))
             return default
         if size is None:
-            t.problem(name, f"expected a size such as '16MiB', got {_describe(value)}")
+            t.problem(name, f"expected a size such as '16MiB', got {describe(value)}")
             return default
         return size
 
     def routing(
-        self, t: _Table
+        self, t: Table
     ) -> tuple[RoutingPolicy, ScarcityPolicy, QualityPolicy, HealthPolicy, float]:
         d = RoutingPolicy()
         weights = t.sub("weights")
@@ -462,18 +255,18 @@ class _Loader:
         t.done()
         return policy, s, q, h, window
 
-    def pool(self, t: _Table) -> tuple[PoolSpec | None, int | None]:
+    def pool(self, t: Table) -> tuple[PoolSpec | None, int | None]:
         name = t.name("name")
         unit = t.str("unit", None, tuple(u.value for u in PoolUnit))
         if unit is None and "unit" not in t.data:
             t.problem("unit", "is required: one of tokens, runs, usd")
-        limit = t.number("limit", _MISSING, exclusive_lo=True)
+        limit = t.number("limit", MISSING, exclusive_lo=True)
         window: Period | None = None
         raw = t.raw("window")
-        if raw is not _MISSING and raw != "none":
+        if raw is not MISSING and raw != "none":
             if not isinstance(raw, str):
                 t.problem(
-                    "window", f"expected a period such as '5h', '7d' or '1mo', got {_describe(raw)}"
+                    "window", f"expected a period such as '5h', '7d' or '1mo', got {describe(raw)}"
                 )
             else:
                 try:
@@ -506,9 +299,9 @@ class _Loader:
             cap,
         )
 
-    def _anchor(self, t: _Table) -> float:
+    def _anchor(self, t: Table) -> float:
         raw = t.raw("anchor")
-        if raw is _MISSING:
+        if raw is MISSING:
             return 0.0
         if isinstance(raw, datetime):
             value = raw if raw.tzinfo else raw.replace(tzinfo=zoneinfo.ZoneInfo("UTC"))
@@ -528,13 +321,13 @@ class _Loader:
                 return value.timestamp()
         t.problem(
             "anchor",
-            f"expected an RFC 3339 date-time such as 2026-01-01T09:00:00Z, got {_describe(raw)}",
+            f"expected an RFC 3339 date-time such as 2026-01-01T09:00:00Z, got {describe(raw)}",
         )
         return 0.0
 
-    def arm(self, t: _Table, pools: dict[str, PoolSpec]) -> tuple[ArmSpec | None, ArmLaunch]:
+    def arm(self, t: Table, pools: dict[str, PoolSpec]) -> tuple[ArmSpec | None, ArmLaunch]:
         name = t.name("name")
-        cli = t.str("cli", _MISSING, CLIS)
+        cli = t.str("cli", MISSING, CLIS)
         pool_names = t.str_list("pools")
         raw_pools = t.data.get("pools", [])
         pools_ok = isinstance(raw_pools, list) and all(isinstance(x, str) for x in raw_pools)
@@ -598,13 +391,13 @@ class _Loader:
             return None, launch
         return spec, launch
 
-    def _opt_path(self, t: _Table, name: str) -> str | None:
+    def _opt_path(self, t: Table, name: str) -> str | None:
         value = t.str(name, None)
         return None if value is None else str(self.path_of(value))
 
     def task(
         self,
-        t: _Table,
+        t: Table,
         arms: dict[str, ArmSpec],
         launch: dict[str, ArmLaunch],
         base: TaskSpec | None = None,
@@ -745,7 +538,7 @@ class _Loader:
         return spec
 
     def load(self, data: dict[str, Any]) -> Config | None:
-        root = _Table(self, data, "")
+        root = Table(self, data, "")
         daemon = self.daemon(root.sub("daemon"))
         routing, scarcity, quality, health, telemetry_window = self.routing(root.sub("routing"))
         pool_tables = self.items(root, "pools")
@@ -843,7 +636,7 @@ def parse_task_override(
             raise ConfigError(
                 [Problem(where, "template", f"no template named {template!r} (known: {known})")]
             )
-    spec = loader.task(_Table(loader, data, ""), arms, config.launch, base, template=route_only)
+    spec = loader.task(Table(loader, data, ""), arms, config.launch, base, template=route_only)
     if loader.problems or spec is None:
         raise ConfigError(loader.problems)
     return spec
