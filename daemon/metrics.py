@@ -37,6 +37,7 @@ from daemon.exposition import Renderer
 from daemon.routing.decision import Decision
 from daemon.routing.engine import RoutingEngine
 from daemon.routing.model import Usage
+from daemon.runner import Outcome, RunResult
 
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400)
 DECISION_BUCKETS = (
@@ -248,6 +249,25 @@ class Metrics:
             # An arm the task does not allow is the task's choice, not a rejection.
             if r.reason != "not_allowed":
                 self.rejections.labels(r.arm, str(r.reason)).inc()
+
+    def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
+        """Everything a finished run counts, whatever its outcome."""
+        outcome = result.outcome
+        self.runs_finished.labels(task, arm, str(outcome)).inc()
+        self.run_duration.labels(task).observe(result.duration)
+        if outcome is Outcome.TIMED_OUT:
+            self.timeouts.labels(task).inc()
+        elif outcome is Outcome.STALLED:
+            self.stalls.labels(task).inc()
+        elif outcome is Outcome.SPAWN_FAILED:
+            self.spawn_failures.labels(task, arm).inc()
+        if result.sigkilled:
+            self.kills_escalated.labels(cli).inc()
+        if result.orphans_killed:
+            self.orphans_reaped.inc(result.orphans_killed)
+        self.output_bytes.labels(cli).inc(result.bytes_logged)
+        self.output_dropped.labels(cli).inc(result.bytes_dropped)
+        self.parser_errors.labels(cli).inc(result.parse_errors)
 
     def usage(self, arm: str, usage: Usage, cost: float | None) -> None:
         for kind, value in (

@@ -686,21 +686,7 @@ class Reconciler:
             None if usage is None else plain(usage),
         )
         m = self.metrics
-        m.runs_finished.labels(label, run.arm, str(result.outcome)).inc()
-        m.run_duration.labels(label).observe(result.duration)
-        if result.outcome is Outcome.TIMED_OUT:
-            m.timeouts.labels(label).inc()
-        elif result.outcome is Outcome.STALLED:
-            m.stalls.labels(label).inc()
-        elif result.outcome is Outcome.SPAWN_FAILED:
-            m.spawn_failures.labels(label, run.arm).inc()
-        if result.sigkilled:
-            m.kills_escalated.labels(run.cli).inc()
-        if result.orphans_killed:
-            m.orphans_reaped.inc(result.orphans_killed)
-        m.output_bytes.labels(run.cli).inc(result.bytes_logged)
-        m.output_dropped.labels(run.cli).inc(result.bytes_dropped)
-        m.parser_errors.labels(run.cli).inc(result.parse_errors)
+        m.run_finished(label, run.arm, run.cli, result)
         if usage is not None:
             spec_arm = self.engine.arms.get(run.arm)
             cost = usage.cost_usd
