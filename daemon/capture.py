@@ -223,18 +223,3 @@ class PipeReader:
             self._done.set_result(None)
         else:
             self._done.set_exception(exc)
-
-
-async def pump(
-    fd: int,
-    log: RunLog,
-    on_lines: Callable[[bytes, int], None],
-    on_data: Callable[[], None],
-) -> None:
-    """Read `fd` to EOF: every chunk to the log, its complete lines to `on_lines`
-    as one newline-joined block and a line count."""
-    reader = PipeReader(fd, log, on_lines, on_data)
-    try:
-        await reader.wait()
-    finally:
-        reader.stop()

@@ -31,7 +31,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import psutil
 
 from daemon import proctime
@@ -204,20 +203,6 @@ def spawn(
         err_fd=err_r,
         leader_fds=(out_r, err_r),
     )
-
-
-async def wait_exit(child: Child) -> int | None:
-    """Wait for the leader to exit and reap it; return its wait status code.
-
-    Negative values are signals, as in `Popen.returncode`; None for an
-    adopted process, whose status went to its real parent.
-    """
-    if child.proc is None:
-        await anyio.wait_readable(child.pidfd)
-        return None
-    while child.proc.poll() is None:
-        await anyio.wait_readable(child.pidfd)
-    return child.proc.returncode
 
 
 def signal_group(pgid: int, sig: int) -> bool:

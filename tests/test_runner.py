@@ -191,7 +191,7 @@ async def test_a_flooding_pipe_is_widened_and_a_quiet_one_is_not(tmp_path: Path)
     import fcntl
     import os
 
-    from daemon.capture import FLOODING, PIPE_SIZE, RunLog, pump
+    from daemon.capture import FLOODING, PIPE_SIZE, PipeReader, RunLog
 
     async def capacity_after_pumping(payload: bytes) -> int:
         r, w = os.pipe()
@@ -200,7 +200,7 @@ async def test_a_flooding_pipe_is_widened_and_a_quiet_one_is_not(tmp_path: Path)
         os.close(w)
         counts: list[int] = []
         log = RunLog(tmp_path / f"{len(payload)}.log", 1 << 20)
-        await pump(r, log, lambda _block, n: counts.append(n), lambda: None)
+        await PipeReader(r, log, lambda _block, n: counts.append(n), lambda: None).wait()
         try:
             assert sum(counts) == 1
             return fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
