@@ -88,8 +88,16 @@ def prepare(
     run_id: str,
     base_env: dict[str, str],
     spawn_log: SpawnLog | None = None,
+    *,
+    keep_workdir: bool = True,
 ) -> Prepared:
-    """Build everything a Runner needs; raise LaunchError with a reason an operator reads."""
+    """Build everything a Runner needs; raise LaunchError with a reason an operator reads.
+
+    `keep_workdir`: a command task without a workdir runs in its own kept
+    directory (tasks from the config); False gives it a directory per run,
+    removed after it (submissions: one-off tasks, whose directories would
+    otherwise pile up).
+    """
     launch = config.launch.get(arm.name, ArmLaunch())
     runs = config.daemon.state_dir / "runs"
     run_dir = runs / run_id
@@ -99,7 +107,12 @@ def prepare(
     # own directory, made once and kept: a stable place like any supervisor's,
     # where its files survive the run, and no mkdir + rmtree per run (over
     # 1 ms on a slow disk, the largest cost of a short run).
-    needs_dir = task.isolate_home or task.stdin_prompt or arm.cli != "command"
+    needs_dir = (
+        task.isolate_home
+        or task.stdin_prompt
+        or arm.cli != "command"
+        or (task.workdir is None and not keep_workdir)
+    )
     default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
     try:
         if needs_dir:

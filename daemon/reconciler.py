@@ -437,7 +437,15 @@ class Reconciler:
             rationale=decision.rationale(),
         )
         try:
-            prepared = prepare(self.config, spec, arm, run_id, self.base_env, self.spawn_log)
+            prepared = prepare(
+                self.config,
+                spec,
+                arm,
+                run_id,
+                self.base_env,
+                self.spawn_log,
+                keep_workdir=rt.source == "config",
+            )
         except LaunchError as exc:
             self.engine.settle(
                 decision,

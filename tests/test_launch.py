@@ -1,0 +1,48 @@
+"""Where a run works: a config task's kept directory, a submission's per-run one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon_kit import header, task, write_config
+
+from daemon.config import Config, load_config
+from daemon.launch import prepare, remove_run_dir, task_workdir
+
+
+def _config(tmp_path: Path, **task_keys: object) -> Config:
+    text = header(tmp_path) + task("job", "print('hi')", **task_keys)
+    return load_config(write_config(tmp_path, text))
+
+
+def test_a_command_task_without_workdir_runs_in_its_kept_task_directory(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    spec, arm = config.tasks[0], config.arms[0]
+    first = prepare(config, spec, arm, "r1", {})
+    second = prepare(config, spec, arm, "r2", {})
+    expected = task_workdir(config.daemon.state_dir, "job")
+    assert first.spec.cwd == second.spec.cwd == str(expected)
+    assert expected.is_dir()
+    assert first.run_dir is None and second.run_dir is None  # nothing to remove after a run
+    (expected / "output.txt").write_text("kept")  # a run's files stay for the next one
+    assert prepare(config, spec, arm, "r3", {}).spec.cwd == str(expected)
+    assert (expected / "output.txt").read_text() == "kept"
+
+
+def test_a_submitted_task_gets_a_directory_per_run_removed_after_it(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    spec, arm = config.tasks[0], config.arms[0]
+    prepared = prepare(config, spec, arm, "r1", {}, keep_workdir=False)
+    assert prepared.run_dir is not None and prepared.spec.cwd == str(prepared.run_dir)
+    assert prepared.run_dir.is_dir()
+    (prepared.run_dir / "scratch").write_text("x")
+    remove_run_dir(prepared.run_dir)
+    assert not prepared.run_dir.exists()
+
+
+def test_an_explicit_workdir_is_used_as_is(tmp_path: Path) -> None:
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    config = _config(tmp_path, workdir=str(work))
+    prepared = prepare(config, config.tasks[0], config.arms[0], "r1", {}, keep_workdir=False)
+    assert prepared.spec.cwd == str(work) and prepared.run_dir is None
