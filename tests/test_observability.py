@@ -363,3 +363,31 @@ def test_healthz_turns_503_when_the_loop_stops_passing(tmp_path: Path) -> None:
     now[0] += 21
     ok, why = rec.healthy(20)
     assert not ok and "last reconcile pass 21.0s ago" in why
+
+
+def test_a_successful_run_logs_three_lines_and_a_failure_its_phase(tmp_path: Path) -> None:
+    text = header(tmp_path)
+    text += task("ok", "print('fine')", kind="oneshot")
+    text += task("bad", "raise SystemExit(3)", kind="oneshot", restart="never")
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(write_config(tmp_path, text), log)
+    try:
+        wait_for(
+            lambda: sum(e.get("event") == "run.finished" for e in events(log)) >= 2,
+            timeout=30,
+            what="both runs",
+        )
+        wait_for(
+            lambda: any(
+                e.get("event") == "task.phase" and e.get("task") == "bad" for e in events(log)
+            ),
+            timeout=10,
+            what="the failed task's phase",
+        )
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+    ok = [e["event"] for e in events(log) if e.get("task") == "ok"]
+    assert ok == ["route.decision", "run.started", "run.finished"], ok
+    bad = [(e["event"], e.get("new")) for e in events(log) if e.get("task") == "bad"]
+    assert ("task.phase", "failed") in bad, bad
