@@ -102,6 +102,18 @@ async def until(predicate, timeout: float = 15.0, what: str = "condition") -> No
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def factoryd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command line as an operator does: `python -m daemon ARGS`."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+
+
 def start_daemon(
     config: Path, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

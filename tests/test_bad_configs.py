@@ -4,12 +4,10 @@ never a traceback; through SIGHUP the running config stays in place."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from daemon_kit import ROOT, events, start_daemon, tagged, write_config
+from daemon_kit import events, factoryd, start_daemon, tagged, write_config
 from proc_kit import wait_for
 
 from daemon.config import ConfigError, parse_config
@@ -268,13 +266,7 @@ def test_the_cli_prints_them_without_traceback(tmp_path: Path) -> None:
     for i, (_, raw, key) in enumerate(CASES[:: len(CASES) // 10]):
         path = tmp_path / f"bad{i}.toml"
         path.write_bytes(raw)
-        out = subprocess.run(
-            [sys.executable, "-m", "daemon", "check", "--config", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        out = factoryd("check", "--config", str(path))
         assert out.returncode == 2
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {key}")

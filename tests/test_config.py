@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from daemon_kit import ROOT, factoryd
 
 from daemon.config import ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "etc" / "factoryd.toml"
 
 BASE = """
@@ -130,16 +128,6 @@ def test_syntax_error_and_invalid_utf8_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(b'[daemon]\nlog_dir = "\xff\xfe"\n', path)
     assert "line 2" in str(exc.value) and "invalid UTF-8" in str(exc.value)
-
-
-def factoryd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
 
 
 def test_check_prints_summary_and_exits_zero() -> None:

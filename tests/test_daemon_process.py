@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import psutil
-from daemon_kit import events, header, start_daemon, tagged, task, write_config
+from daemon_kit import events, factoryd, header, start_daemon, tagged, task, write_config
 from proc_kit import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sigterm_with_twenty_live_runs_exits_in_time_leaving_nothing(tmp_path: Path) -> None:
@@ -108,13 +104,7 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_error(tmp_path: P
 
 def test_config_error_at_startup_exits_two_naming_file_and_key(tmp_path: Path) -> None:
     path = write_config(tmp_path, header(tmp_path) + '[[tasks]]\nname = "t"\nargv = "true"\n')
-    out = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    out = factoryd("run", "--config", str(path))
     assert out.returncode == 2
     assert f"{path}: tasks[0].argv: expected a list of strings" in out.stderr
 

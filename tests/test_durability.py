@@ -20,6 +20,7 @@ import pytest
 from daemon_kit import (
     ROOT,
     events,
+    factoryd,
     header,
     require_tool,
     start_daemon,
@@ -37,16 +38,6 @@ from daemon.reconciler import Reconciler
 from daemon.recovery import recover
 
 QUIET = "import time; print('up', flush=True); time.sleep(600)"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
 
 
 def pools_of(dump: dict) -> dict:
@@ -180,7 +171,7 @@ def test_submission_survives_a_crash_between_accept_and_start(tmp_path: Path) ->
     first = start_daemon(config, log1)
     try:
         wait_for(lambda: len(tagged(tag)) == 1, timeout=30, what="blocker running")
-        out = cli("submit", "--socket", str(sock), "--template", "mark", "-k", "job-1")
+        out = factoryd("submit", "--socket", str(sock), "--template", "mark", "-k", "job-1")
         assert out.returncode == 0, out.stderr
         sub_id = out.stdout.strip()
         status = call(sock, {"op": "status"})
@@ -196,7 +187,7 @@ def test_submission_survives_a_crash_between_accept_and_start(tmp_path: Path) ->
     second = start_daemon(config, log2)
     try:
         wait_for(lambda: marks.exists(), timeout=30, what="the submission to run")
-        again = cli("submit", "--socket", str(sock), "--template", "mark", "-k", "job-1")
+        again = factoryd("submit", "--socket", str(sock), "--template", "mark", "-k", "job-1")
         assert again.stdout.strip() == f"{sub_id} (already submitted)"
         wait_for(
             lambda: any(

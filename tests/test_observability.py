@@ -18,6 +18,7 @@ import pytest
 from daemon_kit import (
     ROOT,
     events,
+    factoryd,
     free_port,
     header,
     require_tool,
@@ -123,50 +124,21 @@ def test_status_and_state_dump_commands_against_the_daemon(live) -> None:
     _, _, tmp_path = live
     config = str(tmp_path / "factoryd.toml")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        import sys
-
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
-
-    out = cli("status", "--config", config)
+    out = factoryd("status", "--config", config)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert any(re.match(r"svc\s+service\s+running\s+local\s", line) for line in lines)
     assert any(re.match(r"bad\s+oneshot\s+failed\s+local\s.*exit status 3", line) for line in lines)
     assert any(line.startswith("local ") and "runs" in line for line in lines)
-    as_json = json.loads(cli("status", "--config", config, "--json").stdout)
+    as_json = json.loads(factoryd("status", "--config", config, "--json").stdout)
     assert {t["name"] for t in as_json["tasks"]} >= {"svc", "bad", "ok0"}
-    dump = cli("state", "dump", "--config", config)
-    replay = cli("route", "--config", config, "--task", "svc", "--state", "-")
+    dump = factoryd("state", "dump", "--config", config)
     assert dump.returncode == 0
-    replay = subprocess.run(
-        [
-            os.sys.executable,
-            "-m",
-            "daemon",
-            "route",
-            "--config",
-            config,
-            "--task",
-            "ok0",
-            "--state",
-            "-",
-            "--json",
-        ],
-        input=dump.stdout,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
+    replay = factoryd(
+        "route", "--config", config, "--task", "ok0", "--state", "-", "--json", stdin=dump.stdout
     )
     assert json.loads(replay.stdout)["arm"] == "local"
-    missing = cli("status", "--socket", str(tmp_path / "absent.sock"))
+    missing = factoryd("status", "--socket", str(tmp_path / "absent.sock"))
     assert missing.returncode == 1 and "is factoryd running?" in missing.stderr
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+from daemon_kit import factoryd
 from routing_kit import T0
 
 from daemon.config import load_config
 from daemon.routing.engine import RoutingEngine
 from daemon.routing.model import RouteRequest, Usage
-
-ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """
 [[pools]]
@@ -57,13 +55,7 @@ estimated_tokens = 20000
 def route(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / "f.toml"
     cfg.write_text(CONFIG)
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", "route", "--config", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    return factoryd("route", "--config", str(cfg), *args)
 
 
 def test_explains_ranking_components_and_rejections(tmp_path: Path) -> None:
