@@ -137,6 +137,11 @@ def events(log: Path) -> list[dict]:
     return out
 
 
+def count_events(log: Path, event: str) -> int:
+    """How many lines of a daemon's JSON log are `event` so far."""
+    return sum(e.get("event") == event for e in events(log))
+
+
 def tagged(tag: str) -> list[psutil.Process]:
     """Every live process a test marked with env TEST_TAG=tag (inherited by children)."""
     return processes_with_env("TEST_TAG", tag)

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_kit import events, factoryd, start_daemon, tagged, write_config
+from daemon_kit import count_events, factoryd, start_daemon, tagged, write_config
 from proc_kit import wait_for
 
 from daemon.config import ConfigError, parse_config
@@ -291,7 +291,7 @@ def test_sighup_with_bad_configs_keeps_the_running_one(tmp_path: Path) -> None:
             path.write_bytes(raw)
             daemon.send_signal(signal.SIGHUP)
             wait_for(
-                lambda i=i: sum(e.get("event") == "config.reload_failed" for e in events(log)) == i,
+                lambda i=i: count_events(log, "config.reload_failed") == i,
                 timeout=10,
                 what="reload",
             )

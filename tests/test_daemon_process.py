@@ -8,7 +8,16 @@ import uuid
 from pathlib import Path
 
 import psutil
-from daemon_kit import events, factoryd, header, start_daemon, tagged, task, write_config
+from daemon_kit import (
+    count_events,
+    events,
+    factoryd,
+    header,
+    start_daemon,
+    tagged,
+    task,
+    write_config,
+)
 from proc_kit import wait_for
 
 
@@ -31,7 +40,7 @@ def test_sigterm_with_twenty_live_runs_exits_in_time_leaving_nothing(tmp_path: P
     daemon = start_daemon(write_config(tmp_path, text), log)
     try:
         wait_for(
-            lambda: sum(e.get("event") == "run.started" for e in events(log)) == 20,
+            lambda: count_events(log, "run.started") == 20,
             timeout=30,
             what="20 runs started",
         )
@@ -86,7 +95,7 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_error(tmp_path: P
         path.write_text(second + '\n[[arms]]\nname = "x"\ncli = "command"\npools = ["nope"]\n')
         daemon.send_signal(signal.SIGHUP)
         wait_for(
-            lambda: any(e.get("event") == "config.reload_failed" for e in events(log)),
+            lambda: count_events(log, "config.reload_failed") > 0,
             timeout=10,
             what="reload failure logged",
         )

@@ -19,6 +19,7 @@ import psutil
 import pytest
 from daemon_kit import (
     ROOT,
+    count_events,
     events,
     factoryd,
     header,
@@ -60,7 +61,7 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
     try:
         wait_for(lambda: len(tagged(tag)) == 20, timeout=30, what="20 runs")
         wait_for(
-            lambda: sum(e.get("event") == "run.started" for e in events(log1)) == 20,
+            lambda: count_events(log1, "run.started") == 20,
             timeout=10,
             what="20 pids recorded",
         )
@@ -76,7 +77,7 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
     second = start_daemon(config, log2)
     try:
         wait_for(
-            lambda: any(e.get("event") == "recovery.done" for e in events(log2)),
+            lambda: count_events(log2, "recovery.done") > 0,
             timeout=30,
             what="recovery",
         )
@@ -84,7 +85,7 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
         assert done["adopted"] == 20 and done["lost"] == 0, done
         # The killed daemon's socket file is still there until the new one binds.
         wait_for(
-            lambda: any(e.get("event") == "control.listening" for e in events(log2)),
+            lambda: count_events(log2, "control.listening") > 0,
             timeout=10,
             what="the new daemon's control socket",
         )

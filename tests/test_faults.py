@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from daemon_kit import events, header, start_daemon, tagged, task, write_config
+from daemon_kit import count_events, events, header, start_daemon, tagged, task, write_config
 from proc_kit import wait_for
 
 from daemon.control import ControlError, call
@@ -147,7 +147,7 @@ def test_sigterm_with_fifty_misbehaving_runs(tmp_path: Path) -> None:
     daemon = start_daemon(write_config(tmp_path, text), log)
     try:
         wait_for(
-            lambda: sum(e.get("event") == "run.started" for e in events(log)) >= 50,
+            lambda: count_events(log, "run.started") >= 50,
             timeout=60,
             what="50 runs started",
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from daemon_kit import (
     ROOT,
+    count_events,
     events,
     factoryd,
     free_port,
@@ -54,7 +55,7 @@ def live(tmp_path: Path):
     daemon = start_daemon(write_config(tmp_path, text), log)
     try:
         wait_for(
-            lambda: sum(e.get("event") == "run.finished" for e in events(log)) >= 6,
+            lambda: count_events(log, "run.finished") >= 6,
             timeout=30,
             what="six finished runs",
         )
@@ -269,7 +270,7 @@ def test_secrets_never_reach_daemon_logs_or_metrics(tmp_path: Path) -> None:
     )
     try:
         wait_for(
-            lambda: sum(e.get("event") == "run.finished" for e in events(log)) >= 2,
+            lambda: count_events(log, "run.finished") >= 2,
             timeout=30,
             what="both runs",
         )
@@ -345,7 +346,7 @@ def test_a_successful_run_logs_three_lines_and_a_failure_its_phase(tmp_path: Pat
     daemon = start_daemon(write_config(tmp_path, text), log)
     try:
         wait_for(
-            lambda: sum(e.get("event") == "run.finished" for e in events(log)) >= 2,
+            lambda: count_events(log, "run.finished") >= 2,
             timeout=30,
             what="both runs",
         )
