@@ -18,7 +18,7 @@ from typing import Any
 
 from croniter import croniter
 
-from daemon.durations import DurationError, Period, parse_period, parse_size
+from daemon.durations import DurationError, Period, parse_period
 from daemon.routing.ledger import ScarcityPolicy
 from daemon.routing.model import ArmSpec, PoolSpec, PoolUnit, Priority, RouteRequest, TaskType
 from daemon.routing.quality import QualityPolicy
@@ -182,7 +182,7 @@ class _Loader:
             inherit_env=t.str_list(
                 "inherit_env", ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER")
             ),
-            run_log_max_bytes=self._size(t, "run_log_max_bytes", 16 * 1024 * 1024),
+            run_log_max_bytes=t.size("run_log_max_bytes", 16 * 1024 * 1024),
             retain_runs=t.duration("retain_runs", 7 * 86400.0),
             spool_dir=self.path_of(spool) if isinstance(spool, str) else None,
         )
@@ -190,20 +190,6 @@ class _Loader:
             t.problem("loop_interval", "expected at least 50ms (it is a safety net, not a poll)")
         t.done()
         return settings
-
-    def _size(self, t: Table, name: str, default: int) -> int:
-        value = t.raw(name)
-        if value is MISSING:
-            return default
-        try:
-            size = parse_size(value) if isinstance(value, str | int) else None
-        except DurationError as exc:
-            t.problem(name, str(exc))
-            return default
-        if size is None:
-            t.problem(name, f"expected a size such as '16MiB', got {describe(value)}")
-            return default
-        return size
 
     def routing(
         self, t: Table

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any, Protocol
 
-from daemon.durations import DurationError, parse_duration
+from daemon.durations import DurationError, parse_duration, parse_size
 
 MAX_COUNT = 100_000
 MAX_AMOUNT = 1e15
@@ -162,6 +162,20 @@ class Table:
             self.problem(name, f"duration is too long ({value!r}; at most 100 years)")
             return default
         return seconds
+
+    def size(self, name: str, default: int) -> int:
+        value = self._get(name)
+        if value is MISSING:
+            return default
+        try:
+            size = parse_size(value) if isinstance(value, str | int) else None
+        except DurationError as exc:
+            self.problem(name, str(exc))
+            return default
+        if size is None:
+            self.problem(name, f"expected a size such as '16MiB', got {describe(value)}")
+            return default
+        return size
 
     def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self._get(name)
