@@ -244,7 +244,7 @@ def _summary_tuple(parser: Parser) -> tuple:
 def test_batches_and_single_lines_give_the_same_events_and_counts(
     picks: list, cli: str, mode: str, stream: str, batch: int
 ) -> None:
-    """The flood fast path (`feed_lines` on a quiet batch) never changes a verdict."""
+    """The flood fast path (`feed_block` on a quiet block) never changes a verdict."""
     recorded = fixture(cli, mode).splitlines() or [b"{}"]
     lines = [recorded[p % len(recorded)] if isinstance(p, int) else p for p in picks]
     one, many = ADAPTERS[cli].parser(lambda: NOW), ADAPTERS[cli].parser(lambda: NOW)
@@ -253,7 +253,8 @@ def test_batches_and_single_lines_give_the_same_events_and_counts(
     ]
     batched_events = []
     for i in range(0, len(lines), batch):
-        found = many.feed_lines(lines[i : i + batch], stream)
+        chunk = lines[i : i + batch]
+        found = many.feed_block(b"\n".join(chunk), len(chunk), stream)
         batched_events += [e for e in found if not isinstance(e, Activity)]
     assert batched_events == single_events
     assert _summary_tuple(many) == _summary_tuple(one)
@@ -262,7 +263,7 @@ def test_batches_and_single_lines_give_the_same_events_and_counts(
 def test_a_quiet_flood_is_counted_without_decoding() -> None:
     parser = ADAPTERS["claude"].parser(lambda: NOW)
     line = b'{"type":"assistant","message":{"content":[{"type":"text","text":"hi"}]}}'
-    events = parser.feed_lines([line] * 1000, "stdout")
+    events = parser.feed_block(b"\n".join([line] * 1000), 1000, "stdout")
     assert len(events) == 1 and isinstance(events[0], Activity)
     assert parser.finish().events == 1000 and parser.finish().parse_errors == 0
 
@@ -274,5 +275,5 @@ def test_one_odd_line_in_a_quiet_batch_is_judged_like_a_single_line(odd: bytes) 
     one, many = ADAPTERS["claude"].parser(lambda: NOW), ADAPTERS["claude"].parser(lambda: NOW)
     for line in batch:
         one.feed(line, "stdout")
-    many.feed_lines(batch, "stdout")
+    many.feed_block(b"\n".join(batch), len(batch), "stdout")
     assert _summary_tuple(many) == _summary_tuple(one)

@@ -75,9 +75,6 @@ class Parser:
             self._fold(event)
         return events
 
-    def feed_lines(self, lines: list[bytes], stream: str) -> list[AgentEvent]:
-        return self.feed_block(b"\n".join(lines), len(lines), stream)
-
     def feed_block(self, block: bytes, count: int, stream: str) -> list[AgentEvent]:
         """Events of `count` newline-joined lines, in order. Plain activity is
         reported once per block: what follows activity (the stall timer) needs
