@@ -94,8 +94,6 @@ class ArmView(NamedTuple):
     #: The strategy's arm-dependent part of the score.
     numerator: float
     below_quality: bool
-    #: `fit.charges`, at hand for the router's hot loop.
-    charges: tuple[tuple[str, float], ...]
     #: The arm's change counter (versions.py) when the view was built.
     version: int
     #: When the clock makes the view untrue (inf: only a change can).
@@ -119,7 +117,7 @@ def build_view(
     tel = telemetry.arms.get(arm.name)
     rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced=forced)
     if rejection is not None:
-        return ArmView(arm, fit, rejection, None, 0.0, False, fit.charges, version, valid_until)
+        return ArmView(arm, fit, rejection, None, 0.0, False, version, valid_until)
     if tel is not None and tel.buckets:
         # Which telemetry buckets are inside the window changes at bucket edges.
         width = telemetry.window / BUCKETS_PER_WINDOW
@@ -157,7 +155,6 @@ def build_view(
         components=components,
         numerator=strategy.numerator(components, policy),
         below_quality=not forced and components.task_fit < req.quality_floor,
-        charges=fit.charges,
         version=version,
         valid_until=valid_until,
     )

@@ -144,7 +144,7 @@ class Router:
         multipliers = {pool: quote.multiplier for pool, quote in quotes.items()}
         ttl = self.policy.reservation_ttl if ttl is None else ttl
         for _, _, view in ranked:
-            charges = dict(view.charges)
+            charges = dict(view.fit.charges)
             held = self.ledger.reserve(view.arm.name, req.task, charges, now, ttl)
             if isinstance(held, Refusal):
                 rejections.append(

@@ -43,7 +43,7 @@ class Standings:
         self.position = {name: i for i, (_, name, _) in enumerate(views)}
         self.by_pool: dict[str, list[int]] = {}
         for i, (_, _, view) in enumerate(views):
-            for pool, _amount in view.charges:
+            for pool, _amount in view.fit.charges:
                 self.by_pool.setdefault(pool, []).append(i)
         self.entries: list[Standing | None] = []
         #: Arms whose entry is ranked but below the task type's quality floor.
@@ -101,11 +101,11 @@ class Standings:
         if view.rejection is not None:
             return view.rejection
         term = 0.0  # the scarcest pool's term; a discount may bring it below 1
-        for pool, amount in view.charges:
+        for pool, amount in view.fit.charges:
             left = quotes[pool].room
             if amount > left or left <= 0:
                 # The quote says no; the ledger words the exact refusal.
-                refusal = refuse(dict(view.charges))
+                refusal = refuse(dict(view.fit.charges))
                 if refusal is not None:
                     return Rejection(view.arm.name, refusal.reason, refusal.detail)
             pool_term = self._terms[pool]
