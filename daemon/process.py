@@ -67,10 +67,6 @@ class Child:
 
     pid: int
     pidfd: int
-    #: None for a fresh spawn: read later, off the event loop (see
-    #: journal.op_run_started); reading /proc/PID/stat while the child is
-    #: still exec'ing is slow.
-    create_time: float | None
     proc: subprocess.Popen[bytes] | None = None
     #: Our read ends of the run's stdout and stderr (None: not attached).
     out_fd: int | None = None
@@ -123,7 +119,7 @@ def adopt(pid: int, create_time: float, leader_fds: tuple[int, int] | None = Non
     if not same_process(pid, create_time):  # it died (and the pid was reused) meanwhile
         os.close(pidfd)
         return None
-    child = Child(pid=pid, pidfd=pidfd, create_time=create_time, leader_fds=leader_fds)
+    child = Child(pid=pid, pidfd=pidfd, leader_fds=leader_fds)
     if leader_fds is not None:
         child.out_fd = _reopen_pipe(pid, leader_fds[0])
         child.err_fd = _reopen_pipe(pid, leader_fds[1])
@@ -197,7 +193,6 @@ def spawn(
     return Child(
         pid=proc.pid,
         pidfd=pidfd,
-        create_time=None,
         proc=proc,
         out_fd=out_r,
         err_fd=err_r,

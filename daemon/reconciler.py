@@ -67,7 +67,6 @@ class _Ended:
 class _Started:
     run_id: str
     pid: int
-    create_time: float | None
     leader_fds: tuple[int, int] | None = None
 
 
@@ -500,8 +499,8 @@ class Reconciler:
         """Register a run and start its runner task (fresh or adopted)."""
         run_id = spec.run_id
 
-        def started(pid: int, create_time: float | None, fds: tuple[int, int] | None) -> None:
-            self._send.send_nowait(_Started(run_id, pid, create_time, fds))
+        def started(pid: int, fds: tuple[int, int] | None) -> None:
+            self._send.send_nowait(_Started(run_id, pid, fds))
             self.wake("started")
 
         runner = Runner(
@@ -643,7 +642,7 @@ class Reconciler:
             if run is None:
                 continue
             if isinstance(msg, _Started):
-                self.store.run_started(run.run_id, msg.pid, msg.create_time, msg.leader_fds)
+                self.store.run_started(run.run_id, msg.pid, None, msg.leader_fds)
                 run.pid = msg.pid
                 if run.state == "starting":
                     run.state = "running"

@@ -165,7 +165,7 @@ def _legacy_pid_file(state_dir: Path, run_id: str) -> Spawned | None:
         fields = path.read_text().split()
         out_fd, err_fd = int(fields[2]), int(fields[3])
         spawned = Spawned(
-            int(fields[0]), float(fields[1]), (out_fd, err_fd) if out_fd >= 0 else None
+            int(fields[0]), (out_fd, err_fd) if out_fd >= 0 else None, float(fields[1]) or None
         )
     except (OSError, ValueError, IndexError):
         return None

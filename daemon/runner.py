@@ -139,7 +139,10 @@ class Adoption:
     leader_fds: tuple[int, int] | None = None
 
 
-StartedCallback = Callable[[int, float | None, tuple[int, int] | None], None]
+#: (pid, leader_fds). The start time is not read at the spawn (reading
+#: /proc/PID/stat while the child is still exec'ing waits on it): the journal
+#: reads it when it records the pid (journal.op_run_started).
+StartedCallback = Callable[[int, tuple[int, int] | None], None]
 EventCallback = Callable[[AgentEvent], None]
 
 
@@ -213,9 +216,9 @@ class Runner:
                 spec.log.note(f"spawn failed: {exc}")
                 return self._not_started(Outcome.SPAWN_FAILED, str(exc))
             if spec.spawn_log is not None:
-                spec.spawn_log.record(spec.run_id, child.pid, child.create_time, child.leader_fds)
+                spec.spawn_log.record(spec.run_id, child.pid, child.leader_fds)
             if self.on_started is not None:
-                self.on_started(child.pid, child.create_time, child.leader_fds)
+                self.on_started(child.pid, child.leader_fds)
         self.pid = child.pid
         result = RunResult(spec.run_id, Outcome.FAILED, "", started=started, pid=child.pid)
         try:

@@ -4,7 +4,7 @@ A run's journal record is committed before its spawn, but its pid reaches
 the journal only with the next group commit. A daemon that dies in between
 must still learn that the run spawned (and its pid, to adopt it or to call
 its end `exit_unknown` instead of re-running finished work). So every spawn
-appends one line, `RUN_ID PID START_TIME OUT_FD ERR_FD`, to this file, in a
+appends one line, `RUN_ID PID OUT_FD ERR_FD`, to this file, in a
 single write on a descriptor kept open: no file is created or removed per
 run (a pid file per run cost two directory updates, which a busy disk makes
 slow). Lines whose pid the journal has committed are obsolete; once the
@@ -28,9 +28,10 @@ COMPACT_AT = 1 << 20
 @dataclass(frozen=True, slots=True)
 class Spawned:
     pid: int
-    #: 0.0 when not read at the spawn (see process.spawn).
-    start_time: float
     leader_fds: tuple[int, int] | None
+    #: Not known at the spawn (see runner.StartedCallback); only pid files
+    #: of older versions carry it.
+    start_time: float | None = None
 
 
 class SpawnLog:
@@ -40,12 +41,10 @@ class SpawnLog:
         #: Lines of spawns whose pid the journal has not committed yet.
         self._pending: dict[str, bytes] = {}
 
-    def record(
-        self, run_id: str, pid: int, start_time: float | None, fds: tuple[int, int] | None
-    ) -> None:
+    def record(self, run_id: str, pid: int, fds: tuple[int, int] | None) -> None:
         """Best effort: a failed write costs the crash-recovery aid, never the run."""
         out_fd, err_fd = fds or (-1, -1)
-        line = f"{run_id} {pid} {start_time or 0.0!r} {out_fd} {err_fd}\n".encode()
+        line = f"{run_id} {pid} {out_fd} {err_fd}\n".encode()
         self._pending[run_id] = line
         try:
             if self._fd is None:
@@ -91,17 +90,12 @@ def read_spawn_log(path: Path) -> dict[str, Spawned]:
     found: dict[str, Spawned] = {}
     for line in data.splitlines():
         parts = line.split()
-        if len(parts) != 5:
+        if len(parts) != 4:
             continue
         try:
             run_id = parts[0].decode()
-            pid, start, out_fd, err_fd = (
-                int(parts[1]),
-                float(parts[2]),
-                int(parts[3]),
-                int(parts[4]),
-            )
+            pid, out_fd, err_fd = int(parts[1]), int(parts[2]), int(parts[3])
         except (UnicodeDecodeError, ValueError):
             continue
-        found[run_id] = Spawned(pid, start, (out_fd, err_fd) if out_fd >= 0 else None)
+        found[run_id] = Spawned(pid, (out_fd, err_fd) if out_fd >= 0 else None)
     return found

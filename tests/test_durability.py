@@ -515,18 +515,18 @@ def test_spawn_log_records_reads_back_and_compacts_to_what_is_not_journaled(
 
     path = tmp_path / "runs" / "spawns.log"
     log = SpawnLog(path)
-    log.record("r1", 101, 1700000000.5, (3, 4))
-    log.record("r2", 102, None, None)
+    log.record("r1", 101, (3, 4))
+    log.record("r2", 102, None)
     with path.open("ab") as f:
         f.write(b"r3 10")  # a daemon killed mid-write leaves a torn line
     found = read_spawn_log(path)
     assert set(found) == {"r1", "r2"}
-    assert found["r1"] == spawnlog.Spawned(101, 1700000000.5, (3, 4))
-    assert found["r2"] == spawnlog.Spawned(102, 0.0, None)
+    assert found["r1"] == spawnlog.Spawned(101, (3, 4))
+    assert found["r2"] == spawnlog.Spawned(102, None)
     monkeypatch.setattr(spawnlog, "COMPACT_AT", 1)
     log.journaled(["r1"])  # over the (tiny) limit: rewritten with r2 only
     assert set(read_spawn_log(path)) == {"r2"}
-    log.record("r4", 104, None, (5, 6))  # reopened after the rewrite
+    log.record("r4", 104, (5, 6))  # reopened after the rewrite
     log.close()
     assert set(read_spawn_log(path)) == {"r2", "r4"}
     assert read_spawn_log(tmp_path / "missing.log") == {}
@@ -538,5 +538,5 @@ def test_a_pid_file_from_an_older_version_is_still_read_once(tmp_path: Path) -> 
 
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "r9.pid").write_text("4242 1700000000.25 7 8\n")
-    assert _legacy_pid_file(tmp_path, "r9") == Spawned(4242, 1700000000.25, (7, 8))
+    assert _legacy_pid_file(tmp_path, "r9") == Spawned(4242, (7, 8), 1700000000.25)
     assert _legacy_pid_file(tmp_path, "r9") is None  # consumed
