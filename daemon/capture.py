@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from daemon.dirs import ensure_dir
+
 READ_CHUNK = 256 * 1024
-#: Log directories already created (one per task): mkdir is not free on every run.
-_MADE: set[Path] = set()
 MAX_LINE = 1024 * 1024
 
 
@@ -27,9 +27,7 @@ class RunLog:
     """One log file per run, shared by stdout and stderr, capped at `cap` bytes."""
 
     def __init__(self, path: Path, cap: int) -> None:
-        if path.parent not in _MADE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _MADE.add(path.parent)
+        ensure_dir(path.parent)
         self.path = path
         self.cap = cap
         self.written = 0

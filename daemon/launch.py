@@ -24,6 +24,7 @@ from daemon.agents.base import LaunchContext
 from daemon.agents.registry import adapter_for
 from daemon.capture import RunLog
 from daemon.config import ArmLaunch, Config
+from daemon.dirs import ensure_dir
 from daemon.logs import REDACTOR
 from daemon.process import RUN_ID_ENV, STATE_DIR_ENV
 from daemon.routing.model import ArmSpec
@@ -73,9 +74,6 @@ class Prepared:
     log_path: Path
 
 
-_MADE: set[Path] = set()
-
-
 def task_workdir(state_dir: Path, task: str) -> Path:
     """Where a command task without a `workdir` runs, run after run."""
     return state_dir / "work" / _safe(task)
@@ -117,11 +115,8 @@ def prepare(
     try:
         if needs_dir:
             run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            for made in (runs, default_workdir if task.workdir is None else runs):
-                if made not in _MADE:
-                    made.mkdir(parents=True, exist_ok=True)
-                    _MADE.add(made)
+        elif task.workdir is None:
+            ensure_dir(default_workdir)
     except OSError as exc:
         raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     prompt = task.prompt
