@@ -102,6 +102,17 @@ class Reconciler:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.log = get_logger()
         self.tasks: dict[str, TaskRuntime] = {}
+        #: The tasks a pass must look at, kept in step with `tasks` as they change
+        #: (see `_index`), so that a pass costs what is in motion, not what exists:
+        #: tasks with no run that are neither finished, removed nor disabled...
+        self._idle: dict[str, TaskRuntime] = {}
+        #: ...scheduled tasks (their fires)...
+        self._cron: dict[str, TaskRuntime] = {}
+        #: ...and submissions that reached a final phase (to be forgotten).
+        self._settled: set[str] = set()
+        #: Tests set FACTORYD_CHECK_INDEX=1: every pass then proves the index equals
+        #: a full scan.
+        self._check_index = os.environ.get("FACTORYD_CHECK_INDEX") == "1"
         self.runs: dict[str, ActiveRun] = {}
         self._send, self._recv = anyio.create_memory_object_stream[_Ended | _Started](math.inf)
         self._commands: list[tuple[Callable[[], Any], MemoryObjectSendStream[Any]]] = []
@@ -182,6 +193,10 @@ class Reconciler:
                     self._drain(self.clock.mono(), self.clock.wall())
                     await self._sleep()
                     continue
+                if "interval" in reasons or "reload" in reasons or self.passes == 0:
+                    # Level-based to the end: the index is rebuilt from scratch now
+                    # and then, so a change it missed cannot outlive one interval.
+                    self._reindex()
                 t0 = time.perf_counter()
                 self.reconcile_pass()
                 self.metrics.pass_seconds.observe(time.perf_counter() - t0)
@@ -226,6 +241,8 @@ class Reconciler:
                 self._stop_run(run, Outcome.CANCELLED, why)
         self._start_wanted(now_m, now_w)
         self._forget_finished_submissions()
+        if self._check_index:
+            self._verify_index()
         if self.runs and now_m >= self._next_scan:
             self._next_scan = now_m + SCAN_INTERVAL
             reap_strays(self.runs, self.metrics, self.log)
@@ -239,9 +256,10 @@ class Reconciler:
     def _sleep_for(self) -> float:
         now_m, now_w = self.clock.mono(), self.clock.wall()
         soonest = self.config.daemon.loop_interval
-        for rt in self.tasks.values():
-            if rt.retry_at is not None and rt.run is None and rt.phase not in TERMINAL:
+        for rt in self._idle.values():
+            if rt.retry_at is not None:
                 soonest = min(soonest, rt.retry_at - now_m)
+        for rt in self._cron.values():
             if rt.next_fire is not None:
                 soonest = min(soonest, rt.next_fire - now_w)
         if self.runs:
@@ -262,9 +280,11 @@ class Reconciler:
             if rt is None or (rt.removed and rt.run is None):
                 rt = self.tasks[name] = TaskRuntime(spec=spec, label=name)
                 rt.waiting_since = self.clock.mono()
+                self._index(rt)
                 self._init_phase(rt, now_w)
             elif rt.spec != spec:
                 rt.spec = spec
+                self._index(rt)
                 rt.removed = False
                 rt.book = RestartBook.empty()
                 rt.retry_at = None
@@ -310,7 +330,7 @@ class Reconciler:
                 self._set_phase(rt, TaskPhase.PENDING, plan.decision)
 
     def _fire_schedules(self, now_w: float) -> None:
-        for rt in self.tasks.values():
+        for rt in list(self._cron.values()):
             if rt.next_fire is None or now_w < rt.next_fire or rt.removed:
                 continue
             spec = rt.spec
@@ -359,7 +379,7 @@ class Reconciler:
     # -- starting ---------------------------------------------------------------
 
     def _start_wanted(self, now_m: float, now_w: float) -> None:
-        wanted = [rt for rt in self.tasks.values() if self._wants_run(rt, now_m)]
+        wanted = [rt for rt in self._idle.values() if self._wants_run(rt, now_m)]
         if not wanted:
             return
         free = self.config.daemon.max_concurrent - len(self.runs)
@@ -725,13 +745,14 @@ class Reconciler:
             return
         rt.run = None
         rt.last_outcome = str(result.outcome)
+        self._index(rt)
         if self._stopping and result.outcome is Outcome.CANCELLED:
             # Stopped with the daemon: not a verdict on the task, which resumes
             # at the next start (its run is recorded as cancelled).
             self._set_phase(rt, TaskPhase.PENDING, "stopped with the daemon")
             return
         if rt.removed:
-            del self.tasks[rt.name]
+            self._forget(rt)
             return
         if run.spec is not None and rt.spec != spec:
             return  # the new spec starts on the next pass
@@ -761,9 +782,53 @@ class Reconciler:
                 phase, reason = TaskPhase.PENDING, f"{reason}; {rt.pending_fires} fire(s) queued"
         self._set_phase(rt, phase, reason)
 
+    # -- the index of tasks in motion ---------------------------------------------
+
+    def _in_motion(self, rt: TaskRuntime) -> bool:
+        return (
+            rt.run is None
+            and not rt.removed
+            and rt.spec.enabled
+            and rt.phase not in TERMINAL
+            and self.tasks.get(rt.name) is rt
+        )
+
+    def _index(self, rt: TaskRuntime) -> None:
+        """Bring the index in step with one task after something about it changed."""
+        name = rt.name
+        if self._in_motion(rt):
+            self._idle[name] = rt
+        elif self._idle.get(name) is rt:
+            del self._idle[name]
+        if rt.spec.kind is TaskKind.SCHEDULED and self.tasks.get(name) is rt:
+            self._cron[name] = rt
+        elif self._cron.get(name) is rt:
+            del self._cron[name]
+        if rt.source == "submitted" and rt.phase in TERMINAL:
+            self._settled.add(name)
+
+    def _forget(self, rt: TaskRuntime) -> None:
+        del self.tasks[rt.name]
+        self._idle.pop(rt.name, None)
+        self._cron.pop(rt.name, None)
+        self._settled.discard(rt.name)
+
+    def _reindex(self) -> None:
+        self._idle, self._cron, self._settled = {}, {}, set()
+        for rt in self.tasks.values():
+            self._index(rt)
+
+    def _verify_index(self) -> None:
+        idle, cron, settled = self._idle, self._cron, self._settled
+        self._reindex()
+        assert idle.keys() == self._idle.keys(), ("idle", idle.keys() ^ self._idle.keys())
+        assert cron.keys() == self._cron.keys(), ("cron", cron.keys() ^ self._cron.keys())
+        assert settled >= self._settled, ("settled", self._settled - settled)
+
     def _set_phase(self, rt: TaskRuntime, phase: TaskPhase, reason: str) -> None:
         old = rt.phase
         rt.phase, rt.reason = phase, reason
+        self._index(rt)
         self.store.task(rt.name)
         if old is not phase:
             # The happy path (a run starts; it succeeds) is already told by
@@ -807,6 +872,7 @@ class Reconciler:
             return rt
         rt = self.tasks[spec.name] = TaskRuntime(spec=spec, label=label, source="submitted")
         rt.waiting_since = self.clock.mono()
+        self._index(rt)
         self._init_phase(rt, self.clock.wall(), "submitted")
         self.wake("submit")
         return rt
@@ -823,11 +889,15 @@ class Reconciler:
 
     def _forget_finished_submissions(self) -> None:
         """Done submissions leave memory (the journal keeps them until retention)."""
-        done = [
-            rt
-            for rt in self.tasks.values()
-            if rt.source == "submitted" and rt.phase in TERMINAL and rt.run is None
-        ]
+        if not self._settled:
+            return
+        done = []
+        for name in list(self._settled):
+            rt = self.tasks.get(name)
+            if rt is None or rt.phase not in TERMINAL:
+                self._settled.discard(name)
+            elif rt.run is None:
+                done.append(rt)
         now = self.clock.wall()
         for rt in done:
             self.store.op(j.op_submission_state(rt.name, str(rt.phase), rt.reason, now))
@@ -841,7 +911,7 @@ class Reconciler:
                     "at": now,
                 }
             )
-            del self.tasks[rt.name]
+            self._forget(rt)
 
     def reset(self, name: str) -> bool:
         """Take a task out of gave_up/failed/cancelled and let it run again."""
