@@ -17,46 +17,74 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from daemon.dirs import ensure_dir
-
 READ_CHUNK = 256 * 1024
 MAX_LINE = 1024 * 1024
 
 
 class RunLog:
-    """One log file per run, shared by stdout and stderr, capped at `cap` bytes."""
+    """One log file per run, shared by stdout and stderr, capped at `cap` bytes.
+
+    The file is created by the first byte the run writes (or the first note
+    factoryd makes about it). A run that prints nothing costs no file: no
+    inode, no directory update for the disk to journal (on a busy disk the
+    largest part of starting a short command), and no empty file per run of
+    a silent cron job. Its directory is made only when the open finds it
+    missing, so an operator's cleanup of empty log directories is harmless.
+    """
 
     def __init__(self, path: Path, cap: int) -> None:
-        ensure_dir(path.parent)
         self.path = path
         self.cap = cap
         self.written = 0
         self.dropped = 0
-        self._file: BinaryIO | None = path.open("ab", buffering=0)
+        #: Why the file could not be written (the run goes on; bytes are counted).
+        self.error: str | None = None
+        #: True once the file exists (it was opened at least once).
+        self.created = False
+        self._file: BinaryIO | None = None
+        self._done = False
+
+    def _open(self) -> BinaryIO | None:
+        if self._done:
+            return None
+        try:
+            try:
+                self._file = self.path.open("ab", buffering=0)
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab", buffering=0)
+        except OSError as exc:
+            self.error = f"cannot write run log {self.path}: {exc.strerror or exc}"
+            self._done = True
+            return None
+        self.created = True
+        return self._file
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
+        file = self._file or self._open()
+        if file is None:
             self.dropped += len(data)
             return
         room = self.cap - self.written
         if room >= len(data):
-            self._file.write(data)
+            file.write(data)
             self.written += len(data)
             return
         if room > 0:
-            self._file.write(data[:room])
+            file.write(data[:room])
             self.written += room
         self.dropped += len(data) - max(room, 0)
-        self._file.write(b"\n[factoryd: log capped; further output is counted, not kept]\n")
-        self._file.close()
-        self._file = None
+        file.write(b"\n[factoryd: log capped; further output is counted, not kept]\n")
+        self.close()
 
     def note(self, text: str) -> None:
         """A line from factoryd itself, outside the cap (it is small and rare)."""
-        if self._file is not None:
-            self._file.write(f"[factoryd] {text}\n".encode())
+        file = self._file or self._open()
+        if file is not None:
+            file.write(f"[factoryd] {text}\n".encode())
 
     def close(self) -> None:
+        self._done = True
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -174,10 +174,6 @@ def prepare(
         }
     )
     log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
-    try:
-        log = RunLog(log_path, config.daemon.run_log_max_bytes)
-    except OSError as exc:
-        raise LaunchError(f"cannot open run log {log_path}: {exc.strerror}") from None
     spec = RunSpec(
         run_id=run_id,
         task=task.name,
@@ -186,7 +182,7 @@ def prepare(
         argv=plan.argv,
         env=env,
         cwd=workdir,
-        log=log,
+        log=RunLog(log_path, config.daemon.run_log_max_bytes),
         parser=adapter.parser(),
         stdin_path=plan.stdin_path,
         timeout=task.timeout,

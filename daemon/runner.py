@@ -93,6 +93,9 @@ class RunResult:
     pid: int | None = None
     bytes_logged: int = 0
     bytes_dropped: int = 0
+    #: The run's log file exists (a run that printed nothing has none).
+    log_kept: bool = False
+    log_error: str | None = None
     parse_errors: int = 0
     lines_truncated: int = 0
     sigkilled: bool = False
@@ -231,14 +234,24 @@ class Runner:
         result.parse_errors = summary.parse_errors
         result.bytes_logged = spec.log.written
         result.bytes_dropped = spec.log.dropped
+        result.log_kept = spec.log.created
+        result.log_error = spec.log.error
         result.ended = self.clock()
         return result
 
     def _not_started(self, outcome: Outcome, reason: str) -> RunResult:
-        self.spec.log.close()
+        log = self.spec.log
+        log.close()
         now = self.clock()
         return RunResult(
-            self.spec.run_id, outcome, reason, started=now, ended=now, started_ok=False
+            self.spec.run_id,
+            outcome,
+            reason,
+            started=now,
+            ended=now,
+            started_ok=False,
+            log_kept=log.created,
+            log_error=log.error,
         )
 
     # -- the watch ---------------------------------------------------------

@@ -28,6 +28,27 @@ async def test_exit_zero_succeeds_and_output_is_logged(tmp_path: Path) -> None:
     assert b"hello" in log and b"oops" in log
 
 
+async def test_a_silent_run_leaves_no_log_file_and_a_chatty_one_does(tmp_path: Path) -> None:
+    silent, _ = await run_to_end(spec(tmp_path, ("true",), run_id="quiet"))
+    assert silent.outcome is Outcome.SUCCEEDED and not silent.log_kept
+    assert not (tmp_path / "quiet.log").exists()
+    chatty = spec(tmp_path, py("print('hi')"), run_id="chatty")
+    chatty.log.path = tmp_path / "removed-by-an-operator" / "chatty.log"
+    result, _ = await run_to_end(chatty)
+    assert result.log_kept and result.log_error is None
+    assert chatty.log.path.read_bytes() == b"hi\n"  # its directory was made when missing
+
+
+async def test_an_unwritable_log_loses_the_bytes_not_the_run(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    s = spec(tmp_path, py("print('x' * 100)"))
+    s.log.path = tmp_path / "a-file" / "r1.log"
+    result, _ = await run_to_end(s)
+    assert result.outcome is Outcome.SUCCEEDED and not result.log_kept
+    assert result.bytes_dropped == 101 and result.bytes_logged == 0
+    assert result.log_error is not None and "cannot write run log" in result.log_error
+
+
 async def test_nonzero_exit_fails_with_status(tmp_path: Path) -> None:
     result, _ = await run_to_end(spec(tmp_path, py("raise SystemExit(3)")))
     assert result.outcome is Outcome.FAILED and result.reason == "exit status 3"
