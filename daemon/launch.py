@@ -79,6 +79,28 @@ def task_workdir(state_dir: Path, task: str) -> Path:
     return state_dir / "work" / _safe(task)
 
 
+def _runs_in_kept_dir(task: TaskSpec, arm: ArmSpec, keep_workdir: bool) -> bool:
+    return (
+        keep_workdir
+        and task.workdir is None
+        and arm.cli == "command"
+        and not task.isolate_home
+        and not task.stdin_prompt
+    )
+
+
+def kept_workdirs(config: Config) -> list[Path]:
+    """The kept directories the config's enabled tasks can run in (see `prepare`),
+    so that they can be made ahead of the first run, off the loop."""
+    arms = {arm.name: arm for arm in config.arms}
+    found = []
+    for task in config.tasks:
+        candidates = [arms[a] for a in task.route.arms if a in arms] or config.arms
+        if task.enabled and any(_runs_in_kept_dir(task, arm, True) for arm in candidates):
+            found.append(task_workdir(config.daemon.state_dir, task.name))
+    return found
+
+
 def prepare(
     config: Config,
     task: TaskSpec,
@@ -105,11 +127,9 @@ def prepare(
     # own directory, made once and kept: a stable place like any supervisor's,
     # where its files survive the run, and no mkdir + rmtree per run (over
     # 1 ms on a slow disk, the largest cost of a short run).
-    needs_dir = (
-        task.isolate_home
-        or task.stdin_prompt
-        or arm.cli != "command"
-        or (task.workdir is None and not keep_workdir)
+    kept = _runs_in_kept_dir(task, arm, keep_workdir)
+    needs_dir = not kept and (
+        task.isolate_home or task.stdin_prompt or arm.cli != "command" or task.workdir is None
     )
     default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
     try:

@@ -31,8 +31,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon import journal as j
 from daemon.config import Config
+from daemon.dirs import make_ahead
 from daemon.journal import Journal
-from daemon.launch import LaunchError, new_run_id, prepare, remove_run_dir
+from daemon.launch import LaunchError, kept_workdirs, new_run_id, prepare, remove_run_dir
 from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
@@ -290,6 +291,7 @@ class Reconciler:
                 rt.retry_at = None
                 rt.exclude.clear()
                 self._init_phase(rt, now_w, "config changed")
+        make_ahead(kept_workdirs(config))
         if not first:
             self.log.info("config.applied", tasks=len(wanted))
 

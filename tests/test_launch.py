@@ -7,7 +7,8 @@ from pathlib import Path
 from daemon_kit import header, task, write_config
 
 from daemon.config import Config, load_config
-from daemon.launch import prepare, remove_run_dir, task_workdir
+from daemon.dirs import make_ahead
+from daemon.launch import kept_workdirs, prepare, remove_run_dir, task_workdir
 
 
 def _config(tmp_path: Path, **task_keys: object) -> Config:
@@ -46,3 +47,18 @@ def test_an_explicit_workdir_is_used_as_is(tmp_path: Path) -> None:
     config = _config(tmp_path, workdir=str(work))
     prepared = prepare(config, config.tasks[0], config.arms[0], "r1", {}, keep_workdir=False)
     assert prepared.spec.cwd == str(work) and prepared.run_dir is None
+
+
+def test_kept_directories_are_made_ahead_for_command_tasks_only(tmp_path: Path) -> None:
+    text = (
+        header(tmp_path)
+        + task("plain", "print(1)")
+        + task("elsewhere", "print(1)", workdir=str(tmp_path))
+        + task("isolated", "print(1)", isolate_home=True)
+        + task("off", "print(1)", enabled=False)
+    )
+    config = load_config(write_config(tmp_path, text))
+    assert kept_workdirs(config) == [task_workdir(config.daemon.state_dir, "plain")]
+    make_ahead(kept_workdirs(config)).join(timeout=30)
+    assert task_workdir(config.daemon.state_dir, "plain").is_dir()
+    assert not task_workdir(config.daemon.state_dir, "isolated").exists()
