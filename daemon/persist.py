@@ -38,11 +38,27 @@ def spec_digest(spec: TaskSpec) -> str:
     ).hexdigest()[:16]
 
 
+#: Field names per dataclass type (None: not a dataclass), so that `plain`
+#: asks `dataclasses.fields` once per type, not once per object.
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def plain(value: Any) -> Any:
     """What `dataclasses.asdict` gives for JSON, without its deep copies (it is
-    called for every task at start-up, and asdict costs ~100 us per spec)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+    called for every new task's first journal record, and asdict costs ~100 us
+    per spec)."""
+    cls = value.__class__
+    if cls in _SCALARS:
+        return value
+    try:
+        names = _FIELD_NAMES[cls]
+    except KeyError:
+        names = _FIELD_NAMES[cls] = (
+            tuple(f.name for f in fields(value)) if is_dataclass(cls) else None
+        )
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
