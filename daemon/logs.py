@@ -8,6 +8,7 @@ string, including nested dicts and lists.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -18,6 +19,16 @@ import structlog
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a field name looks like a credential (log lines reuse a few
+    dozen names, so the answer is remembered, not searched for every line)."""
+    return _SECRET_KEY.search(key) is not None
 
 
 class Redactor:
@@ -31,12 +42,15 @@ class Redactor:
         self._values.update(v for v in values if len(v) >= 6)
 
     def scrub(self, value: Any, key: str = "") -> Any:
-        if key and _SECRET_KEY.search(key) and isinstance(value, str | bytes | int | float):
+        if key and _secret_key(key) and isinstance(value, str | bytes | int | float):
             return REDACTED
-        if isinstance(value, str):
+        cls = value.__class__
+        if cls is str:
             for secret in self._values:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
+            return value
+        if cls in _PLAIN:  # numbers, booleans, None: nothing to scrub
             return value
         if isinstance(value, dict):
             return {k: self.scrub(v, str(k)) for k, v in value.items()}
