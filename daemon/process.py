@@ -156,7 +156,10 @@ def spawn(
     ok = False
     try:
         if stdin_path is not None:
-            opened = Path(stdin_path).open("rb")  # noqa: SIM115 - closed below
+            try:
+                opened = Path(stdin_path).open("rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise SpawnError(f"cannot open stdin file {stdin_path}: {exc.strerror}") from None
             stdin = opened
         try:
             proc = subprocess.Popen(
