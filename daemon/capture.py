@@ -208,6 +208,11 @@ class PipeReader:
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._loop.add_reader(fd, self._readable)
 
+    @property
+    def done(self) -> bool:
+        """EOF was read (or reading was stopped)."""
+        return self._done.done()
+
     async def wait(self) -> None:
         """Until EOF (or `stop`); the reader itself is never cancelled by a waiter."""
         await asyncio.shield(self._done)

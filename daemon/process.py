@@ -137,6 +137,16 @@ def _reopen_pipe(pid: int, fd: int) -> int | None:
     return opened
 
 
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every run's stdin (Popen's DEVNULL opens one per spawn)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -149,7 +159,7 @@ def spawn(
         raise SpawnError("empty argv")
     if not Path(cwd).is_dir():
         raise SpawnError(f"workdir {cwd} does not exist or is not a directory")
-    stdin: int | object = subprocess.DEVNULL
+    stdin: int | object = _devnull()
     opened = None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()

@@ -121,7 +121,7 @@ class _Watch:
 class Gate:
     """Opened by the reconciler once the run's record is committed to the journal."""
 
-    event: anyio.Event = field(default_factory=anyio.Event)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
     ok: bool = True
     error: str = ""
 
@@ -170,7 +170,9 @@ class Runner:
         self.clock = clock
         self.pid: int | None = None
         self._watch = _Watch(last_activity=clock())
-        self._wake = anyio.Event()
+        # Events here are asyncio's own: the runner is asyncio-bound already (loop
+        # readers), and an anyio.Event costs ten times as much to make.
+        self._wake = asyncio.Event()
         self._started = 0.0
         self._stopped = False
         #: The first stop asked for (by the reconciler); later ones change nothing.
@@ -258,7 +260,7 @@ class Runner:
 
     async def _supervise(self, child: process.Child, result: RunResult) -> None:
         spec = self.spec
-        exited = anyio.Event()
+        exited = asyncio.Event()
         status: list[int | None] = []
         loop = asyncio.get_running_loop()
         readers = [self._reader(fd, stream_name) for stream_name, fd in self._pipes(child)]
@@ -294,11 +296,12 @@ class Runner:
                 raise
             with anyio.CancelScope(shield=True):
                 await self._clean_up(child, result)
-                with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
-                    for reader in readers:
-                        await reader.wait()
-            if drain.cancelled_caught:
-                spec.log.note("output pipes still open after every process was gone")
+                if not all(reader.done for reader in readers):
+                    with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
+                        for reader in readers:
+                            await reader.wait()
+                    if drain.cancelled_caught:
+                        spec.log.note("output pipes still open after every process was gone")
         finally:
             if not exited.is_set():
                 loop.remove_reader(child.pidfd)
@@ -329,7 +332,7 @@ class Runner:
 
         return PipeReader(fd, self.spec.log, on_lines, on_data)
 
-    async def _wait(self, exited: anyio.Event) -> StopRequest | None:
+    async def _wait(self, exited: asyncio.Event) -> StopRequest | None:
         """Sleep until exit, a stop request, a limit, the timeout or a stall."""
         spec = self.spec
         deadline_total = self._started + spec.timeout if spec.timeout is not None else None
@@ -355,10 +358,13 @@ class Runner:
                         f"no output or agent event for {spec.stall_timeout:g}s",
                     )
                 deadlines.append(stall_at)
-            self._wake = anyio.Event()
+            self._wake = asyncio.Event()
             if exited.is_set() or self._stop is not None:
                 continue
-            with anyio.move_on_after(min(deadlines) - now if deadlines else None):
+            if not deadlines:
+                await self._wake.wait()
+                continue
+            with anyio.move_on_after(min(deadlines) - now):
                 await self._wake.wait()
         return self._stop
 
