@@ -133,9 +133,8 @@ class LineSplitter:
             and not self._skipping
             and len(self._buf) + last <= self.max_line  # no line can be over-long
         ):
-            if self._buf:
-                self._buf += data[:last]
-                block = bytes(self._buf)
+            if self._buf:  # one copy of the chunk, not three
+                block = b"".join((self._buf, memoryview(data)[:last]))
                 self._buf.clear()
             else:
                 block = data[:last]

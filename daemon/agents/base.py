@@ -8,7 +8,6 @@ counted in `parse_errors`).
 
 from __future__ import annotations
 
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -145,7 +144,7 @@ class JsonLinesParser(Parser):
     """
 
     scan_stderr = False
-    _marker_re: re.Pattern[bytes] | None = None
+    _needles: tuple[bytes, ...] = ()
     #: Byte strings that a line must contain to be worth decoding: the lines
     #: that carry usage, completion, errors or limits. Any other well-formed
     #: object line (the bulk: messages, tool calls) is activity, recognised
@@ -155,7 +154,10 @@ class JsonLinesParser(Parser):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._marker_re = marker_pattern(cls.markers) if cls.markers else None
+        cls._needles = essential_markers(cls.markers)
+
+    def _has_marker(self, data: bytes) -> bool:
+        return any(needle in data for needle in self._needles)
 
     def only_activity(self, block: bytes, count: int, stream: str) -> bool:
         """The flood fast path: a whole chunk checked by a few C-level scans.
@@ -164,18 +166,18 @@ class JsonLinesParser(Parser):
         exactly `{...}` (counted by line starts and ends): the same verdict
         `parse_line` reaches line by line, for a fraction of the cost.
         """
-        if stream != "stdout" or self._marker_re is None:
+        if stream != "stdout" or not self._needles:
             return False
         return (
             block.startswith(b"{")
             and block.endswith(b"}")
             and block.count(b"}\n{") == count - 1
             and b"\x1b" not in block
-            and self._marker_re.search(block) is None
+            and not self._has_marker(block)
         )
 
     def parse_line(self, line: bytes, stream: str) -> list[AgentEvent]:
-        if stream == "stdout" and self._marker_re is not None and not self._marker_re.search(line):
+        if stream == "stdout" and self._needles and not self._has_marker(line):
             body = line.strip()
             if body.startswith(b"{") and body.endswith(b"}") and b"\x1b" not in body:
                 return _ACTIVITY_ONLY
@@ -201,23 +203,14 @@ class JsonLinesParser(Parser):
         )
 
 
-def marker_pattern(markers: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    """One regex finding any marker, built for speed on long chunks.
+def essential_markers(markers: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The markers worth searching for: one that contains another is redundant.
 
-    A marker containing another is redundant and dropped; the rest are
-    grouped by first byte, so the engine tests one alternative per byte
-    instead of every marker at every position (about twice as fast).
+    Each is looked for with `bytes.__contains__` (CPython's fast search, about
+    2 GB/s here), not one regex alternation over all of them (about 240 MB/s:
+    it was half the cost of capturing a flood).
     """
-    kept = sorted({m for m in markers if not any(o != m and o in m for o in markers)})
-    groups: dict[int, list[bytes]] = {}
-    for m in kept:
-        groups.setdefault(m[0], []).append(re.escape(m[1:]))
-    return re.compile(
-        b"|".join(
-            re.escape(bytes([first])) + b"(?:" + b"|".join(rests) + b")"
-            for first, rests in groups.items()
-        )
-    )
+    return tuple(sorted({m for m in markers if not any(o != m and o in m for o in markers)}))
 
 
 class Adapter(ABC):

@@ -28,7 +28,9 @@ EDIT_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 
 
 class ClaudeParser(JsonLinesParser):
-    markers = (b"result", b"rate_limit", b"limit", b"error", b"system")
+    # `system` lines (init, api_retry) are plain activity to the daemon: no marker,
+    # so a flood is not scanned for a fifth word.
+    markers = (b"result", b"rate_limit", b"limit", b"error")
 
     def on_object(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type")
