@@ -57,6 +57,20 @@ DECISION_BUCKETS = (
 PASS_BUCKETS = (100e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0)
 
 
+#: What can wake the reconcile loop (the `reason` of factoryd_reconcile_passes_total).
+PASS_REASONS = (
+    "interval",
+    "exit",
+    "started",
+    "submit",
+    "command",
+    "reload",
+    "cancel",
+    "reset",
+    "shutdown",
+)
+
+
 class Metrics:
     """Every factoryd metric, in its own registry (tests may run several daemons)."""
 
@@ -187,6 +201,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in PASS_REASONS:  # every series exists from the start, at 0
+            self.passes.labels(reason)
         self.pass_seconds = Histogram(
             "factoryd_reconcile_pass_seconds",
             "Duration of one reconcile pass.",

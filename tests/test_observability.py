@@ -364,3 +364,16 @@ def test_a_successful_run_logs_three_lines_and_a_failure_its_phase(tmp_path: Pat
     assert ok == ["route.decision", "run.started", "run.finished"], ok
     bad = [(e["event"], e.get("new")) for e in events(log) if e.get("task") == "bad"]
     assert ("task.phase", "failed") in bad, bad
+
+
+def test_every_reason_that_wakes_the_loop_has_its_series_from_the_start() -> None:
+    import re
+
+    from daemon.metrics import PASS_REASONS, Metrics
+
+    source = "".join(p.read_text() for p in (ROOT / "daemon").rglob("*.py"))
+    woken = set(re.findall(r'wake\("([a-z_]+)"\)', source)) | {"interval"}
+    assert woken <= set(PASS_REASONS), woken - set(PASS_REASONS)
+    text = Metrics().exposition().decode()
+    for reason in PASS_REASONS:
+        assert f'factoryd_reconcile_passes_total{{reason="{reason}"}} 0.0' in text
