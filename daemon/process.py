@@ -34,6 +34,7 @@ from pathlib import Path
 import psutil
 
 from daemon import proctime
+from daemon.spawner import HelperUnavailable, Spawner
 
 RUN_ID_ENV = "FACTORYD_RUN_ID"
 #: Pids of the run leaders this process spawned and still watches. It mirrors
@@ -61,13 +62,17 @@ class SpawnError(Exception):
 class Child:
     """A run's leader process and the pidfd that reports its exit.
 
-    `proc` is None for a process adopted after a daemon restart: it is not
-    our child, so it has no pipes to us and its exit status is unknowable.
+    Its exit status comes from Popen (`popen`, started here), from the spawn
+    helper (`helper`), or not at all: a process adopted after a daemon
+    restart (`popen` and `helper` None) is nobody's child we can ask.
     """
 
     pid: int
     pidfd: int
-    proc: subprocess.Popen[bytes] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    helper: Spawner | None = None
+    #: Start time (seconds since the epoch), where the spawn told it.
+    create_time: float | None = None
     #: Our read ends of the run's stdout and stderr (None: not attached).
     out_fd: int | None = None
     err_fd: int | None = None
@@ -81,8 +86,24 @@ class Child:
             if fd is not None
         ]
 
+    @property
+    def adopted(self) -> bool:
+        return self.popen is None and self.helper is None
+
+    def poll(self) -> tuple[bool, int | None]:
+        """(exited, status) without blocking; the status follows Popen: the exit
+        code, or -N for signal N, and None when it is unknowable."""
+        if self.helper is not None:
+            return self.helper.exit_code(self.pid)
+        if self.popen is not None:
+            code = self.popen.poll()
+            return code is not None, code
+        return True, None
+
     def close(self) -> None:
         LEADERS.discard(self.pid)
+        if self.helper is not None:
+            self.helper.forget(self.pid)
         for fd in (self.pidfd, self.out_fd, self.err_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -183,12 +204,8 @@ def spawn(
                 close_fds=True,
                 pass_fds=(out_r, err_r),
             )
-        except FileNotFoundError:
-            raise SpawnError(f"executable not found: {argv[0]}") from None
-        except PermissionError:
-            raise SpawnError(f"permission denied executing {argv[0]} in {cwd}") from None
         except OSError as exc:
-            raise SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+            raise _spawn_error(exc, argv, cwd, stdin_path) from None
         ok = True
     finally:
         if opened is not None:
@@ -206,11 +223,66 @@ def spawn(
     return Child(
         pid=proc.pid,
         pidfd=pidfd,
-        proc=proc,
+        popen=proc,
         out_fd=out_r,
         err_fd=err_r,
         leader_fds=(out_r, err_r),
     )
+
+
+async def start(
+    helper: Spawner | None,
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    stdin_path: str | None = None,
+) -> Child:
+    """Start a run leader through the spawn helper, or with `spawn` (on the loop)
+    where there is none."""
+    if helper is None or not helper.available or not argv:
+        return spawn(argv, cwd=cwd, env=env, stdin_path=stdin_path)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid, pidfd, leader_fds, ticks = await helper.spawn(
+            argv, cwd=cwd, env=env, stdin_path=stdin_path, fds=(out_w, err_w, out_r, err_r)
+        )
+    except BaseException as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        if isinstance(exc, HelperUnavailable):  # nothing was sent: Popen's turn
+            return spawn(argv, cwd=cwd, env=env, stdin_path=stdin_path)
+        if isinstance(exc, OSError):
+            raise _spawn_error(exc, argv, cwd, stdin_path) from None
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    for fd in (out_r, err_r):
+        os.set_blocking(fd, False)
+    return Child(
+        pid=pid,
+        pidfd=pidfd,
+        helper=helper,
+        create_time=None if ticks is None else proctime.from_ticks(ticks),
+        out_fd=out_r,
+        err_fd=err_r,
+        leader_fds=leader_fds,
+    )
+
+
+def _spawn_error(exc: OSError, argv: Sequence[str], cwd: str, stdin_path: str | None) -> SpawnError:
+    """The reason an operator reads, whichever way the spawn failed."""
+    if stdin_path is not None and exc.filename == stdin_path:
+        return SpawnError(f"cannot open stdin file {stdin_path}: {exc.strerror}")
+    if exc.filename == cwd:
+        return SpawnError(f"workdir {cwd} does not exist or is not a directory")
+    if isinstance(exc, FileNotFoundError):
+        return SpawnError(f"executable not found: {argv[0]}")
+    if isinstance(exc, PermissionError):
+        return SpawnError(f"permission denied executing {argv[0]} in {cwd}")
+    return SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}")
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -64,5 +64,10 @@ def started(fields: list[bytes]) -> float | None:
     return int(fields[19]) / _CLOCK_TICKS + _boot_time()
 
 
+def from_ticks(ticks: int) -> float:
+    """A start time given in clock ticks since boot, as seconds since the epoch."""
+    return ticks / _CLOCK_TICKS + _boot_time()
+
+
 def is_zombie(fields: list[bytes]) -> bool:
     return fields[0] == b"Z"

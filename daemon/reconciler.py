@@ -44,6 +44,7 @@ from daemon.routing.model import Priority, Usage
 from daemon.runner import Adoption, Gate, Outcome, Runner, RunResult, RunSpec, StopRequest
 from daemon.runstate import ActiveRun, Clock, TaskRuntime
 from daemon.schedule import catch_up, next_fire
+from daemon.spawner import Spawner
 from daemon.spawnlog import SpawnLog
 from daemon.strays import reap_strays, track_descendants
 from daemon.taskspec import TaskKind, TaskSpec
@@ -69,6 +70,7 @@ class _Started:
     run_id: str
     pid: int
     leader_fds: tuple[int, int] | None = None
+    create_time: float | None = None
 
 
 class Reconciler:
@@ -96,6 +98,8 @@ class Reconciler:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        #: Starts run leaders in a helper process, off the loop (started by `run`).
+        self.spawner = Spawner()
         self.engine = RoutingEngine.from_config(config)
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()
@@ -178,6 +182,16 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile until asked to stop, then stop every run and return."""
+        if self.spawner.pid is None and self.spawner.failed is None:
+            self.spawner.start()
+            if self.spawner.failed:
+                self.log.warning("spawner.unavailable", reason=self.spawner.failed)
+        try:
+            await self._loop()
+        finally:
+            self.spawner.close()
+
+    async def _loop(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for run in self._deferred:
@@ -521,12 +535,17 @@ class Reconciler:
         """Register a run and start its runner task (fresh or adopted)."""
         run_id = spec.run_id
 
-        def started(pid: int, fds: tuple[int, int] | None) -> None:
-            self._send.send_nowait(_Started(run_id, pid, fds))
+        def started(pid: int, fds: tuple[int, int] | None, create_time: float | None) -> None:
+            self._send.send_nowait(_Started(run_id, pid, fds, create_time))
             self.wake("started")
 
         runner = Runner(
-            spec, on_started=started, clock=self.clock.mono, gate=gate, adoption=adoption
+            spec,
+            on_started=started,
+            clock=self.clock.mono,
+            gate=gate,
+            adoption=adoption,
+            spawner=self.spawner,
         )
         arm = self.engine.arms.get(spec.arm)
         run = ActiveRun(
@@ -664,7 +683,7 @@ class Reconciler:
             if run is None:
                 continue
             if isinstance(msg, _Started):
-                self.store.run_started(run.run_id, msg.pid, None, msg.leader_fds)
+                self.store.run_started(run.run_id, msg.pid, msg.create_time, msg.leader_fds)
                 run.pid = msg.pid
                 if run.state == "starting":
                     run.state = "running"

@@ -30,6 +30,7 @@ from daemon.agents.events import AgentEvent, LimitHit
 from daemon.agents.events import Completion as AgentCompletion
 from daemon.capture import PipeReader, RunLog
 from daemon.routing.model import Usage
+from daemon.spawner import Spawner
 from daemon.spawnlog import SpawnLog
 
 #: How long leftover group members get after the leader exited on its own.
@@ -145,7 +146,8 @@ class Adoption:
 #: (pid, leader_fds). The start time is not read at the spawn (reading
 #: /proc/PID/stat while the child is still exec'ing waits on it): the journal
 #: reads it when it records the pid (journal.op_run_started).
-StartedCallback = Callable[[int, tuple[int, int] | None], None]
+#: (pid, the leader's fds for its pipes' read ends, its start time if known)
+StartedCallback = Callable[[int, tuple[int, int] | None, float | None], None]
 EventCallback = Callable[[AgentEvent], None]
 
 
@@ -161,8 +163,11 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         gate: Gate | None = None,
         adoption: Adoption | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.spec = spec
+        #: Starts the leader off the loop (None: Popen, on the loop).
+        self.spawner = spawner
         self.gate = gate
         self.adoption = adoption
         self.on_started = on_started
@@ -214,8 +219,12 @@ class Runner:
             spec.log.note(f"adopted pid {child.pid} after a daemon restart ({attached})")
         else:
             try:
-                child = process.spawn(
-                    spec.argv, cwd=spec.cwd, env=spec.env, stdin_path=spec.stdin_path
+                child = await process.start(
+                    self.spawner,
+                    spec.argv,
+                    cwd=spec.cwd,
+                    env=spec.env,
+                    stdin_path=spec.stdin_path,
                 )
             except process.SpawnError as exc:
                 spec.log.note(f"spawn failed: {exc}")
@@ -223,7 +232,7 @@ class Runner:
             if spec.spawn_log is not None:
                 spec.spawn_log.record(spec.run_id, child.pid, child.leader_fds)
             if self.on_started is not None:
-                self.on_started(child.pid, child.leader_fds)
+                self.on_started(child.pid, child.leader_fds, child.create_time)
         self.pid = child.pid
         result = RunResult(spec.run_id, Outcome.FAILED, "", started=started, pid=child.pid)
         try:
@@ -268,10 +277,21 @@ class Runner:
         def on_exit() -> None:
             # The pidfd is readable once the leader has exited; reap it here,
             # on the loop's callback: no task waits for it.
-            if child.proc is not None and child.proc.poll() is None:
+            done, code = child.poll()
+            if not done:
+                helper = child.helper
+                if helper is not None and helper.available:
+                    # Exited, but the helper's report of its status is still on
+                    # its way: listen for that instead of the (still readable) pidfd.
+                    loop.remove_reader(child.pidfd)
+                    helper.when_reported(child.pid, on_exit)
+                else:
+                    # The helper is gone: the leader is re-parented to us, and
+                    # waitpid will have its status once the pidfd says it exited.
+                    loop.add_reader(child.pidfd, on_exit)
                 return
             loop.remove_reader(child.pidfd)
-            status.append(None if child.proc is None else child.proc.returncode)
+            status.append(code)
             exited.set()
             self._wake.set()
 
@@ -309,7 +329,7 @@ class Runner:
                 reader.stop()
         code = status[0] if status else None
         result.exit_status = code
-        self._classify(result, stop if stop is not None else self._stop, code, child.proc is None)
+        self._classify(result, stop if stop is not None else self._stop, code, child.adopted)
 
     def _pipes(self, child: process.Child) -> list[tuple[str, int]]:
         return child.pipes()

@@ -1,4 +1,5 @@
-"""What a run leader starts with.
+"""What a run leader starts with, through the spawn helper or Popen on the loop;
+and what happens when the helper fails.
 
 Each test starts a real process and has it report, from /proc, what it was
 given: descriptors, session, directory, environment, signal state.
@@ -9,11 +10,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from daemon import process
+from daemon.process import become_subreaper
+from daemon.spawner import Spawner
+
+pytestmark = pytest.mark.anyio
 
 REPORT = r"""
 import json, os, stat, sys
@@ -37,10 +44,35 @@ print(json.dumps({
 """
 
 
-def _run(
-    tmp_path: Path, argv: list[str], stdin_path: str | None = None
+@pytest.fixture(params=["helper", "popen"])
+async def helper(request: pytest.FixtureRequest) -> AsyncIterator[Spawner | None]:
+    if request.param == "popen":
+        yield None
+        return
+    spawner = Spawner()
+    spawner.start()
+    assert spawner.available, spawner.failed
+    try:
+        yield spawner
+    finally:
+        spawner.close()
+
+
+async def _exit_code(child: process.Child) -> int | None:
+    """Wait (polling with a deadline) for the leader's exit as the runner sees it."""
+    with anyio.fail_after(10):
+        while True:
+            done, code = child.poll()
+            if done:
+                return code
+            await anyio.sleep(0.005)
+
+
+async def _run(
+    helper: Spawner | None, tmp_path: Path, argv: list[str], stdin_path: str | None = None
 ) -> tuple[dict[str, object], tuple[int, int]]:
-    child = process.spawn(
+    child = await process.start(
+        helper,
         argv,
         cwd=str(tmp_path),
         env={"ONLY": "this", "PATH": "/usr/bin:/bin"},
@@ -52,15 +84,17 @@ def _run(
         out = b""
         while chunk := os.read(child.out_fd, 65536):
             out += chunk
-        os.waitpid(child.pid, 0)
+        assert await _exit_code(child) == 0
         assert child.leader_fds is not None
         return json.loads(out), child.leader_fds
     finally:
         child.close()
 
 
-def test_the_leader_gets_its_pipes_its_read_ends_and_nothing_else(tmp_path: Path) -> None:
-    report, (out_fd, err_fd) = _run(tmp_path, [sys.executable, "-c", REPORT])
+async def test_the_leader_gets_its_pipes_its_read_ends_and_nothing_else(
+    tmp_path: Path, helper: Spawner | None
+) -> None:
+    report, (out_fd, err_fd) = await _run(helper, tmp_path, [sys.executable, "-c", REPORT])
     fds = report["fds"]
     assert isinstance(fds, dict)
     assert sorted(map(int, fds)) == sorted([0, 1, 2, out_fd, err_fd]), fds
@@ -70,10 +104,10 @@ def test_the_leader_gets_its_pipes_its_read_ends_and_nothing_else(tmp_path: Path
     assert fds["1"] == fds[str(out_fd)] and fds["2"] == fds[str(err_fd)]
 
 
-def test_the_leader_leads_a_session_in_its_directory_with_only_its_environment(
-    tmp_path: Path,
+async def test_the_leader_leads_a_session_in_its_directory_with_only_its_environment(
+    tmp_path: Path, helper: Spawner | None
 ) -> None:
-    report, _ = _run(tmp_path, [sys.executable, "-c", REPORT])
+    report, _ = await _run(helper, tmp_path, [sys.executable, "-c", REPORT])
     assert report["sid_is_pid"] is True
     assert report["cwd"] == str(tmp_path)
     env = report["env"]
@@ -82,28 +116,75 @@ def test_the_leader_leads_a_session_in_its_directory_with_only_its_environment(
     assert report["blocked"] == "0000000000000000"
 
 
-def test_stdin_comes_from_the_given_file(tmp_path: Path) -> None:
+async def test_stdin_comes_from_the_given_file(tmp_path: Path, helper: Spawner | None) -> None:
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("do the thing")
-    report, _ = _run(tmp_path, [sys.executable, "-c", REPORT], stdin_path=str(prompt))
+    report, _ = await _run(helper, tmp_path, [sys.executable, "-c", REPORT], str(prompt))
     assert report["stdin"] == "do the thing"
-    missing = str(tmp_path / "gone.txt")
-    with pytest.raises(process.SpawnError, match="stdin"):
-        process.spawn(["true"], cwd=str(tmp_path), env={"PATH": "/bin"}, stdin_path=missing)
 
 
-def test_sigpipe_is_back_to_its_default_in_the_leader(tmp_path: Path) -> None:
+async def test_each_failure_is_named(tmp_path: Path, helper: Spawner | None) -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    cases = [
+        (["true"], str(tmp_path / "gone"), None, "workdir"),
+        (["no-such-program-here"], str(tmp_path), None, "executable not found"),
+        (["true"], str(tmp_path), str(tmp_path / "gone.txt"), "stdin"),
+    ]
+    for argv, cwd, stdin_path, reason in cases:
+        with pytest.raises(process.SpawnError, match=reason):
+            await process.start(helper, argv, cwd=cwd, env=env, stdin_path=stdin_path)
+
+
+async def test_exit_statuses_and_signals_come_back(tmp_path: Path, helper: Spawner | None) -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    failing = await process.start(helper, ["sh", "-c", "exit 3"], cwd=str(tmp_path), env=env)
+    assert await _exit_code(failing) == 3
+    failing.close()
+    sleeper = await process.start(helper, ["sleep", "30"], cwd=str(tmp_path), env=env)
+    os.killpg(sleeper.pid, 9)
+    assert await _exit_code(sleeper) == -9
+    sleeper.close()
+
+
+async def test_sigpipe_is_back_to_its_default_in_the_leader(
+    tmp_path: Path, helper: Spawner | None
+) -> None:
     # A shell reports what it inherited (Python would reset SIGPIPE itself).
-    child = process.spawn(
-        ["sh", "-c", "grep SigIgn /proc/$$/status"],
-        cwd=str(tmp_path),
-        env={"PATH": "/usr/bin:/bin"},
+    child = await process.start(
+        helper, ["sh", "-c", "grep SigIgn /proc/$$/status"], cwd=str(tmp_path), env={}
     )
     assert child.out_fd is not None
     os.set_blocking(child.out_fd, True)
     line = os.read(child.out_fd, 4096).decode()
-    os.waitpid(child.pid, 0)
+    await _exit_code(child)
     child.close()
     ignored = int(line.split()[1], 16)
     assert not ignored & (1 << (13 - 1)), line  # SIGPIPE
     assert not ignored & (1 << (25 - 1)), line  # SIGXFSZ
+
+
+async def test_a_dead_helper_hands_its_leaders_over_and_spawns_fall_back(
+    tmp_path: Path,
+) -> None:
+    assert become_subreaper()  # as the daemon is: orphans come to us
+    spawner = Spawner()
+    spawner.start()
+    try:
+        env = {"PATH": "/usr/bin:/bin"}
+        running = await process.start(spawner, ["sleep", "30"], cwd=str(tmp_path), env=env)
+        assert spawner.pid is not None
+        os.kill(spawner.pid, 9)
+        with anyio.fail_after(10):  # the loop hears of the death through the socket
+            while spawner.available:
+                await anyio.sleep(0.01)
+        # The leader was re-parented to us: its status is still collected...
+        os.killpg(running.pid, 15)
+        assert await _exit_code(running) == -15
+        running.close()
+        # ...and new leaders start through Popen.
+        later = await process.start(spawner, ["sh", "-c", "exit 4"], cwd=str(tmp_path), env=env)
+        assert later.popen is not None and later.helper is None
+        assert await _exit_code(later) == 4
+        later.close()
+    finally:
+        spawner.close()

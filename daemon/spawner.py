@@ -1,0 +1,230 @@
+"""The daemon's side of the spawn helper (`spawnhelper.py`): spawns off the loop.
+
+Why: a spawn from the daemon itself (Popen: vfork, then wait for the
+child's exec) blocks the event loop until the child has exec'd. Measured in
+the daemon under load that wait was 0.5-1 ms per run (the vfork child
+waits for a CPU while both cores are busy): more than the loop's own work
+for a short run. No thread can take it off the loop (with CPython's GIL
+every threaded variant was slower). The helper is a separate, small,
+single-threaded process: the loop sends a request (one datagram, the run's
+four pipe ends attached) and goes on; the reply (the leader's pid and a
+pidfd for it) and, later, the leader's exit status come back through the
+loop's readiness callbacks.
+
+The leaders are the helper's children. Everything else about them is as
+before: their own session and group, pidfds, the subreaper (the daemon)
+for what they orphan. If the helper dies, its leaders are re-parented to
+the daemon, which then collects their statuses itself; new spawns go
+through Popen on the loop (logged once). A spawn sent but not answered
+fails rather than risk starting twice (a leader that did start carries the
+run's marker and is killed by the stray sweep once the run is over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+HELPER = Path(__file__).with_name("spawnhelper.py")
+#: Larger requests go through Popen: a datagram must fit the socket buffer.
+MAX_REQUEST = 128 * 1024
+#: How long a spawn may take in the helper before the run is failed (a hung
+#: filesystem under the run's directory or executable).
+REPLY_TIMEOUT = 60.0
+
+
+class HelperUnavailable(Exception):
+    """The helper is not running: nothing was sent, spawn another way."""
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._replies: dict[int, asyncio.Future[tuple[dict[str, Any], list[int]]]] = {}
+        self._next_id = 0
+        #: Exit codes reported for leaders still watched (None: not yet).
+        self._codes: dict[int, int | None] = {}
+        self._waiters: dict[int, Callable[[], None]] = {}
+        #: Why the helper is not (or no longer) in use.
+        self.failed: str | None = None
+
+    def start(self) -> None:
+        """Start the helper (from the event loop); on failure note why and go on."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                close_fds=True,
+            )
+        except OSError as exc:
+            ours.close()
+            self.failed = f"cannot start the spawn helper: {exc}"
+            return
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(ours.fileno(), self._on_message)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def available(self) -> bool:
+        return self._sock is not None
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        stdin_path: str | None,
+        fds: tuple[int, int, int, int],
+    ) -> tuple[int, int, tuple[int, int], int | None]:
+        """(pid, pidfd, the leader's fds for its read ends, its start time in
+        clock ticks since boot) of a new leader.
+
+        Raises HelperUnavailable (nothing sent), or OSError with the errno of
+        the step that failed (`filename` tells the stdin file or the workdir).
+        Not cancellable once sent: a leader may exist, the caller must own it.
+        """
+        if self._sock is None or self._loop is None:
+            raise HelperUnavailable(self.failed or "not started")
+        self._next_id += 1
+        ident = self._next_id
+        request = json.dumps(
+            {"id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd, "stdin": stdin_path}
+        ).encode()
+        if len(request) > MAX_REQUEST:
+            raise HelperUnavailable("request too large for one datagram")
+        future = self._loop.create_future()
+        try:
+            socket.send_fds(self._sock, [request], list(fds))
+        except OSError as exc:
+            self._broken(f"spawn helper unreachable: {exc}")
+            raise HelperUnavailable(self.failed or "unreachable") from None
+        self._replies[ident] = future
+        with anyio.CancelScope(shield=True), anyio.move_on_after(REPLY_TIMEOUT) as timer:
+            reply, attached = await future
+        if timer.cancelled_caught:
+            self._replies.pop(ident, None)
+            raise OSError(0, f"no answer from the spawn helper in {REPLY_TIMEOUT:g}s")
+        if "pid" in reply and attached:
+            pid = int(reply["pid"])
+            out_fd, err_fd = reply["fds"]
+            ticks = reply.get("ticks")
+            return pid, attached[0], (int(out_fd), int(err_fd)), ticks
+        for fd in attached:
+            os.close(fd)
+        err = int(reply.get("errno") or 0)
+        text = os.strerror(err) if err else "failed"
+        step = str(reply.get("step", "exec"))
+        raise OSError(err, text, {"stdin": stdin_path, "chdir": cwd}.get(step, argv[0]))
+
+    def exit_code(self, pid: int) -> tuple[bool, int | None]:
+        """(known, code) for a leader this helper started. Once the helper is
+        gone, the leader is the daemon's child: its status is collected here."""
+        code = self._codes.get(pid)
+        if code is not None:
+            return True, code
+        if self._sock is None:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return True, None
+            if got == 0:
+                return False, None
+            return True, os.waitstatus_to_exitcode(status)
+        return False, None
+
+    def when_reported(self, pid: int, callback: Callable[[], None]) -> None:
+        """Call `callback` once the helper reports this leader's exit (or is gone)."""
+        if self._sock is None or self._codes.get(pid) is not None:
+            callback()
+        else:
+            self._waiters[pid] = callback
+
+    def forget(self, pid: int) -> None:
+        self._codes.pop(pid, None)
+        self._waiters.pop(pid, None)
+
+    def _on_message(self) -> None:
+        while self._sock is not None:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, 1)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._broken(f"spawn helper gone: {exc}")
+                return
+            if not data:
+                self._broken("spawn helper exited")
+                return
+            message = json.loads(data)
+            if "exit" in message:
+                pid = int(message["exit"])
+                if pid in self._codes:
+                    self._codes[pid] = int(message["code"])
+                    waiter = self._waiters.pop(pid, None)
+                    if waiter is not None:
+                        waiter()
+                continue
+            future = self._replies.pop(int(message.get("id", -1)), None)
+            if future is None or future.done():
+                # An answer nobody waits for any more (the spawn timed out): a
+                # leader that started now has no runner, so it goes at once.
+                if "pid" in message:
+                    with contextlib.suppress(OSError):
+                        os.killpg(int(message["pid"]), signal.SIGKILL)
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if "pid" in message:
+                # Watched from now on: its exit report may follow in this very batch,
+                # before the spawning task has even resumed.
+                self._codes[int(message["pid"])] = None
+            future.set_result((message, fds))
+
+    def _broken(self, why: str) -> None:
+        self.failed = why
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        self._sock = None
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(OSError(0, why))
+        self._replies.clear()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter()  # the leaders are ours now: their runners collect them
+
+    def close(self) -> None:
+        """Stop the helper; its leaders keep running (they are adopted on restart)."""
+        if self._sock is not None:
+            self._broken("closed")
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=2)
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None

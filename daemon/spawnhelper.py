@@ -1,0 +1,138 @@
+"""The spawn helper: a small process that starts run leaders for the daemon.
+
+Run as a script (`python -I -S spawnhelper.py FD`), never imported by the
+daemon: it stays small and single-threaded, so its Popen takes the vfork
+path cheaply, and its waits for each child's exec happen here instead of on
+the daemon's event loop.
+
+Protocol, one datagram each way on a SOCK_SEQPACKET socket:
+
+* request: JSON {id, argv, env, cwd, stdin} with four descriptors attached
+  (the run's stdout and stderr write ends, then their read ends, which the
+  leader keeps so that it survives a daemon crash);
+* reply: JSON {id, pid, fds} with the leader's pidfd attached (a pidfd
+  names the process even once it has exited and been collected, so the
+  daemon never confuses it with a reused pid), or {id, errno, step};
+* exit report: JSON {exit: pid, code} when a leader ends (code as Popen
+  gives it: the status, or -N for signal N).
+
+When the daemon's end closes, the helper exits at once and leaves its
+children running: they are adopted as after a daemon crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+
+def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int], Any]:
+    out_w, err_w, out_r, err_r = fds
+    stdin: Any = subprocess.DEVNULL
+    if request.get("stdin"):
+        try:
+            stdin = open(request["stdin"], "rb")  # noqa: SIM115, PTH123 - closed below
+        except OSError as exc:
+            return {"errno": exc.errno, "step": "stdin"}, [], None
+    try:
+        proc = subprocess.Popen(
+            [str(a) for a in request["argv"]],
+            cwd=request["cwd"],
+            env={str(k): str(v) for k, v in request["env"].items()},
+            stdin=stdin,
+            stdout=out_w,
+            stderr=err_w,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=(out_r, err_r),
+        )
+    except OSError as exc:
+        step = "chdir" if exc.filename == request["cwd"] else "exec"
+        return {"errno": exc.errno, "step": step}, [], None
+    finally:
+        if stdin is not subprocess.DEVNULL:
+            stdin.close()
+    pidfd = os.pidfd_open(proc.pid)
+    reply = {"pid": proc.pid, "fds": [out_r, err_r], "ticks": _start_ticks(proc.pid)}
+    return reply, [pidfd], proc
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The child's start time in clock ticks since boot (field 22 of its stat),
+    read while it cannot have been collected: its identity beyond the pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when runs stop
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                try:
+                    message, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
+                except OSError:
+                    os._exit(0)
+                if not message:
+                    os._exit(0)  # the daemon is gone; the runs are not ours to stop
+                request = json.loads(message)
+                if len(fds) == 4:
+                    reply, attached, proc = start(request, fds)
+                else:
+                    reply, attached, proc = {"errno": 0, "step": "fds"}, [], None
+                for received in fds:
+                    os.close(received)
+                if proc is not None:
+                    children[proc.pid] = proc
+                reply["id"] = request.get("id")
+                socket.send_fds(sock, [json.dumps(reply).encode()], attached)
+                for sent in attached:
+                    os.close(sent)
+            else:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+        _collect(sock, children)
+
+
+def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) -> None:
+    """Report every child that has ended (SIGCHLD may merge several exits)."""
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        proc = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        if proc is not None:
+            proc.returncode = code
+        sock.send(json.dumps({"exit": pid, "code": code}).encode())
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
