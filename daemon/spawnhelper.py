@@ -105,7 +105,7 @@ def main(fd: int) -> None:
                 if proc is not None:
                     children[proc.pid] = proc
                 reply["id"] = request.get("id")
-                socket.send_fds(sock, [json.dumps(reply).encode()], attached)
+                _send(sock, json.dumps(reply).encode(), attached)
                 for sent in attached:
                     os.close(sent)
             else:
@@ -116,6 +116,13 @@ def main(fd: int) -> None:
                     except BlockingIOError:
                         break
         _collect(sock, children)
+
+
+def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> None:
+    try:
+        socket.send_fds(sock, [data], fds or [])
+    except OSError:
+        os._exit(0)  # the daemon is gone; its runs are not ours to stop
 
 
 def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) -> None:
@@ -131,7 +138,7 @@ def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) 
         code = os.waitstatus_to_exitcode(status)
         if proc is not None:
             proc.returncode = code
-        sock.send(json.dumps({"exit": pid, "code": code}).encode())
+        _send(sock, json.dumps({"exit": pid, "code": code}).encode())
 
 
 if __name__ == "__main__":
