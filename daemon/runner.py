@@ -295,7 +295,11 @@ class Runner:
             exited.set()
             self._wake.set()
 
-        loop.add_reader(child.pidfd, on_exit)
+        helper = child.helper
+        if helper is not None and helper.available:
+            helper.when_reported(child.pid, on_exit)  # its report comes after the exit
+        else:
+            loop.add_reader(child.pidfd, on_exit)
         stop: StopRequest | None = None
         try:
             try:
