@@ -1,12 +1,15 @@
-"""Process primitives: spawn in a new session, wait by pidfd, kill the whole tree.
+"""Process primitives: start a leader in a new session, learn its exit, kill the whole tree.
 
 Why these choices:
 
-* Every run is a session (and process-group) leader, so one `killpg`
-  reaches everything it started that did not call `setsid` itself.
-* Exits are seen through a pidfd registered with the event loop: no thread
-  per child (asyncio's default watcher in 3.11 spends one), and a
-  grandchild that keeps the output pipe open cannot hide the exit.
+* Leaders are started by the spawn helper (`spawner`), off the loop; Popen
+  on the loop is the fallback. Either way each run is a session (and
+  process-group) leader, so one `killpg` reaches everything it started
+  that did not call `setsid` itself.
+* Exits come from the helper's report, or from a pidfd registered with the
+  event loop for leaders that are our own children: no thread per child
+  (asyncio's default watcher in 3.11 spends one), and a grandchild that
+  keeps the output pipe open cannot hide the exit.
 * The daemon makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`), so
   a descendant that double-forks with `setsid` is re-parented to us rather
   than to init; each run's environment carries `FACTORYD_RUN_ID`, which

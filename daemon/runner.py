@@ -1,7 +1,7 @@
 """One run's lifecycle: start, watch, time out, stall, stop, clean up, report.
 
-A runner owns its process and nothing else. It hears from the reconciler
-through one memory stream (stop requests) and answers once, with a
+A runner owns its process and nothing else. The reconciler asks it to stop
+with a method call (`request_stop`), and it answers once, with a
 `RunResult`, when the run is over and every process it started is gone.
 
 Stopping is: SIGTERM to the process group, `stop_grace` for it to exit,
