@@ -37,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from daemon import proctime
+from daemon.leaderstart import popen_leader
 from daemon.spawner import HelperUnavailable, Spawner
 
 RUN_ID_ENV = "FACTORYD_RUN_ID"
@@ -196,16 +197,14 @@ def spawn(
                 raise SpawnError(f"cannot open stdin file {stdin_path}: {exc.strerror}") from None
             stdin = opened
         try:
-            proc = subprocess.Popen(
-                list(argv),
+            proc = popen_leader(
+                argv,
                 cwd=cwd,
-                env=dict(env),
+                env=env,
                 stdin=stdin,  # type: ignore[arg-type]
                 stdout=out_w,
                 stderr=err_w,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(out_r, err_r),
+                keep=(out_r, err_r),
             )
         except OSError as exc:
             raise _spawn_error(exc, argv, cwd, stdin_path) from None

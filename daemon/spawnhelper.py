@@ -29,7 +29,13 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+# Run as a script outside the package (python -I leaves its directory off the
+# path): the one module shared with the daemon is loaded from beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leaderstart import popen_leader
 
 
 def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int], Any]:
@@ -41,16 +47,14 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
         except OSError as exc:
             return {"errno": exc.errno, "step": "stdin"}, [], None
     try:
-        proc = subprocess.Popen(
+        proc = popen_leader(
             [str(a) for a in request["argv"]],
             cwd=request["cwd"],
             env={str(k): str(v) for k, v in request["env"].items()},
             stdin=stdin,
             stdout=out_w,
             stderr=err_w,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=(out_r, err_r),
+            keep=(out_r, err_r),
         )
     except OSError as exc:
         step = "chdir" if exc.filename == request["cwd"] else "exec"
