@@ -39,6 +39,7 @@ import psutil
 from daemon import proctime
 from daemon.leaderstart import popen_leader
 from daemon.spawner import HelperUnavailable, Spawner
+from daemon.spawnlog import SpawnLog
 
 RUN_ID_ENV = "FACTORYD_RUN_ID"
 #: Pids of the run leaders this process spawned and still watches. It mirrors
@@ -239,22 +240,29 @@ async def start(
     cwd: str,
     env: Mapping[str, str],
     stdin_path: str | None = None,
+    record: tuple[str, SpawnLog] | None = None,
 ) -> Child:
     """Start a run leader through the spawn helper, or with `spawn` (on the loop)
-    where there is none."""
+    where there is none. `record`: (run id, spawn log) to note the spawn in the
+    moment the process exists (by the helper, or here right after Popen)."""
     if helper is None or not helper.available or not argv:
-        return spawn(argv, cwd=cwd, env=env, stdin_path=stdin_path)
+        return _spawn_recorded(argv, cwd, env, stdin_path, record)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
         pid, pidfd, leader_fds, ticks = await helper.spawn(
-            argv, cwd=cwd, env=env, stdin_path=stdin_path, fds=(out_w, err_w, out_r, err_r)
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin_path=stdin_path,
+            fds=(out_w, err_w, out_r, err_r),
+            record=None if record is None else (record[0], str(record[1].path)),
         )
     except BaseException as exc:
         for fd in (out_r, err_r):
             os.close(fd)
         if isinstance(exc, HelperUnavailable):  # nothing was sent: Popen's turn
-            return spawn(argv, cwd=cwd, env=env, stdin_path=stdin_path)
+            return _spawn_recorded(argv, cwd, env, stdin_path, record)
         if isinstance(exc, OSError):
             raise _spawn_error(exc, argv, cwd, stdin_path) from None
         raise
@@ -263,6 +271,8 @@ async def start(
         os.close(err_w)
     for fd in (out_r, err_r):
         os.set_blocking(fd, False)
+    if record is not None:
+        record[1].written(record[0], pid, leader_fds)  # the helper wrote the line
     return Child(
         pid=pid,
         pidfd=pidfd,
@@ -272,6 +282,19 @@ async def start(
         err_fd=err_r,
         leader_fds=leader_fds,
     )
+
+
+def _spawn_recorded(
+    argv: Sequence[str],
+    cwd: str,
+    env: Mapping[str, str],
+    stdin_path: str | None,
+    record: tuple[str, SpawnLog] | None,
+) -> Child:
+    child = spawn(argv, cwd=cwd, env=env, stdin_path=stdin_path)
+    if record is not None:
+        record[1].record(record[0], child.pid, child.leader_fds)
+    return child
 
 
 def _spawn_error(exc: OSError, argv: Sequence[str], cwd: str, stdin_path: str | None) -> SpawnError:

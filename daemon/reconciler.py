@@ -100,6 +100,7 @@ class Reconciler:
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         #: Starts run leaders in a helper process, off the loop (started by `run`).
         self.spawner = Spawner()
+        self.spawn_log.busy = lambda: self.spawner.in_flight > 0
         self.engine = RoutingEngine.from_config(config)
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()

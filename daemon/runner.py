@@ -225,12 +225,11 @@ class Runner:
                     cwd=spec.cwd,
                     env=spec.env,
                     stdin_path=spec.stdin_path,
+                    record=None if spec.spawn_log is None else (spec.run_id, spec.spawn_log),
                 )
             except process.SpawnError as exc:
                 spec.log.note(f"spawn failed: {exc}")
                 return self._not_started(Outcome.SPAWN_FAILED, str(exc))
-            if spec.spawn_log is not None:
-                spec.spawn_log.record(spec.run_id, child.pid, child.leader_fds)
             if self.on_started is not None:
                 self.on_started(child.pid, child.leader_fds, child.create_time)
         self.pid = child.pid

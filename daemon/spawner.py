@@ -90,6 +90,11 @@ class Spawner:
     def available(self) -> bool:
         return self._sock is not None
 
+    @property
+    def in_flight(self) -> int:
+        """Spawns sent and not answered yet."""
+        return len(self._replies)
+
     async def spawn(
         self,
         argv: Sequence[str],
@@ -98,10 +103,13 @@ class Spawner:
         env: Mapping[str, str],
         stdin_path: str | None,
         fds: tuple[int, int, int, int],
+        record: tuple[str, str] | None = None,
     ) -> tuple[int, int, tuple[int, int], int | None]:
         """(pid, pidfd, the leader's fds for its read ends, its start time in
         clock ticks since boot) of a new leader.
 
+        `record`: (run id, spawn log path): the helper appends the spawn there
+        before it answers, so that the record exists as soon as the process does.
         Raises HelperUnavailable (nothing sent), or OSError with the errno of
         the step that failed (`filename` tells the stdin file or the workdir).
         Not cancellable once sent: a leader may exist, the caller must own it.
@@ -110,9 +118,16 @@ class Spawner:
             raise HelperUnavailable(self.failed or "not started")
         self._next_id += 1
         ident = self._next_id
-        request = json.dumps(
-            {"id": ident, "argv": list(argv), "env": dict(env), "cwd": cwd, "stdin": stdin_path}
-        ).encode()
+        body: dict[str, Any] = {
+            "id": ident,
+            "argv": list(argv),
+            "env": dict(env),
+            "cwd": cwd,
+            "stdin": stdin_path,
+        }
+        if record is not None:
+            body["run"], body["log"] = record
+        request = json.dumps(body).encode()
         if len(request) > MAX_REQUEST:
             raise HelperUnavailable("request too large for one datagram")
         future = self._loop.create_future()

@@ -7,9 +7,10 @@ the daemon's event loop.
 
 Protocol, one datagram each way on a SOCK_SEQPACKET socket:
 
-* request: JSON {id, argv, env, cwd, stdin} with four descriptors attached
+* request: JSON {id, argv, env, cwd, stdin, run, log} with four descriptors attached
   (the run's stdout and stderr write ends, then their read ends, which the
-  leader keeps so that it survives a daemon crash);
+  leader keeps so that it survives a daemon crash); with `log`, the spawn is
+  appended to that spawn log as `RUN PID OUT_FD ERR_FD` before the reply;
 * reply: JSON {id, pid, fds} with the leader's pidfd attached (a pidfd
   names the process even once it has exited and been collected, so the
   daemon never confuses it with a reused pid), or {id, errno, step};
@@ -62,9 +63,34 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
     finally:
         if stdin is not subprocess.DEVNULL:
             stdin.close()
+    if request.get("log"):
+        _record(request["log"], f"{request['run']} {proc.pid} {out_r} {err_r}\n")
     pidfd = os.pidfd_open(proc.pid)
     reply = {"pid": proc.pid, "fds": [out_r, err_r], "ticks": _start_ticks(proc.pid)}
     return reply, [pidfd], proc
+
+
+def _record(path: str, line: str) -> None:
+    """Append the spawn to the daemon's spawn log before anyone hears of it: a
+    daemon killed before our reply must still find that this run started (or
+    it would be judged never started, and run twice). Opened per line: the
+    daemon may have compacted the file (a new inode) since the last one.
+    Best effort, as the daemon's own record."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first spawn: its directory is not there yet
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # noqa: PTH103, PTH120
+            fd = os.open(path, flags, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -79,6 +105,7 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def main(fd: int) -> None:
+    daemon = os.getppid()
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when runs stop
     wake_r, wake_w = os.pipe()
@@ -100,6 +127,11 @@ def main(fd: int) -> None:
                 if not message:
                     os._exit(0)  # the daemon is gone; the runs are not ours to stop
                 request = json.loads(message)
+                if os.getppid() != daemon:
+                    # The daemon died with this request still queued: a new one may
+                    # already have judged the run never started. Starting it now
+                    # could run it twice.
+                    os._exit(0)
                 if len(fds) == 4:
                     reply, attached, proc = start(request, fds)
                 else:

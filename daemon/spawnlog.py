@@ -12,13 +12,18 @@ file passes `COMPACT_AT` bytes it is rewritten with only the others.
 
 No fsync: the log guards against the daemon dying, not the machine (after
 a reboot no run survives anyway).
+
+Leaders started by the spawn helper are appended by the helper itself, by
+path, before it answers (`written` then keeps the line pending here); so a
+compaction waits until no spawn is in flight (`busy`), and the helper opens
+the file anew for each line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +45,9 @@ class SpawnLog:
         self._fd: int | None = None
         #: Lines of spawns whose pid the journal has not committed yet.
         self._pending: dict[str, bytes] = {}
+        #: True while the spawn helper may be writing lines (spawns in flight):
+        #: no compaction may replace the file under it then.
+        self.busy: Callable[[], bool] = lambda: False
 
     def record(self, run_id: str, pid: int, fds: tuple[int, int] | None) -> None:
         """Best effort: a failed write costs the crash-recovery aid, never the run."""
@@ -56,22 +64,30 @@ class SpawnLog:
         except OSError:
             pass
 
+    def written(self, run_id: str, pid: int, fds: tuple[int, int] | None) -> None:
+        """The spawn helper appended this spawn's line itself: keep it pending."""
+        out_fd, err_fd = fds or (-1, -1)
+        self._pending[run_id] = f"{run_id} {pid} {out_fd} {err_fd}\n".encode()
+
     def journaled(self, run_ids: Iterable[str]) -> None:
         """These runs' pids are committed: their lines may go at the next compaction."""
         for run_id in run_ids:
             self._pending.pop(run_id, None)
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                if os.fstat(self._fd).st_size >= COMPACT_AT:
-                    self._compact()
+        if self.busy():
+            return  # the helper may be appending a line we do not know of yet
+        with contextlib.suppress(OSError):
+            # The helper writes by path: the file may exist without our descriptor.
+            size = os.fstat(self._fd).st_size if self._fd is not None else self.path.stat().st_size
+            if size >= COMPACT_AT:
+                self._compact()
 
     def _compact(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(b"".join(self._pending.values()))
         tmp.replace(self.path)
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
         if self._fd is not None:

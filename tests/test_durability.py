@@ -532,6 +532,26 @@ def test_spawn_log_records_reads_back_and_compacts_to_what_is_not_journaled(
     assert read_spawn_log(tmp_path / "missing.log") == {}
 
 
+def test_spawn_lines_the_helper_wrote_are_kept_and_compaction_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon import spawnlog
+    from daemon.spawnlog import SpawnLog, read_spawn_log
+
+    path = tmp_path / "spawns.log"
+    path.write_bytes(b"h1 201 3 4\nh2 202 3 4\n")  # as the helper appends them
+    log = SpawnLog(path)
+    log.written("h1", 201, (3, 4))
+    log.written("h2", 202, (3, 4))
+    monkeypatch.setattr(spawnlog, "COMPACT_AT", 1)
+    log.busy = lambda: True  # a spawn in flight: the helper may be writing
+    log.journaled(["h1"])
+    assert set(read_spawn_log(path)) == {"h1", "h2"}
+    log.busy = lambda: False
+    log.journaled([])  # no descriptor of our own: the file is measured by path
+    assert set(read_spawn_log(path)) == {"h2"}
+
+
 def test_a_pid_file_from_an_older_version_is_still_read_once(tmp_path: Path) -> None:
     from daemon.recovery import _legacy_pid_file
     from daemon.spawnlog import Spawned

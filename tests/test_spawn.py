@@ -188,3 +188,18 @@ async def test_a_dead_helper_hands_its_leaders_over_and_spawns_fall_back(
         later.close()
     finally:
         spawner.close()
+
+
+async def test_the_helper_notes_the_spawn_before_it_answers(
+    tmp_path: Path, helper: Spawner | None
+) -> None:
+    from daemon.spawnlog import Spawned, SpawnLog, read_spawn_log
+
+    log = SpawnLog(tmp_path / "runs" / "spawns.log")  # its directory: made by the first line
+    child = await process.start(
+        helper, ["true"], cwd=str(tmp_path), env={"PATH": "/usr/bin:/bin"}, record=("r1", log)
+    )
+    await _exit_code(child)
+    child.close()
+    log.close()
+    assert read_spawn_log(log.path) == {"r1": Spawned(child.pid, child.leader_fds)}
