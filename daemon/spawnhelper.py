@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script outside the package (python -I leaves its directory off the
-# path): the one module shared with the daemon is loaded from beside this file.
+# path): the modules shared with the daemon are loaded from beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from leaderstart import popen_leader
+from spawnlog import spawn_line
 
 
 def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int], Any]:
@@ -64,13 +65,13 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
         if stdin is not subprocess.DEVNULL:
             stdin.close()
     if request.get("log"):
-        _record(request["log"], f"{request['run']} {proc.pid} {out_r} {err_r}\n")
+        _record(request["log"], spawn_line(request["run"], proc.pid, (out_r, err_r)))
     pidfd = os.pidfd_open(proc.pid)
     reply = {"pid": proc.pid, "fds": [out_r, err_r], "ticks": _start_ticks(proc.pid)}
     return reply, [pidfd], proc
 
 
-def _record(path: str, line: str) -> None:
+def _record(path: str, line: bytes) -> None:
     """Append the spawn to the daemon's spawn log before anyone hears of it: a
     daemon killed before our reply must still find that this run started (or
     it would be judged never started, and run twice). Opened per line: the
@@ -86,7 +87,7 @@ def _record(path: str, line: str) -> None:
     except OSError:
         return
     try:
-        os.write(fd, line.encode())
+        os.write(fd, line)
     except OSError:
         pass
     finally:

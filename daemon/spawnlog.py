@@ -39,6 +39,13 @@ class Spawned:
     start_time: float | None = None
 
 
+def spawn_line(run_id: str, pid: int, fds: tuple[int, int] | None) -> bytes:
+    """One spawn as the log keeps it (also written by the spawn helper, which
+    loads this module from beside its own file: stdlib imports only here)."""
+    out_fd, err_fd = fds or (-1, -1)
+    return f"{run_id} {pid} {out_fd} {err_fd}\n".encode()
+
+
 class SpawnLog:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -51,8 +58,7 @@ class SpawnLog:
 
     def record(self, run_id: str, pid: int, fds: tuple[int, int] | None) -> None:
         """Best effort: a failed write costs the crash-recovery aid, never the run."""
-        out_fd, err_fd = fds or (-1, -1)
-        line = f"{run_id} {pid} {out_fd} {err_fd}\n".encode()
+        line = spawn_line(run_id, pid, fds)
         self._pending[run_id] = line
         try:
             if self._fd is None:
@@ -66,8 +72,7 @@ class SpawnLog:
 
     def written(self, run_id: str, pid: int, fds: tuple[int, int] | None) -> None:
         """The spawn helper appended this spawn's line itself: keep it pending."""
-        out_fd, err_fd = fds or (-1, -1)
-        self._pending[run_id] = f"{run_id} {pid} {out_fd} {err_fd}\n".encode()
+        self._pending[run_id] = spawn_line(run_id, pid, fds)
 
     def journaled(self, run_ids: Iterable[str]) -> None:
         """These runs' pids are committed: their lines may go at the next compaction."""
