@@ -60,6 +60,9 @@ class Spawner:
         self._waiters: dict[int, Callable[[], None]] = {}
         #: Why the helper is not (or no longer) in use.
         self.failed: str | None = None
+        #: Told the pids of the leaders still running when the helper dies: they
+        #: are the daemon's children from then on (see `process.start`).
+        self.on_gone: Callable[[list[int]], None] | None = None
 
     def start(self) -> None:
         """Start the helper (from the event loop); on failure note why and go on."""
@@ -228,6 +231,8 @@ class Spawner:
             if not future.done():
                 future.set_exception(OSError(0, why))
         self._replies.clear()
+        if self.on_gone is not None:
+            self.on_gone([pid for pid, code in self._codes.items() if code is None])
         waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
             waiter()  # the leaders are ours now: their runners collect them

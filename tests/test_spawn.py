@@ -177,7 +177,9 @@ async def test_a_dead_helper_hands_its_leaders_over_and_spawns_fall_back(
         with anyio.fail_after(10):  # the loop hears of the death through the socket
             while spawner.available:
                 await anyio.sleep(0.01)
-        # The leader was re-parented to us: its status is still collected...
+        # The leader was re-parented to us, counts as a leader for the sweeps
+        # (which would otherwise reap it as an orphan), its status is still collected...
+        assert running.pid in process.LEADERS
         os.killpg(running.pid, 15)
         assert await _exit_code(running) == -15
         running.close()
