@@ -195,7 +195,7 @@ def spawn(
             try:
                 opened = Path(stdin_path).open("rb")  # noqa: SIM115 - closed below
             except OSError as exc:
-                raise SpawnError(f"cannot open stdin file {stdin_path}: {exc.strerror}") from None
+                raise _spawn_error(exc, argv, cwd, stdin_path) from None
             stdin = opened
         try:
             proc = popen_leader(
@@ -247,9 +247,6 @@ async def start(
     moment the process exists (by the helper, or here right after Popen)."""
     if helper is None or not helper.available or not argv:
         return _spawn_recorded(argv, cwd, env, stdin_path, record)
-    # Should the helper die, its leaders become our children: the sweeps must
-    # then take them for leaders (not orphans to reap), as for our own.
-    helper.on_gone = LEADERS.update
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import time
 
-import psutil
-
 #: Boot time is re-read this often: it moves only when the wall clock is stepped.
 BOOT_TIME_TTL = 60.0
 
@@ -26,6 +24,10 @@ def _boot_time() -> float:
     value, read_at = _boot
     now = time.monotonic()
     if now - read_at >= BOOT_TIME_TTL:
+        # Imported here: the spawn helper loads this module for `stat_fields`
+        # and `start_ticks` without site-packages (python -I -S).
+        import psutil
+
         value = psutil.boot_time()
         _boot = (value, now)
     return value
@@ -56,12 +58,16 @@ def start_time(pid: int) -> float | None:
     return None if fields is None else started(fields)
 
 
+def start_ticks(fields: list[bytes]) -> int | None:
+    """Start time in clock ticks since boot, from parsed stat fields: field 22
+    of stat (starttime), the 20th after the command name."""
+    return int(fields[19]) if len(fields) >= 20 else None
+
+
 def started(fields: list[bytes]) -> float | None:
     """The start time in parsed stat fields (see `stat_fields`)."""
-    if len(fields) < 20:
-        return None
-    # Field 22 of stat (starttime) is the 20th after the command name.
-    return int(fields[19]) / _CLOCK_TICKS + _boot_time()
+    ticks = start_ticks(fields)
+    return None if ticks is None else from_ticks(ticks)
 
 
 def from_ticks(ticks: int) -> float:

@@ -143,10 +143,10 @@ class Adoption:
     leader_fds: tuple[int, int] | None = None
 
 
-#: (pid, leader_fds). The start time is not read at the spawn (reading
-#: /proc/PID/stat while the child is still exec'ing waits on it): the journal
-#: reads it when it records the pid (journal.op_run_started).
-#: (pid, the leader's fds for its pipes' read ends, its start time if known)
+#: (pid, the leader's fds for its pipes' read ends, its start time if known).
+#: The spawn helper reads the start time before the leader can be collected;
+#: after a Popen on the loop it is None, and the journal reads it when it
+#: records the pid (journal.op_run_started), off the loop.
 StartedCallback = Callable[[int, tuple[int, int] | None, float | None], None]
 EventCallback = Callable[[AgentEvent], None]
 

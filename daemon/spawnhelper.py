@@ -37,6 +37,7 @@ from typing import Any
 # path): the modules shared with the daemon are loaded from beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from leaderstart import popen_leader
+from proctime import start_ticks, stat_fields
 from spawnlog import spawn_line
 
 
@@ -67,7 +68,11 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
     if request.get("log"):
         _record(request["log"], spawn_line(request["run"], proc.pid, (out_r, err_r)))
     pidfd = os.pidfd_open(proc.pid)
-    reply = {"pid": proc.pid, "fds": [out_r, err_r], "ticks": _start_ticks(proc.pid)}
+    # The start time, read while the leader cannot have been collected: its
+    # identity beyond the pid.
+    fields = stat_fields(proc.pid)
+    ticks = None if fields is None else start_ticks(fields)
+    reply = {"pid": proc.pid, "fds": [out_r, err_r], "ticks": ticks}
     return reply, [pidfd], proc
 
 
@@ -92,17 +97,6 @@ def _record(path: str, line: bytes) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The child's start time in clock ticks since boot (field 22 of its stat),
-    read while it cannot have been collected: its identity beyond the pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123
-            data = f.read()
-        return int(data[data.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def main(fd: int) -> None:
