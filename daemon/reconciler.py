@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon import journal as j
+from daemon import process
 from daemon.config import Config
 from daemon.dirs import make_ahead
 from daemon.journal import Journal
@@ -100,6 +101,7 @@ class Reconciler:
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         #: Starts run leaders in a helper process, off the loop (started by `run`).
         self.spawner = Spawner()
+        self.spawner.on_gone = self._spawner_gone
         self.spawn_log.busy = lambda: self.spawner.in_flight > 0
         self.engine = RoutingEngine.from_config(config)
         self.metrics = metrics or Metrics()
@@ -191,6 +193,18 @@ class Reconciler:
             await self._loop()
         finally:
             self.spawner.close()
+
+    def _spawner_gone(self, leaders: list[int]) -> None:
+        """The helper died: its running leaders are our children now, so the sweeps
+        must take them for leaders (not orphans to reap); spawns use Popen."""
+        process.LEADERS.update(leaders)
+        if self.spawner.failed != "closed":
+            self.log.warning(
+                "spawner.gone",
+                reason=self.spawner.failed,
+                leaders=len(leaders),
+                fallback="popen",
+            )
 
     async def _loop(self) -> None:
         async with anyio.create_task_group() as tg:

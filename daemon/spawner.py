@@ -61,7 +61,7 @@ class Spawner:
         #: Why the helper is not (or no longer) in use.
         self.failed: str | None = None
         #: Told the pids of the leaders still running when the helper dies: they
-        #: are the daemon's children from then on (see `process.start`).
+        #: are the daemon's children from then on (the reconciler wires this).
         self.on_gone: Callable[[list[int]], None] | None = None
 
     def start(self) -> None:

@@ -168,6 +168,7 @@ async def test_a_dead_helper_hands_its_leaders_over_and_spawns_fall_back(
 ) -> None:
     assert become_subreaper()  # as the daemon is: orphans come to us
     spawner = Spawner()
+    spawner.on_gone = process.LEADERS.update  # as the reconciler wires it
     spawner.start()
     try:
         env = {"PATH": "/usr/bin:/bin"}
