@@ -14,7 +14,7 @@ per-run directory that is removed when the run ends.
 from __future__ import annotations
 
 import os
-import secrets
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -37,15 +37,20 @@ class LaunchError(Exception):
     """The run cannot be prepared (missing prompt file, unreadable secret, ...)."""
 
 
+#: Run ids need uniqueness, not secrecy: a generator seeded once from the OS
+#: gives their random part without a system call per run.
+_ID_RANDOM = random.Random(os.urandom(16))  # noqa: S311 - ids, not secrets
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def new_run_id(now: float | None = None) -> str:
     """Sortable and unique across restarts: milliseconds in base 36 plus randomness."""
     ms = int((now if now is not None else time.time()) * 1000)
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
     while ms:
         ms, rem = divmod(ms, 36)
-        out = digits[rem] + out
-    return f"{out}-{secrets.token_hex(3)}"
+        out = _BASE36[rem] + out
+    return f"{out}-{_ID_RANDOM.getrandbits(24):06x}"
 
 
 def read_secret(source: str) -> str:

@@ -57,6 +57,9 @@ SCAN_INTERVAL = 5.0
 #: full scan reads every process's stat file: at 5 s it was most of the idle
 #: CPU; stop-time snapshots and the subreaper cover what happens in between.
 TRACK_INTERVAL = 60.0
+#: The reason of a task that could start but for a free slot (one object, so
+#: that a pass tells it by identity).
+WAITING_FOR_SLOT = "waiting for a free slot"
 PRIORITY_ORDER = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 
 
@@ -382,17 +385,6 @@ class Reconciler:
             if rt.phase is TaskPhase.WAITING:
                 self._set_phase(rt, TaskPhase.PENDING, f"cron fire at {_iso(rt.last_fire)}")
 
-    def _wants_run(self, rt: TaskRuntime, now_m: float) -> bool:
-        if rt.run is not None or rt.removed or not rt.spec.enabled:
-            return False
-        if rt.phase in TERMINAL:
-            return False
-        if rt.retry_at is not None and now_m < rt.retry_at:
-            return False
-        if rt.spec.kind is TaskKind.SCHEDULED:
-            return rt.pending_fires > 0
-        return True
-
     def _why_stop(self, run: ActiveRun) -> str | None:
         if run.stop_reason is not None:
             return None
@@ -410,7 +402,16 @@ class Reconciler:
     # -- starting ---------------------------------------------------------------
 
     def _start_wanted(self, now_m: float, now_w: float) -> None:
-        wanted = [rt for rt in self._idle.values() if self._wants_run(rt, now_m)]
+        # Runs every pass over every idle task, so it asks only what the index
+        # does not already say (each has no run and is enabled, present and
+        # unfinished: `_in_motion`): is its backoff over, has a schedule fired.
+        scheduled = TaskKind.SCHEDULED
+        wanted = [
+            rt
+            for rt in self._idle.values()
+            if (rt.retry_at is None or now_m >= rt.retry_at)
+            and (rt.pending_fires > 0 or rt.spec.kind is not scheduled)
+        ]
         if not wanted:
             return
         free = self.config.daemon.max_concurrent - len(self.runs)
@@ -418,18 +419,19 @@ class Reconciler:
         def order(rt: TaskRuntime) -> tuple[int, float]:
             return PRIORITY_ORDER[rt.spec.route.priority], rt.waiting_since
 
+        if free >= len(wanted):
+            for rt in sorted(wanted, key=order):
+                self._start(rt, now_m, now_w)
+            return
         # Only the first `free` in priority order can start: no need to sort them all.
         first = heapq.nsmallest(free, wanted, key=order) if free > 0 else []
         for rt in first:
             self._start(rt, now_m, now_w)
         chosen = {id(rt) for rt in first}
+        pending, queued = TaskPhase.PENDING, WAITING_FOR_SLOT
         for rt in wanted:
-            if (
-                id(rt) not in chosen
-                and rt.run is None
-                and (rt.phase is not TaskPhase.PENDING or rt.reason != "waiting for a free slot")
-            ):
-                self._set_phase(rt, TaskPhase.PENDING, "waiting for a free slot")
+            if (rt.reason is not queued or rt.phase is not pending) and id(rt) not in chosen:
+                self._set_phase(rt, pending, queued)
 
     def _busy_arms(self) -> set[str]:
         per_arm = Tally(run.arm for run in self.runs.values())
