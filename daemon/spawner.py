@@ -197,13 +197,13 @@ class Spawner:
                 self._broken("spawn helper exited")
                 return
             message = json.loads(data)
-            if "exit" in message:
-                pid = int(message["exit"])
-                if pid in self._codes:
-                    self._codes[pid] = int(message["code"])
-                    waiter = self._waiters.pop(pid, None)
-                    if waiter is not None:
-                        waiter()
+            if "exits" in message:
+                for pid, code in message["exits"]:
+                    if pid in self._codes:
+                        self._codes[pid] = int(code)
+                        waiter = self._waiters.pop(pid, None)
+                        if waiter is not None:
+                            waiter()
                 continue
             future = self._replies.pop(int(message.get("id", -1)), None)
             if future is None or future.done():

@@ -14,8 +14,8 @@ Protocol, one datagram each way on a SOCK_SEQPACKET socket:
 * reply: JSON {id, pid, fds} with the leader's pidfd attached (a pidfd
   names the process even once it has exited and been collected, so the
   daemon never confuses it with a reused pid), or {id, errno, step};
-* exit report: JSON {exit: pid, code} when a leader ends (code as Popen
-  gives it: the status, or -N for signal N).
+* exit report: JSON {exits: [[pid, code], ...]} when leaders end (code as
+  Popen gives it: the status, or -N for signal N).
 
 When the daemon's end closes, the helper exits at once and leaves its
 children running: they are adopted as after a daemon crash.
@@ -157,19 +157,23 @@ def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> Non
 
 
 def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) -> None:
-    """Report every child that has ended (SIGCHLD may merge several exits)."""
+    """Report every child that has ended (SIGCHLD may merge several exits), in
+    one message: a burst of short runs costs one send and one wakeup."""
+    ended: list[list[int]] = []
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
         proc = children.pop(pid, None)
         code = os.waitstatus_to_exitcode(status)
         if proc is not None:
             proc.returncode = code
-        _send(sock, json.dumps({"exit": pid, "code": code}).encode())
+        ended.append([pid, code])
+    if ended:
+        _send(sock, json.dumps({"exits": ended}).encode())
 
 
 if __name__ == "__main__":

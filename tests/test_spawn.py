@@ -146,6 +146,30 @@ async def test_exit_statuses_and_signals_come_back(tmp_path: Path, helper: Spawn
     sleeper.close()
 
 
+async def test_leaders_ending_together_each_get_their_own_status(
+    tmp_path: Path, helper: Spawner | None
+) -> None:
+    # Eight leaders wait on one fifo and end in the same instant when it opens:
+    # their SIGCHLDs merge, and the helper reports them in one message.
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR)  # a writer from the start: no reader's open blocks
+    env = {"PATH": "/usr/bin:/bin"}
+    children = [
+        await process.start(
+            helper, ["sh", "-c", f"read x < {fifo}; exit {i}"], cwd=str(tmp_path), env=env
+        )
+        for i in range(8)
+    ]
+    os.write(held, b"\n" * 8)  # one line each (sh reads a byte at a time from a fifo)
+    try:
+        assert [await _exit_code(child) for child in children] == list(range(8))
+    finally:
+        os.close(held)  # only now: the last descriptor's close discards unread lines
+    for child in children:
+        child.close()
+
+
 async def test_sigpipe_is_back_to_its_default_in_the_leader(
     tmp_path: Path, helper: Spawner | None
 ) -> None:
