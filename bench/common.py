@@ -60,6 +60,21 @@ def summary(samples: Sequence[float], scale: float = 1.0, unit: str = "") -> str
     return f"{statistics.median(s) * scale:.3g}{unit} [{s[0] * scale:.3g}..{s[-1] * scale:.3g}]"
 
 
+def paired(ours: Sequence[float], peers: Sequence[float]) -> float:
+    """The median of the per-repetition ratios ours[i] / peers[i]. Each pair ran
+    back to back, so a slow spell of a shared machine (this one's throughput
+    moves by a third within minutes) divides out of the ratio instead of
+    landing on one side of it."""
+    return statistics.median(o / p for o, p in zip(ours, peers, strict=True))
+
+
+def ratios(ours: Sequence[float], peers: Sequence[float], fmt: str) -> str:
+    """Every per-repetition ratio, in run order, and the ratio of the medians."""
+    each = " ".join(fmt.format(o / p) for o, p in zip(ours, peers, strict=True))
+    whole = statistics.median(ours) / statistics.median(peers)
+    return f"per repetition {each}; ratio of medians {fmt.format(whole)}"
+
+
 def pct(samples: Sequence[float], q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(q * len(s)))]
