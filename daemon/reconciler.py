@@ -18,6 +18,7 @@ import heapq
 import math
 import os
 import random
+import threading
 import time
 from collections import Counter as Tally
 from collections import deque
@@ -57,6 +58,8 @@ SCAN_INTERVAL = 5.0
 #: full scan reads every process's stat file: at 5 s it was most of the idle
 #: CPU; stop-time snapshots and the subreaper cover what happens in between.
 TRACK_INTERVAL = 60.0
+#: How long start-up waits for the config's kept task directories (seconds).
+DIRS_AHEAD_WAIT = 2.0
 #: The reason of a task that could start but for a free slot (one object, so
 #: that a pass tells it by identity).
 WAITING_FOR_SLOT = "waiting for a free slot"
@@ -102,6 +105,8 @@ class Reconciler:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        #: The start-up config's directories being made (see `_await_dirs_ahead`).
+        self._dirs_ahead: threading.Thread | None = None
         #: Starts run leaders in a helper process, off the loop (started by `run`).
         self.spawner = Spawner()
         self.spawner.on_gone = self._spawner_gone
@@ -192,10 +197,29 @@ class Reconciler:
             self.spawner.start()
             if self.spawner.failed:
                 self.log.warning("spawner.unavailable", reason=self.spawner.failed)
+        await self._await_dirs_ahead()
         try:
             await self._loop()
         finally:
             self.spawner.close()
+
+    async def _await_dirs_ahead(self) -> None:
+        """Start-up prepares before it serves: the start-up config's kept task
+        directories are made before the first pass (off the loop, for at most
+        DIRS_AHEAD_WAIT), so that the first burst of runs does not share the
+        disk and the CPU with hundreds of mkdirs (each a new inode; 0.03 to
+        0.6 ms on this kind of host). Past the bound the rest are made while
+        runs start, and a start that comes first makes its own."""
+        thread, self._dirs_ahead = self._dirs_ahead, None
+        if thread is None:
+            return
+        await anyio.to_thread.run_sync(thread.join, DIRS_AHEAD_WAIT)
+        if thread.is_alive():
+            self.log.info(
+                "dirs.slow",
+                waited=DIRS_AHEAD_WAIT,
+                note="kept task directories are still being made; runs start meanwhile",
+            )
 
     def _spawner_gone(self, leaders: list[int]) -> None:
         """The helper died: its running leaders are our children now, so the sweeps
@@ -323,7 +347,9 @@ class Reconciler:
                 rt.retry_at = None
                 rt.exclude.clear()
                 self._init_phase(rt, now_w, "config changed")
-        make_ahead(kept_workdirs(config))
+        dirs = make_ahead(kept_workdirs(config))
+        if first:
+            self._dirs_ahead = dirs
         if not first:
             self.log.info("config.applied", tasks=len(wanted))
 

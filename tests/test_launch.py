@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon_kit import header, task, write_config
+import pytest
+from daemon_kit import header, running, task, until, write_config
 
 from daemon.config import Config, load_config
 from daemon.dirs import make_ahead
 from daemon.launch import kept_workdirs, prepare, remove_run_dir, task_workdir
+from daemon.lifecycle import TaskPhase
 
 
 def _config(tmp_path: Path, **task_keys: object) -> Config:
@@ -62,3 +64,19 @@ def test_kept_directories_are_made_ahead_for_command_tasks_only(tmp_path: Path) 
     make_ahead(kept_workdirs(config)).join(timeout=30)
     assert task_workdir(config.daemon.state_dir, "plain").is_dir()
     assert not task_workdir(config.daemon.state_dir, "isolated").exists()
+
+
+@pytest.mark.anyio
+async def test_start_up_makes_every_kept_directory_before_the_first_run(tmp_path: Path) -> None:
+    # 1000 scheduled tasks that will not fire today, and one run that counts (a
+    # shell: it starts in a millisecond) the kept directories beside its own.
+    text = header(tmp_path) + (
+        '[[tasks]]\nname = "counter"\nkind = "oneshot"\nrestart = "never"\n'
+        'argv = ["sh", "-c", "ls .. | wc -l"]\n\n'
+    )
+    for i in range(1000):
+        text += task(f"later{i}", "print(1)", kind="scheduled", schedule="0 0 1 1 *")
+    async with running(tmp_path, text) as rec:
+        await until(lambda: rec.tasks["counter"].phase is TaskPhase.SUCCEEDED, what="the count")
+        logs = list((tmp_path / "logs" / "counter").glob("*.log"))
+        assert len(logs) == 1 and logs[0].read_text().split() == ["1001"]
