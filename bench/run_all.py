@@ -49,7 +49,8 @@ def main() -> None:
         f"in {elapsed / 60:.1f} min{' (--quick)' if args.quick else ''}. "
         "Peer: supervisord 4.3.0 (and a bare Popen loop), measured in the same run, "
         "alternating where the benchmark repeats. Figures are medians [min..max] unless "
-        "marked; written by `python bench/run_all.py`.",
+        "marked; spawn ratios are medians of back-to-back pairs (each repetition's ratio "
+        "is listed); written by `python bench/run_all.py`.",
         "",
         "| bench | metric | factoryd | peer | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
