@@ -350,7 +350,7 @@ class Reconciler:
         dirs = make_ahead(kept_workdirs(config))
         if first:
             self._dirs_ahead = dirs
-        if not first:
+        else:
             self.log.info("config.applied", tasks=len(wanted))
 
     def _init_phase(self, rt: TaskRuntime, now_w: float, reason: str = "new") -> None:
