@@ -1,15 +1,17 @@
-"""Where a run works: a config task's kept directory, a submission's per-run one."""
+"""Where a run works (a config task's kept directory, a submission's per-run one), and its id."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 from daemon_kit import header, running, task, until, write_config
 
+from daemon import launch
 from daemon.config import Config, load_config
 from daemon.dirs import make_ahead
-from daemon.launch import kept_workdirs, prepare, remove_run_dir, task_workdir
+from daemon.launch import kept_workdirs, new_run_id, prepare, remove_run_dir, task_workdir
 from daemon.lifecycle import TaskPhase
 
 
@@ -30,6 +32,19 @@ def test_a_command_task_without_workdir_runs_in_its_kept_task_directory(tmp_path
     (expected / "output.txt").write_text("kept")  # a run's files stay for the next one
     assert prepare(config, spec, arm, "r3", {}).spec.cwd == str(expected)
     assert (expected / "output.txt").read_text() == "kept"
+
+
+def test_run_ids_sort_by_time_and_do_not_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_790_000_000.0
+    ids = [new_run_id(now + i / 1000) for i in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert [i.split("-")[0] for i in ids] == sorted(i.split("-")[0] for i in ids)
+    stamp, rand = ids[0].split("-")
+    assert stamp.isalnum() and len(rand) == 6 and int(rand, 16) >= 0
+    # Within one millisecond the 24 random bits tell runs apart (a pass starts a
+    # few per millisecond); seeded here, so that the test cannot flake.
+    monkeypatch.setattr(launch, "_ID_RANDOM", random.Random(7))
+    assert len({new_run_id(now) for _ in range(50)}) == 50
 
 
 def test_a_submitted_task_gets_a_directory_per_run_removed_after_it(tmp_path: Path) -> None:
