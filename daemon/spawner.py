@@ -140,11 +140,15 @@ class Spawner:
             self._broken(f"spawn helper unreachable: {exc}")
             raise HelperUnavailable(self.failed or "unreachable") from None
         self._replies[ident] = future
-        with anyio.CancelScope(shield=True), anyio.move_on_after(REPLY_TIMEOUT) as timer:
-            reply, attached = await future
-        if timer.cancelled_caught:
-            self._replies.pop(ident, None)
-            raise OSError(0, f"no answer from the spawn helper in {REPLY_TIMEOUT:g}s")
+        # The deadline is a plain loop timer that fails the future (one anyio
+        # scope fewer per run); the shield keeps a cancelled caller waiting for
+        # the answer, since a leader may exist and must have an owner.
+        timer = self._loop.call_later(REPLY_TIMEOUT, self._expire, ident)
+        try:
+            with anyio.CancelScope(shield=True):
+                reply, attached = await future
+        finally:
+            timer.cancel()
         if "pid" in reply and attached:
             pid = int(reply["pid"])
             out_fd, err_fd = reply["fds"]
@@ -156,6 +160,15 @@ class Spawner:
         text = os.strerror(err) if err else "failed"
         step = str(reply.get("step", "exec"))
         raise OSError(err, text, {"stdin": stdin_path, "chdir": cwd}.get(step, argv[0]))
+
+    def _expire(self, ident: int) -> None:
+        """No answer in REPLY_TIMEOUT: the spawn fails; an answer that still comes
+        finds nobody waiting, and its leader is killed (see `_on_message`)."""
+        future = self._replies.pop(ident, None)
+        if future is not None and not future.done():
+            future.set_exception(
+                OSError(0, f"no answer from the spawn helper in {REPLY_TIMEOUT:g}s")
+            )
 
     def exit_code(self, pid: int) -> tuple[bool, int | None]:
         """(known, code) for a leader this helper started. Once the helper is

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +17,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon import process
+from daemon import process, spawner
 from daemon.process import become_subreaper
 from daemon.spawner import Spawner
+from daemon.spawnlog import SpawnLog
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +232,39 @@ async def test_the_helper_notes_the_spawn_before_it_answers(
     child.close()
     log.close()
     assert read_spawn_log(log.path) == {"r1": Spawned(child.pid, child.leader_fds)}
+
+
+async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.3)
+    helper = Spawner()
+    helper.start()
+    assert helper.pid is not None
+    spawns = SpawnLog(tmp_path / "spawns.log")
+    os.kill(helper.pid, signal.SIGSTOP)  # a helper stuck (say, on a hung mount)
+    try:
+        with pytest.raises(process.SpawnError, match="no answer from the spawn helper"):
+            await process.start(
+                helper,
+                ["sleep", "30"],
+                cwd=str(tmp_path),
+                env={"PATH": "/usr/bin:/bin"},
+                record=("late-run", spawns),
+            )
+    finally:
+        os.kill(helper.pid, signal.SIGCONT)
+    try:
+        # Resumed, the helper starts the leader, notes it in the spawn log and
+        # answers; nobody waits for that answer any more, so the leader is killed
+        # rather than left without an owner.
+        with anyio.fail_after(10):
+            while not spawns.path.exists() or not spawns.path.read_bytes().endswith(b"\n"):
+                await anyio.sleep(0.01)
+            run_id, pid, *_ = spawns.path.read_text().split()
+            assert run_id == "late-run"
+            while process.group_alive(int(pid)):
+                await anyio.sleep(0.01)
+        assert helper.available  # the helper itself carries on
+    finally:
+        helper.close()
