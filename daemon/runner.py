@@ -317,14 +317,15 @@ class Runner:
                         await self._terminate(child, exited.wait, result)
                     await self._clean_up(child, result)
                 raise
-            with anyio.CancelScope(shield=True):
-                await self._clean_up(child, result)
-                if not all(reader.done for reader in readers):
-                    with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
-                        for reader in readers:
-                            await reader.wait()
-                    if drain.cancelled_caught:
-                        spec.log.note("output pipes still open after every process was gone")
+            if self._left_behind(child, result) or not all(r.done for r in readers):
+                with anyio.CancelScope(shield=True):
+                    await self._clean_up(child, result)
+                    if not all(reader.done for reader in readers):
+                        with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
+                            for reader in readers:
+                                await reader.wait()
+                        if drain.cancelled_caught:
+                            spec.log.note("output pipes still open after every process was gone")
         finally:
             if not exited.is_set():
                 loop.remove_reader(child.pidfd)
@@ -411,6 +412,17 @@ class Runner:
         result.sigkilled = True
         self.spec.log.note(f"SIGKILL after {self.spec.stop_grace:g}s grace")
         await wait()
+
+    def _left_behind(self, child: process.Child, result: RunResult) -> bool:
+        """Whether `_clean_up` has anything to do. Most runs end alone: the group
+        is gone, no descendant was ever seen, nothing was stopped or killed, and
+        then the clean-up (and the shielded scope it needs) is skipped."""
+        return (
+            process.group_alive(child.pid)
+            or bool(self._watch.descendants)
+            or result.sigkilled
+            or self._stopped
+        )
 
     async def _clean_up(self, child: process.Child, result: RunResult) -> None:
         """Leave nothing behind: leftover group members, escaped descendants, orphans."""
