@@ -251,6 +251,10 @@ class Metrics:
             registry=r,
         )
 
+        #: Every run's output counters, per CLI (a handful of series): looked up
+        #: once, not three `labels()` calls per run.
+        self._per_cli: dict[str, tuple[Any, Any, Any]] = {}
+
     # -- recording ----------------------------------------------------------
 
     def config_loaded(self, raw: bytes) -> None:
@@ -281,9 +285,17 @@ class Metrics:
             self.kills_escalated.labels(cli).inc()
         if result.orphans_killed:
             self.orphans_reaped.inc(result.orphans_killed)
-        self.output_bytes.labels(cli).inc(result.bytes_logged)
-        self.output_dropped.labels(cli).inc(result.bytes_dropped)
-        self.parser_errors.labels(cli).inc(result.parse_errors)
+        per_cli = self._per_cli.get(cli)
+        if per_cli is None:
+            per_cli = self._per_cli[cli] = (
+                self.output_bytes.labels(cli),
+                self.output_dropped.labels(cli),
+                self.parser_errors.labels(cli),
+            )
+        logged, dropped, parse_errors = per_cli
+        logged.inc(result.bytes_logged)
+        dropped.inc(result.bytes_dropped)
+        parse_errors.inc(result.parse_errors)
 
     def usage(self, arm: str, usage: Usage, cost: float | None) -> None:
         for kind, value in (
