@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     results = common.Results()
     t0 = time.monotonic()
-    spawn.run(results, reps=2 if args.quick else 5)
+    spawn.run(results, reps=2 if args.quick else 7)
     exit_latency.run(results, kills=30 if args.quick else 100, peer_kills=10 if args.quick else 30)
     idle.run(results, window=20.0 if args.quick else 60.0)
     scale.run(results)
