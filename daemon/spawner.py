@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ class Spawner:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies: dict[int, asyncio.Future[tuple[dict[str, Any], list[int]]]] = {}
+        #: Requests not sent yet (id, datagram, descriptors), oldest first.
+        self._outbox: deque[tuple[int, bytes, list[int]]] = deque()
+        self._waiting_to_send = False
         self._next_id = 0
         #: Exit codes reported for leaders still watched (None: not yet).
         self._codes: dict[int, int | None] = {}
@@ -134,15 +138,13 @@ class Spawner:
         if len(request) > MAX_REQUEST:
             raise HelperUnavailable("request too large for one datagram")
         future = self._loop.create_future()
-        try:
-            socket.send_fds(self._sock, [request], list(fds))
-        except OSError as exc:
-            self._broken(f"spawn helper unreachable: {exc}")
-            raise HelperUnavailable(self.failed or "unreachable") from None
         self._replies[ident] = future
+        self._outbox.append((ident, request, list(fds)))
+        self._send_queued()
         # The deadline is a plain loop timer that fails the future (one anyio
         # scope fewer per run); the shield keeps a cancelled caller waiting for
-        # the answer, since a leader may exist and must have an owner.
+        # the answer, since a leader may exist and must have an owner. Until
+        # the request has left the outbox the caller's descriptors stay open.
         timer = self._loop.call_later(REPLY_TIMEOUT, self._expire, ident)
         try:
             with anyio.CancelScope(shield=True):
@@ -161,9 +163,47 @@ class Spawner:
         step = str(reply.get("step", "exec"))
         raise OSError(err, text, {"stdin": stdin_path, "chdir": cwd}.get(step, argv[0]))
 
+    def _send_queued(self) -> None:
+        """Send what the outbox holds, in order, as far as the socket takes it.
+
+        A burst of spawns (hundreds at once, or large environments) fills the
+        socket faster than the helper reads it: then the rest waits here for
+        the socket to be writable again. That is backpressure, not a dead
+        helper: taking it for one would fail spawns the helper then starts
+        anyway, and their retries would run twice.
+        """
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            return
+        while self._outbox:
+            _ident, request, fds = self._outbox[0]
+            try:
+                socket.send_fds(sock, [request], fds)
+            except BlockingIOError:
+                if not self._waiting_to_send:
+                    self._waiting_to_send = True
+                    loop.add_writer(sock.fileno(), self._send_queued)
+                return
+            except OSError as exc:
+                self._broken(f"spawn helper unreachable: {exc}")
+                return
+            self._outbox.popleft()
+        if self._waiting_to_send:
+            self._waiting_to_send = False
+            loop.remove_writer(sock.fileno())
+
+    def _unsent(self, ident: int) -> bool:
+        """Take a request out of the outbox if it is still there (never sent)."""
+        for entry in self._outbox:
+            if entry[0] == ident:
+                self._outbox.remove(entry)
+                return True
+        return False
+
     def _expire(self, ident: int) -> None:
         """No answer in REPLY_TIMEOUT: the spawn fails; an answer that still comes
         finds nobody waiting, and its leader is killed (see `_on_message`)."""
+        self._unsent(ident)
         future = self._replies.pop(ident, None)
         if future is not None and not future.done():
             future.set_exception(
@@ -238,11 +278,19 @@ class Spawner:
         self.failed = why
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
+            if self._waiting_to_send:
+                self._loop.remove_writer(self._sock.fileno())
             self._sock.close()
         self._sock = None
-        for future in self._replies.values():
+        self._waiting_to_send = False
+        unsent = {ident for ident, _, _ in self._outbox}
+        self._outbox.clear()
+        for ident, future in self._replies.items():
             if not future.done():
-                future.set_exception(OSError(0, why))
+                # Never sent: nothing can have started, Popen may take it. Sent:
+                # a leader may exist, so the spawn fails (see the module's doc).
+                error = HelperUnavailable(why) if ident in unsent else OSError(0, why)
+                future.set_exception(error)
         self._replies.clear()
         if self.on_gone is not None:
             self.on_gone([pid for pid, code in self._codes.items() if code is None])

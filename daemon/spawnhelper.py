@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -109,6 +110,10 @@ def main(fd: int) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: dict[int, subprocess.Popen[bytes]] = {}
+    # Tells, without reading, whether the daemon has closed its end (requests it
+    # sent before that are still queued for us to read).
+    hangup = select.poll()
+    hangup.register(sock, select.POLLRDHUP)
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
@@ -122,10 +127,11 @@ def main(fd: int) -> None:
                 if not message:
                     os._exit(0)  # the daemon is gone; the runs are not ours to stop
                 request = json.loads(message)
-                if os.getppid() != daemon:
-                    # The daemon died with this request still queued: a new one may
-                    # already have judged the run never started. Starting it now
-                    # could run it twice.
+                if os.getppid() != daemon or hangup.poll(0):
+                    # The daemon died, or gave up on us and closed its end, with
+                    # this request still queued: it has failed (or a new daemon
+                    # has judged never started) this spawn, and may retry it.
+                    # Starting it now could run it twice.
                     os._exit(0)
                 if len(fds) == 4:
                     reply, attached, proc = start(request, fds)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
+from daemon_kit import header, running, until
 
 from daemon import process, spawner
+from daemon.lifecycle import TaskPhase
 from daemon.process import become_subreaper
 from daemon.spawner import Spawner
 from daemon.spawnlog import SpawnLog
@@ -268,3 +272,82 @@ async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
         assert helper.available  # the helper itself carries on
     finally:
         helper.close()
+
+
+async def test_a_burst_of_spawns_larger_than_the_socket_waits_for_the_helper(
+    tmp_path: Path,
+) -> None:
+    # 300 spawns at once with 8 KiB environments: far more than the socket holds.
+    # The rest waits for the helper to read (backpressure); none fails, none is
+    # started twice, the helper stays in use, every status comes back.
+    helper = Spawner()
+    helper.start()
+    env = {"PATH": "/usr/bin:/bin", "BULK": "x" * 8192}
+    children: list[process.Child] = []
+
+    async def one(i: int) -> None:
+        children.append(
+            await process.start(helper, ["sh", "-c", f"exit {i % 7}"], cwd=str(tmp_path), env=env)
+        )
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(one, i)
+        assert helper.available, helper.failed
+        assert len(children) == 300 and all(c.helper is helper for c in children)
+        codes = sorted([await _exit_code(c) for c in children])
+        assert codes == sorted(i % 7 for i in range(300))
+    finally:
+        for child in children:
+            child.close()
+        helper.close()
+
+
+def test_the_helper_starts_nothing_the_daemon_gave_up_on(tmp_path: Path) -> None:
+    # Requests queued in the socket when the daemon closes its end (it has
+    # failed those spawns and may retry them) must not start: the helper exits.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(spawner.HELPER), str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+    )
+    theirs.close()
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(3):
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            request = {
+                "id": i,
+                "argv": ["touch", str(tmp_path / f"started-{i}")],
+                "env": {"PATH": "/usr/bin:/bin"},
+                "cwd": str(tmp_path),
+                "stdin": None,
+            }
+            socket.send_fds(ours, [json.dumps(request).encode()], [out_w, err_w, out_r, err_r])
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+        ours.close()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert proc.wait(timeout=10) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_daemon_starting_300_runs_at_once_runs_each_exactly_once(tmp_path: Path) -> None:
+    # The reconciler-level view of the same burst: every task's first start
+    # succeeds (no spawn taken for failed and retried, which could run twice).
+    text = header(tmp_path, max_concurrent=300)
+    for i in range(300):
+        text += f'[[tasks]]\nname = "t{i}"\nkind = "oneshot"\nargv = ["true"]\n\n'
+    async with running(tmp_path, text) as rec:
+        done = (TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.GAVE_UP)
+        await until(
+            lambda: all(rt.phase in done for rt in rec.tasks.values()),
+            timeout=60,
+            what="300 one-shot runs to finish",
+        )
+        assert {(rt.runs, rt.last_outcome) for rt in rec.tasks.values()} == {(1, "succeeded")}
+        assert rec.spawner.available, rec.spawner.failed
