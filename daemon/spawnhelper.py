@@ -178,8 +178,22 @@ def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) 
         if proc is not None:
             proc.returncode = code
         ended.append([pid, code])
-    if ended:
-        _send(sock, json.dumps({"exits": ended}).encode())
+    for message in exit_messages(ended):
+        _send(sock, message)
+
+
+#: Exits per report: a datagram must fit the daemon's receive buffer (64 KiB)
+#: however many leaders end at once.
+EXITS_PER_MESSAGE = 1024
+
+
+def exit_messages(ended: list[list[int]]) -> list[bytes]:
+    """The exit reports for `ended` ([pid, code] pairs), at most
+    EXITS_PER_MESSAGE in each."""
+    return [
+        json.dumps({"exits": ended[i : i + EXITS_PER_MESSAGE]}).encode()
+        for i in range(0, len(ended), EXITS_PER_MESSAGE)
+    ]
 
 
 if __name__ == "__main__":

@@ -351,3 +351,15 @@ async def test_a_daemon_starting_300_runs_at_once_runs_each_exactly_once(tmp_pat
         )
         assert {(rt.runs, rt.last_outcome) for rt in rec.tasks.values()} == {(1, "succeeded")}
         assert rec.spawner.available, rec.spawner.failed
+
+
+def test_exit_reports_fit_the_daemons_receive_buffer() -> None:
+    # However many leaders end in one SIGCHLD round, each report stays well
+    # under the 64 KiB the daemon reads per datagram, and none is lost.
+    from daemon import spawnhelper
+
+    ended = [[4_000_000 + i, -9] for i in range(5000)]
+    messages = spawnhelper.exit_messages(ended)
+    assert all(len(m) < 32 * 1024 for m in messages)
+    assert [e for m in messages for e in json.loads(m)["exits"]] == ended
+    assert spawnhelper.exit_messages([]) == []
