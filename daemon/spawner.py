@@ -192,13 +192,12 @@ class Spawner:
             self._waiting_to_send = False
             loop.remove_writer(sock.fileno())
 
-    def _unsent(self, ident: int) -> bool:
+    def _unsent(self, ident: int) -> None:
         """Take a request out of the outbox if it is still there (never sent)."""
         for entry in self._outbox:
             if entry[0] == ident:
                 self._outbox.remove(entry)
-                return True
-        return False
+                return
 
     def _expire(self, ident: int) -> None:
         """No answer in REPLY_TIMEOUT: the spawn fails; an answer that still comes
