@@ -363,3 +363,56 @@ def test_exit_reports_fit_the_daemons_receive_buffer() -> None:
     assert all(len(m) < 32 * 1024 for m in messages)
     assert [e for m in messages for e in json.loads(m)["exits"]] == ended
     assert spawnhelper.exit_messages([]) == []
+
+
+async def test_spawns_stuck_behind_a_stopped_helper_expire_and_none_starts_unowned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopped helper, 100 spawns with 8 KiB environments: some reach its
+    # socket, the rest wait in the outbox. All expire. Once it resumes, the ones
+    # it had received start and are killed as late answers; the ones still in
+    # the outbox are never sent (their descriptors are closed by then).
+    monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.5)
+    helper = Spawner()
+    helper.start()
+    assert helper.pid is not None
+    spawns = SpawnLog(tmp_path / "spawns.log")
+    env = {"PATH": "/usr/bin:/bin", "BULK": "x" * 8192}
+    failures: list[str] = []
+
+    async def one(i: int) -> None:
+        try:
+            await process.start(
+                helper, ["sleep", "30"], cwd=str(tmp_path), env=env, record=(f"r{i}", spawns)
+            )
+        except process.SpawnError as exc:
+            failures.append(str(exc))
+
+    os.kill(helper.pid, signal.SIGSTOP)
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(one, i)
+    finally:
+        os.kill(helper.pid, signal.SIGCONT)
+    try:
+        assert len(failures) == 100 and all("no answer" in f for f in failures)
+        # The helper answers in order: once this spawn is answered, every request
+        # it had received before is handled (started, answered, killed).
+        monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 60.0)
+        env["PATH"] = "/usr/bin:/bin"
+        last = await process.start(
+            helper, ["true"], cwd=str(tmp_path), env=env, record=("last", spawns)
+        )
+        lines = [line.split() for line in spawns.path.read_text().splitlines()]
+        assert lines[-1][0] == "last"
+        started = [int(fields[1]) for fields in lines[:-1]]
+        assert 0 < len(started) < 100  # the socket took some, the outbox kept the rest
+        with anyio.fail_after(20):
+            while any(process.group_alive(pid) for pid in started):
+                await anyio.sleep(0.01)
+        assert await _exit_code(last) == 0
+        last.close()
+        assert helper.available
+    finally:
+        helper.close()
