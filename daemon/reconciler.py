@@ -30,8 +30,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from daemon import fdlimit, process
 from daemon import journal as j
-from daemon import process
 from daemon.config import Config
 from daemon.dirs import make_ahead
 from daemon.journal import Journal
@@ -105,6 +105,9 @@ class Reconciler:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        #: The descriptor limit the runs get (the daemon's own may be raised above
+        #: it; see fdlimit.py). None: whatever the daemon has.
+        self.leader_nofile: int | None = None
         #: The start-up config's directories being made (see `_await_dirs_ahead`).
         self._dirs_ahead: threading.Thread | None = None
         #: Starts run leaders in a helper process, off the loop (started by `run`).
@@ -194,7 +197,7 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile until asked to stop, then stop every run and return."""
         if self.spawner.pid is None and self.spawner.failed is None:
-            self.spawner.start()
+            self.spawner.start(self.leader_nofile)
             if self.spawner.failed:
                 self.log.warning("spawner.unavailable", reason=self.spawner.failed)
         await self._await_dirs_ahead()
@@ -347,6 +350,9 @@ class Reconciler:
                 rt.retry_at = None
                 rt.exclude.clear()
                 self._init_phase(rt, now_w, "config changed")
+        short = fdlimit.shortfall(config.daemon.max_concurrent)
+        if short is not None:
+            self.log.warning("limits.nofile", reason=short)
         dirs = make_ahead(kept_workdirs(config))
         if first:
             self._dirs_ahead = dirs

@@ -24,6 +24,7 @@ import anyio
 
 from daemon import control, http
 from daemon.config import Config, load_config
+from daemon.fdlimit import raise_soft_limit
 from daemon.journal import Journal
 from daemon.logs import get_logger
 from daemon.metrics import Metrics, StateCollector
@@ -148,12 +149,14 @@ class Service:
 
     async def run(self) -> int:
         become_subreaper()
+        runs_nofile, _ = raise_soft_limit()
         daemon = self.config.daemon
         for directory in (daemon.state_dir, daemon.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(daemon.state_dir / "journal.db")
         self.reconciler = Reconciler(self.config, metrics=self.metrics, journal=self.journal)
         rec = self.reconciler
+        rec.leader_nofile = runs_nofile
         self.metrics.add_state_collector(
             StateCollector(
                 lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label

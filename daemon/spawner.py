@@ -68,12 +68,17 @@ class Spawner:
         #: are the daemon's children from then on (the reconciler wires this).
         self.on_gone: Callable[[list[int]], None] | None = None
 
-    def start(self) -> None:
-        """Start the helper (from the event loop); on failure note why and go on."""
+    def start(self, leader_nofile: int | None = None) -> None:
+        """Start the helper (from the event loop); on failure note why and go on.
+        `leader_nofile`: the descriptor limit the leaders get (the daemon's own
+        may have been raised; see fdlimit.py)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno())]
+        if leader_nofile is not None:
+            argv.append(str(leader_nofile))
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno())],
+                argv,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 close_fds=True,

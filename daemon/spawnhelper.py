@@ -1,6 +1,7 @@
 """The spawn helper: a small process that starts run leaders for the daemon.
 
-Run as a script (`python -I -S spawnhelper.py FD`), never imported by the
+Run as a script (`python -I -S spawnhelper.py FD [NOFILE]`: NOFILE is the
+descriptor limit its leaders get), never imported by the
 daemon: it stays small and single-threaded, so its Popen takes the vfork
 path cheaply, and its waits for each child's exec happen here instead of on
 the daemon's event loop.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import selectors
 import signal
@@ -197,4 +199,9 @@ def exit_messages(ended: list[list[int]]) -> list[bytes]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        # The daemon raised its own descriptor limit; the leaders get the one it
+        # started with (see fdlimit.py).
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(sys.argv[2]), hard), hard))
     main(int(sys.argv[1]))
