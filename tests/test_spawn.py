@@ -238,15 +238,21 @@ async def test_the_helper_notes_the_spawn_before_it_answers(
     assert read_spawn_log(log.path) == {"r1": Spawned(child.pid, child.leader_fds)}
 
 
-async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.3)
+def _impatient_helper(monkeypatch: pytest.MonkeyPatch, seconds: float) -> tuple[Spawner, int]:
+    """A started helper (and its pid) whose spawns fail after `seconds` unanswered."""
+    monkeypatch.setattr(spawner, "REPLY_TIMEOUT", seconds)
     helper = Spawner()
     helper.start()
     assert helper.pid is not None
+    return helper, helper.pid
+
+
+async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper, pid = _impatient_helper(monkeypatch, 0.3)
     spawns = SpawnLog(tmp_path / "spawns.log")
-    os.kill(helper.pid, signal.SIGSTOP)  # a helper stuck (say, on a hung mount)
+    os.kill(pid, signal.SIGSTOP)  # a helper stuck (say, on a hung mount)
     try:
         with pytest.raises(process.SpawnError, match="no answer from the spawn helper"):
             await process.start(
@@ -257,7 +263,7 @@ async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
                 record=("late-run", spawns),
             )
     finally:
-        os.kill(helper.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
     try:
         # Resumed, the helper starts the leader, notes it in the spawn log and
         # answers; nobody waits for that answer any more, so the leader is killed
@@ -372,10 +378,7 @@ async def test_spawns_stuck_behind_a_stopped_helper_expire_and_none_starts_unown
     # socket, the rest wait in the outbox. All expire. Once it resumes, the ones
     # it had received start and are killed as late answers; the ones still in
     # the outbox are never sent (their descriptors are closed by then).
-    monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.5)
-    helper = Spawner()
-    helper.start()
-    assert helper.pid is not None
+    helper, pid = _impatient_helper(monkeypatch, 0.5)
     spawns = SpawnLog(tmp_path / "spawns.log")
     env = {"PATH": "/usr/bin:/bin", "BULK": "x" * 8192}
     failures: list[str] = []
@@ -388,13 +391,13 @@ async def test_spawns_stuck_behind_a_stopped_helper_expire_and_none_starts_unown
         except process.SpawnError as exc:
             failures.append(str(exc))
 
-    os.kill(helper.pid, signal.SIGSTOP)
+    os.kill(pid, signal.SIGSTOP)
     try:
         async with anyio.create_task_group() as tg:
             for i in range(100):
                 tg.start_soon(one, i)
     finally:
-        os.kill(helper.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
     try:
         assert len(failures) == 100 and all("no answer" in f for f in failures)
         # The helper answers in order: once this spawn is answered, every request
