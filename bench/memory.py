@@ -1,26 +1,42 @@
-"""Memory: RSS of the daemon after 5,000 and 10,000 completed runs (real processes,
-journal on), and the growth between the two. Target <= 80 MB, growth < 5%.
+"""Memory: RSS of factoryd (the daemon and its spawn helper, as processes of
+their own, journal on) after 5,000 and 10,000 completed runs, and the growth
+between the two. Target <= 80 MB, growth < 5%.
 
-In-process so that RSS is the daemon's alone; 50 services restart `true` with a
-1 ms backoff, so runs come and go as fast as they can.
+50 services restart `true` with a 1 ms backoff, so runs come and go as fast
+as they can. Completed runs are counted in the journal (SQLite in WAL mode
+takes a reader beside the daemon's writer), not through the daemon. The two
+RSS figures are added: pages the processes share (the interpreter) count
+twice, so the sum errs high.
 """
 
 from __future__ import annotations
 
-import io
+import sqlite3
 
-import anyio
 import psutil
-from common import Results, Row, factoryd_config, factoryd_task, tmpdir
+from common import (
+    Results,
+    Row,
+    factoryd_config,
+    factoryd_task,
+    start_factoryd,
+    stop,
+    tmpdir,
+    wait_until,
+)
+from idle import spawn_helper
 
-from daemon.config import load_config
-from daemon.journal import Journal
-from daemon.logs import configure
-from daemon.reconciler import Reconciler
+
+def _ended(journal: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1.0) as db:
+            return int(db.execute("SELECT COUNT(*) FROM runs WHERE state = 'ended'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
-def rss_at(marks: tuple[int, ...] = (5000, 10000)) -> dict[int, int]:
-    configure("json", "warning", stream=io.StringIO())
+def rss_at(marks: tuple[int, ...] = (5000, 10000)) -> dict[int, tuple[int, int]]:
+    """(daemon RSS, helper RSS) when the journal holds each mark of ended runs."""
     work = tmpdir("memory")
     tasks = [
         factoryd_task(
@@ -32,36 +48,31 @@ def rss_at(marks: tuple[int, ...] = (5000, 10000)) -> dict[int, int]:
         )
         for i in range(50)
     ]
-    config = load_config(factoryd_config(work, tasks, max_concurrent=16))
-    config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
-    rec = Reconciler(config, journal=Journal(config.daemon.state_dir / "journal.db"))
-    me = psutil.Process()
-    seen: dict[int, int] = {}
-
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rec.run)
-            for mark in marks:
-                with anyio.fail_after(300):
-                    while sum(rt.runs for rt in rec.tasks.values()) < mark:
-                        await anyio.sleep(0.05)
-                seen[mark] = me.memory_info().rss
-            rec.request_stop()
-
-    anyio.run(main)
+    daemon = start_factoryd(factoryd_config(work, tasks, max_concurrent=16), work / "log")
+    journal = str(work / "state" / "journal.db")
+    seen: dict[int, tuple[int, int]] = {}
+    try:
+        assert wait_until(lambda: _ended(journal) > 0, 60), "no run ended"
+        me, helper = psutil.Process(daemon.pid), psutil.Process(spawn_helper(daemon.pid))
+        for mark in marks:
+            assert wait_until(lambda m=mark: _ended(journal) >= m, 600, 0.2), f"{mark} runs"
+            seen[mark] = (me.memory_info().rss, helper.memory_info().rss)
+    finally:
+        stop(daemon)
     return seen
 
 
 def run(results: Results) -> None:
     print("memory: RSS after 5,000 and 10,000 completed runs", flush=True)
     seen = rss_at()
-    a, b = seen[5000], seen[10000]
+    a, b = sum(seen[5000]), sum(seen[10000])
+    daemon, helper = seen[10000]
     growth = (b - a) / a
     results.add(
         Row(
             "memory",
-            "RSS after 10,000 runs",
-            f"{b / 2**20:.1f} MiB",
+            "RSS after 10,000 runs (daemon + spawn helper)",
+            f"{b / 2**20:.1f} MiB ({daemon / 2**20:.1f} + {helper / 2**20:.1f})",
             "-",
             "-",
             "<= 80 MB",
