@@ -40,6 +40,9 @@ import anyio
 HELPER = Path(__file__).with_name("spawnhelper.py")
 #: Larger requests go through Popen: a datagram must fit the socket buffer.
 MAX_REQUEST = 128 * 1024
+#: The largest message read from the helper: its exit reports are cut to fit
+#: (`spawnhelper.EXITS_PER_MESSAGE`), its replies are a few hundred bytes.
+RECV_MAX = 64 * 1024
 #: How long a spawn may take in the helper before the run is failed (a hung
 #: filesystem under the run's directory or executable).
 REPLY_TIMEOUT = 60.0
@@ -244,7 +247,7 @@ class Spawner:
     def _on_message(self) -> None:
         while self._sock is not None:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, 1)
+                data, fds, _flags, _addr = socket.recv_fds(self._sock, RECV_MAX, 1)
             except BlockingIOError:
                 return
             except OSError as exc:

@@ -184,8 +184,8 @@ def _collect(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) 
         _send(sock, message)
 
 
-#: Exits per report: a datagram must fit the daemon's receive buffer (64 KiB)
-#: however many leaders end at once.
+#: Exits per report: a datagram must fit what the daemon reads at once
+#: (`spawner.RECV_MAX`, 64 KiB; ~20 bytes an exit) however many leaders end.
 EXITS_PER_MESSAGE = 1024
 
 
