@@ -158,7 +158,7 @@ def _inline(table: dict[str, object]) -> str:
 
 def start_factoryd(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [PY, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
+        [PY, "-m", "factoryd", "run", "--config", str(config), "--log-format", "json"],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

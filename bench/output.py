@@ -12,11 +12,10 @@ import time
 
 import anyio
 from common import Results, Row, cleanup, tmpdir
-
-from daemon.agents.claude import ClaudeParser
-from daemon.capture import RunLog
-from daemon.process import become_subreaper
-from daemon.runner import Runner, RunSpec
+from factoryd.proc.capture import RunLog
+from factoryd.proc.process import become_subreaper
+from factoryd.run.agents.claude import ClaudeParser
+from factoryd.run.runner import Runner, RunSpec
 
 MB = 200
 LINE = '{"type":"assistant","message":{"content":[{"type":"text","text":"' + "x" * 180 + '"}]}}\n'

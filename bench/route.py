@@ -15,13 +15,13 @@ import statistics
 import subprocess
 import time
 
-from daemon.durations import Period
-from daemon.routing.engine import EngineSettings, RoutingEngine
-from daemon.routing.ledger import ScarcityPolicy
-from daemon.routing.model import ArmSpec, PoolSpec, PoolUnit, RouteRequest, TaskType, Usage
-from daemon.routing.quality import QualityPolicy
-from daemon.routing.scoring import RoutingPolicy
-from daemon.routing.telemetry import HealthPolicy, Outcome
+from factoryd.routing.engine import EngineSettings, RoutingEngine
+from factoryd.routing.ledger import ScarcityPolicy
+from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit, RouteRequest, TaskType, Usage
+from factoryd.routing.quality import QualityPolicy
+from factoryd.routing.scoring import RoutingPolicy
+from factoryd.routing.telemetry import HealthPolicy, Outcome
+from factoryd.units.durations import Period
 
 
 def build(n_arms: int, n_pools: int = 10) -> RoutingEngine:

@@ -13,10 +13,9 @@ import time
 
 import anyio
 from common import Results, Row, factoryd_config, factoryd_task, summary, tmpdir
-
-from daemon.config import load_config
-from daemon.logs import configure
-from daemon.reconciler import Reconciler
+from factoryd.config.loader import load_config
+from factoryd.observe.logs import configure
+from factoryd.reconcile.reconciler import Reconciler
 
 TASKS, RUNNING = 10_000, 500
 

@@ -19,12 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import anyio
-
-from daemon import http
-from daemon.config import load_config
-from daemon.metrics import StateCollector
-from daemon.reconciler import Reconciler
-from daemon.routing.model import RouteRequest, Usage
+from factoryd.config.loader import load_config
+from factoryd.observe.metrics import StateCollector
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.routing.model import RouteRequest, Usage
+from factoryd.service import http
 
 
 def config_text(state: Path) -> str:

@@ -17,11 +17,10 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from factoryd.config.loader import load_config
+from factoryd.proc.process import become_subreaper
+from factoryd.reconcile.reconciler import Reconciler
 from proc_kit import processes_with_env
-
-from daemon.config import load_config
-from daemon.process import become_subreaper
-from daemon.reconciler import Reconciler
 
 PY = sys.executable
 
@@ -103,9 +102,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def factoryd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command line as an operator does: `python -m daemon ARGS`."""
+    """Run the command line as an operator does: `python -m factoryd ARGS`."""
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "factoryd", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -118,7 +117,7 @@ def start_daemon(
     config: Path, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", "--config", str(config), "--log-format", "json"],
+        [sys.executable, "-m", "factoryd", "run", "--config", str(config), "--log-format", "json"],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 import psutil
-
-from daemon.agents.base import Parser
-from daemon.capture import RunLog
-from daemon.runner import Runner, RunResult, RunSpec, StopRequest
+from factoryd.core.outcome import RunResult, StopRequest
+from factoryd.proc.capture import RunLog
+from factoryd.run.agents.base import Parser
+from factoryd.run.runner import Runner, RunSpec
 
 PY = sys.executable
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from daemon.durations import parse_period
-from daemon.routing.engine import EngineSettings, RoutingEngine
-from daemon.routing.ledger import ScarcityPolicy
-from daemon.routing.model import ArmSpec, PoolSpec, PoolUnit
-from daemon.routing.quality import QualityPolicy
-from daemon.routing.scoring import RoutingPolicy
-from daemon.routing.telemetry import HealthPolicy
+from factoryd.routing.engine import EngineSettings, RoutingEngine
+from factoryd.routing.ledger import ScarcityPolicy
+from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit
+from factoryd.routing.quality import QualityPolicy
+from factoryd.routing.scoring import RoutingPolicy
+from factoryd.routing.telemetry import HealthPolicy
+from factoryd.units.durations import parse_period
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a fixed "now"
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factoryd.core.events import Activity, Completion, LimitHit
+from factoryd.run.agents.base import Parser
+from factoryd.run.agents.registry import ADAPTERS
 from fake_models import USAGE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from daemon.agents.base import Parser
-from daemon.agents.events import Activity, Completion, LimitHit
-from daemon.agents.registry import ADAPTERS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIS = ("claude", "codex", "gemini", "opencode")

@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio
 import pytest
 from daemon_kit import running, tagged, until
+from factoryd.core.lifecycle import TaskPhase
 from fake_models import (
     CLI_KEYS,
     CLI_MODELS,
@@ -37,8 +38,6 @@ from fake_models import (
     USAGE,
     FakeModels,
 )
-
-from daemon.lifecycle import TaskPhase
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("FACTORYD_AGENTS_BIN", ROOT / "agents" / "node_modules" / ".bin"))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import count_events, factoryd, start_daemon, tagged, write_config
+from factoryd.config.loader import ConfigError, parse_config
 from proc_kit import wait_for
-
-from daemon.config import ConfigError, parse_config
 
 BASE = """\
 [daemon]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import ROOT, factoryd
-
-from daemon.config import ConfigError, load_config, parse_config
+from factoryd.config.loader import ConfigError, load_config, parse_config
 
 EXAMPLE = ROOT / "etc" / "factoryd.toml"
 

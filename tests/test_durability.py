@@ -29,14 +29,13 @@ from daemon_kit import (
     task,
     write_config,
 )
+from factoryd.config.loader import load_config
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.reconcile.recovery import recover
+from factoryd.service.control import call
+from factoryd.state import journal as j
+from factoryd.state.journal import Journal, JournalError
 from proc_kit import wait_for
-
-from daemon import journal as j
-from daemon.config import load_config
-from daemon.control import call
-from daemon.journal import Journal, JournalError
-from daemon.reconciler import Reconciler
-from daemon.recovery import recover
 
 QUIET = "import time; print('up', flush=True); time.sleep(600)"
 
@@ -408,8 +407,8 @@ def _read(directory: Path) -> str:
 
 
 def test_what_a_vanished_run_is_taken_to_have_done() -> None:
-    from daemon.recovery import gone_verdict
-    from daemon.runner import Outcome
+    from factoryd.core.outcome import Outcome
+    from factoryd.reconcile.recovery import gone_verdict
 
     row = j.RunRow("r", "t", "a", "running", 123, time.time() - 5, time.time() - 5, None, None)
     boot = psutil.boot_time()
@@ -446,9 +445,9 @@ def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
     import hashlib
     from dataclasses import asdict
 
-    from daemon.persist import spec_digest
-    from daemon.routing.model import Priority, RouteRequest, TaskType
-    from daemon.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
+    from factoryd.core.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
+    from factoryd.routing.model import Priority, RouteRequest, TaskType
+    from factoryd.state.persist import spec_digest
 
     specs = [
         *load_config(Path(__file__).parent.parent / "etc" / "factoryd.toml").tasks,
@@ -485,7 +484,7 @@ def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path
     """Spawns record no start time (reading it mid-exec is slow); the journal op
     reads it later, but only for a process not yet reaped, whose pid cannot
     have been reused."""
-    from daemon import proctime
+    from factoryd.proc import proctime
 
     db = Journal(tmp_path / "journal.db")
     child = subprocess.Popen(["sleep", "30"])
@@ -510,8 +509,8 @@ def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path
 def test_spawn_log_records_reads_back_and_compacts_to_what_is_not_journaled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon import spawnlog
-    from daemon.spawnlog import SpawnLog, read_spawn_log
+    from factoryd.proc import spawnlog
+    from factoryd.proc.spawnlog import SpawnLog, read_spawn_log
 
     path = tmp_path / "runs" / "spawns.log"
     log = SpawnLog(path)
@@ -535,8 +534,8 @@ def test_spawn_log_records_reads_back_and_compacts_to_what_is_not_journaled(
 def test_spawn_lines_the_helper_wrote_are_kept_and_compaction_waits_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon import spawnlog
-    from daemon.spawnlog import SpawnLog, read_spawn_log
+    from factoryd.proc import spawnlog
+    from factoryd.proc.spawnlog import SpawnLog, read_spawn_log
 
     path = tmp_path / "spawns.log"
     path.write_bytes(b"h1 201 3 4\nh2 202 3 4\n")  # as the helper appends them
@@ -553,8 +552,8 @@ def test_spawn_lines_the_helper_wrote_are_kept_and_compaction_waits_for_it(
 
 
 def test_a_pid_file_from_an_older_version_is_still_read_once(tmp_path: Path) -> None:
-    from daemon.recovery import _legacy_pid_file
-    from daemon.spawnlog import Spawned
+    from factoryd.proc.spawnlog import Spawned
+    from factoryd.reconcile.recovery import _legacy_pid_file
 
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "r9.pid").write_text("4242 1700000000.25 7 8\n")

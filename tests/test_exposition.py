@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from factoryd.observe.exposition import Renderer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -12,8 +13,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
-
-from daemon.exposition import Renderer
 
 
 class Fixed:

@@ -12,10 +12,9 @@ import uuid
 from pathlib import Path
 
 from daemon_kit import count_events, events, header, start_daemon, tagged, task, write_config
+from factoryd.service.control import ControlError, call
+from factoryd.state.journal import Journal
 from proc_kit import wait_for
-
-from daemon.control import ControlError, call
-from daemon.journal import Journal
 
 KILL_POINTS = ("before_start", "after_spawn", "mid_run", "exit_handling")
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 from daemon_kit import header, write_config
-
-from daemon import process
-from daemon.spawner import Spawner
+from factoryd.proc import process
+from factoryd.proc.spawner import Spawner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +37,7 @@ def _child(code: str, soft: int, hard: int) -> str:
 def test_the_daemon_raises_its_soft_limit_to_the_hard_one() -> None:
     hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
     out = _child(
-        "from daemon.fdlimit import raise_soft_limit\n"
+        "from factoryd.proc.fdlimit import raise_soft_limit\n"
         "print(raise_soft_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))\n",
         soft=256,
         hard=hard,
@@ -71,10 +70,10 @@ def _events_of_a_reconciler_with(tmp_path: Path, max_concurrent: int) -> list[di
     config = write_config(tmp_path, header(tmp_path, max_concurrent=max_concurrent))
     code = (
         "import sys\n"
-        "from daemon.fdlimit import raise_soft_limit\n"
-        "from daemon.logs import configure\n"
-        "from daemon.config import load_config\n"
-        "from daemon.reconciler import Reconciler\n"
+        "from factoryd.proc.fdlimit import raise_soft_limit\n"
+        "from factoryd.observe.logs import configure\n"
+        "from factoryd.config.loader import load_config\n"
+        "from factoryd.reconcile.reconciler import Reconciler\n"
         "raise_soft_limit()\n"
         "configure('json', 'info', stream=sys.stdout)\n"
         f"Reconciler(load_config({str(config)!r}))\n"

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import header, running, task, until, write_config
-
-from daemon import launch
-from daemon.config import Config, load_config
-from daemon.dirs import make_ahead
-from daemon.launch import kept_workdirs, new_run_id, prepare, remove_run_dir, task_workdir
-from daemon.lifecycle import TaskPhase
+from factoryd.config.loader import Config, load_config
+from factoryd.core.lifecycle import TaskPhase
+from factoryd.run import launch
+from factoryd.run.dirs import make_ahead
+from factoryd.run.launch import kept_workdirs, new_run_id, prepare, remove_run_dir, task_workdir
 
 
 def _config(tmp_path: Path, **task_keys: object) -> Config:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from daemon.lifecycle import RestartBook, TaskPhase, after_exit, backoff_delay
-from daemon.routing.model import RouteRequest
-from daemon.runner import Outcome
-from daemon.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+from factoryd.core.lifecycle import RestartBook, TaskPhase, after_exit, backoff_delay
+from factoryd.core.outcome import Outcome
+from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+from factoryd.routing.model import RouteRequest
 
 
 def spec(**kw: object) -> TaskSpec:

@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from daemon.agents.limits import looks_like_limit, reset_time
+from factoryd.run.agents.limits import looks_like_limit, reset_time
 
 PARIS = ZoneInfo("Europe/Paris")
 

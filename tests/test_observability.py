@@ -27,10 +27,9 @@ from daemon_kit import (
     task,
     write_config,
 )
+from factoryd.observe.logs import REDACTOR, configure, get_logger
+from factoryd.service.control import ControlError, call
 from proc_kit import wait_for
-
-from daemon.control import ControlError, call
-from daemon.logs import REDACTOR, configure, get_logger
 
 SLEEPER = "import time; print('up', flush=True); time.sleep(600)"
 
@@ -321,8 +320,8 @@ def test_label_cardinality_is_constant_while_a_thousand_runs_come_and_go(tmp_pat
 
 
 def test_healthz_turns_503_when_the_loop_stops_passing(tmp_path: Path) -> None:
-    from daemon.config import load_config
-    from daemon.reconciler import Clock, Reconciler
+    from factoryd.config.loader import load_config
+    from factoryd.reconcile.reconciler import Clock, Reconciler
 
     now = [1000.0]
     rec = Reconciler(
@@ -369,7 +368,7 @@ def test_a_successful_run_logs_three_lines_and_a_failure_its_phase(tmp_path: Pat
 def test_every_reason_that_wakes_the_loop_has_its_series_from_the_start() -> None:
     import re
 
-    from daemon.metrics import PASS_REASONS, Metrics
+    from factoryd.observe.metrics import PASS_REASONS, Metrics
 
     source = "".join(p.read_text() for p in (ROOT / "daemon").rglob("*.py"))
     woken = set(re.findall(r'wake\("([a-z_]+)"\)', source)) | {"interval"}

@@ -7,11 +7,10 @@ import subprocess
 from pathlib import Path
 
 from daemon_kit import factoryd
+from factoryd.config.loader import load_config
+from factoryd.routing.engine import RoutingEngine
+from factoryd.routing.model import RouteRequest, Usage
 from routing_kit import T0
-
-from daemon.config import load_config
-from daemon.routing.engine import RoutingEngine
-from daemon.routing.model import RouteRequest, Usage
 
 CONFIG = """
 [[pools]]

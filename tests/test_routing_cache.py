@@ -10,12 +10,11 @@ explanation included.
 
 from __future__ import annotations
 
+from factoryd.routing.engine import RoutingEngine
+from factoryd.routing.model import Priority, RouteRequest, TaskType, Usage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from routing_kit import T0, arm, engine, pool
-
-from daemon.routing.engine import RoutingEngine
-from daemon.routing.model import Priority, RouteRequest, TaskType, Usage
 
 ARMS = [
     arm("fast", pools=("plan",), context_window=200_000, thinking=("high",)),
@@ -141,7 +140,7 @@ def test_a_clock_step_back_does_not_reuse_views_from_the_future() -> None:
 
 
 def test_the_change_log_answers_which_arms_changed_or_that_it_forgot() -> None:
-    from daemon.routing.versions import LOG_LIMIT, ArmVersions
+    from factoryd.routing.versions import LOG_LIMIT, ArmVersions
 
     v = ArmVersions()
     start = v.position

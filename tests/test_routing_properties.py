@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
+from factoryd.routing.ledger import PoolLedger, Refusal
+from factoryd.routing.model import RouteRequest, charge_estimate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from routing_kit import T0, arm, engine, pool
-
-from daemon.routing.ledger import PoolLedger, Refusal
-from daemon.routing.model import RouteRequest, charge_estimate
 
 POOLS = ["p0", "p1", "p2"]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factoryd.core.outcome import Outcome, StopRequest
+from factoryd.proc.process import become_subreaper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from proc_kit import processes_with_marker, py, run_to_end, spec, wait_for
-
-from daemon.process import become_subreaper
-from daemon.runner import Outcome, StopRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -153,7 +152,7 @@ async def test_output_beyond_the_cap_is_counted_not_kept(tmp_path: Path) -> None
 
 
 def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> None:
-    from daemon.capture import LineSplitter
+    from factoryd.proc.capture import LineSplitter
 
     s = LineSplitter(max_line=10)
     out = s.feed(b"ab") + s.feed(b"c\nde\n\nfg") + s.feed(b"h\n")
@@ -172,7 +171,7 @@ def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> No
 def test_line_splitter_blocks_are_the_same_lines_as_feed(
     chunks: list[bytes], max_line: int
 ) -> None:
-    from daemon.capture import LineSplitter
+    from factoryd.proc.capture import LineSplitter
 
     by_line, by_block = LineSplitter(max_line), LineSplitter(max_line)
     for chunk in chunks:
@@ -188,9 +187,8 @@ def test_start_time_agrees_with_psutil_and_notices_zombies() -> None:
     import subprocess
 
     import psutil
-
-    from daemon import proctime
-    from daemon.process import same_process
+    from factoryd.proc import proctime
+    from factoryd.proc.process import same_process
 
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -212,7 +210,7 @@ async def test_a_flooding_pipe_is_widened_and_a_quiet_one_is_not(tmp_path: Path)
     import fcntl
     import os
 
-    from daemon.capture import FLOODING, PIPE_SIZE, PipeReader, RunLog
+    from factoryd.proc.capture import FLOODING, PIPE_SIZE, PipeReader, RunLog
 
     async def capacity_after_pumping(payload: bytes) -> int:
         r, w = os.pipe()

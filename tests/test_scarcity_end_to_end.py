@@ -4,9 +4,8 @@ pool keeps its arm out with a reason naming it, and a window reset brings it bac
 from __future__ import annotations
 
 import pytest
+from factoryd.routing.model import RejectReason, RouteRequest, Usage
 from routing_kit import T0, arm, engine, pool
-
-from daemon.routing.model import RejectReason, RouteRequest, Usage
 
 DAY = 86400.0
 

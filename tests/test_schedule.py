@@ -9,11 +9,10 @@ from pathlib import Path
 import anyio
 import pytest
 from daemon_kit import header, running, task, until
-
-from daemon.lifecycle import TaskPhase
-from daemon.reconciler import Clock
-from daemon.schedule import catch_up, next_fire
-from daemon.taskspec import MissedPolicy
+from factoryd.core.lifecycle import TaskPhase
+from factoryd.core.schedule import catch_up, next_fire
+from factoryd.core.taskspec import MissedPolicy
+from factoryd.reconcile.reconciler import Clock
 
 
 def ts(*parts: int) -> float:
@@ -76,10 +75,9 @@ async def test_capacity_refused_fire_is_queued_then_run(tmp_path: Path) -> None:
         + task("tick", "print('fired')", kind="scheduled", schedule="* * * * *")
     )
     from daemon_kit import write_config
-
-    from daemon.config import load_config
-    from daemon.process import become_subreaper
-    from daemon.reconciler import Reconciler
+    from factoryd.config.loader import load_config
+    from factoryd.proc.process import become_subreaper
+    from factoryd.reconcile.reconciler import Reconciler
 
     become_subreaper()
     rec = Reconciler(

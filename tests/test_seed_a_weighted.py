@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from factoryd.routing.model import RejectReason, RouteRequest
+from factoryd.routing.scoring import normalize_latency
+from factoryd.units.timefmt import iso_ms
 from routing_kit import T0, arm, engine
-
-from daemon.routing.model import RejectReason, RouteRequest
-from daemon.routing.scoring import normalize_latency
-from daemon.timefmt import iso_ms
 
 
 def perf_state(**arms: tuple[float, float, int]) -> dict:
@@ -143,7 +142,7 @@ def test_equal_scores_keep_config_order() -> None:
 
 
 def test_telemetry_sums_follow_new_outcomes_and_the_moving_window() -> None:
-    from daemon.routing.telemetry import Outcome, TelemetryBook
+    from factoryd.routing.telemetry import Outcome, TelemetryBook
 
     book = TelemetryBook(window=600.0)
     book.record("a", Outcome(at=T0, ok=True, duration=10.0, tokens=100))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from factoryd.routing.decision import Decision
+from factoryd.routing.ledger import PoolLedger, Refusal
+from factoryd.routing.model import RejectReason, RouteRequest, Usage
 from routing_kit import T0, arm, engine, pool
-
-from daemon.routing.decision import Decision
-from daemon.routing.ledger import PoolLedger, Refusal
-from daemon.routing.model import RejectReason, RouteRequest, Usage
 
 
 def settle(e, d: Decision, usage: Usage | None, now: float = T0) -> None:

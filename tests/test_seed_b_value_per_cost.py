@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from routing_kit import T0, arm, engine, pool
-
-from daemon.routing.ledger import PoolLedger, ScarcityPolicy
-from daemon.routing.model import (
+from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
+from factoryd.routing.model import (
     MIN_QUALITY,
     ArmSpec,
     Priority,
@@ -16,8 +14,9 @@ from daemon.routing.model import (
     RouteRequest,
     TaskType,
 )
-from daemon.routing.quality import QualityTracker
-from daemon.routing.scoring import heuristic_quality
+from factoryd.routing.quality import QualityTracker
+from factoryd.routing.scoring import heuristic_quality
+from routing_kit import T0, arm, engine, pool
 
 
 @pytest.mark.parametrize(

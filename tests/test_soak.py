@@ -22,13 +22,12 @@ import tracemalloc
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+from factoryd.core.lifecycle import TERMINAL, RestartBook, TaskPhase, after_exit
+from factoryd.core.outcome import Outcome
+from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+from factoryd.routing.decision import Decision
+from factoryd.routing.model import RouteRequest, TaskType, Usage
 from routing_kit import T0, arm, engine, pool
-
-from daemon.lifecycle import TERMINAL, RestartBook, TaskPhase, after_exit
-from daemon.routing.decision import Decision
-from daemon.routing.model import RouteRequest, TaskType, Usage
-from daemon.runner import Outcome
-from daemon.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
 
 DAYS = 3
 TIMEOUT = 1800.0

@@ -19,12 +19,11 @@ from pathlib import Path
 import anyio
 import pytest
 from daemon_kit import header, running, until
-
-from daemon import process, spawner
-from daemon.lifecycle import TaskPhase
-from daemon.process import become_subreaper
-from daemon.spawner import Spawner
-from daemon.spawnlog import SpawnLog
+from factoryd.core.lifecycle import TaskPhase
+from factoryd.proc import process, spawner
+from factoryd.proc.process import become_subreaper
+from factoryd.proc.spawner import Spawner
+from factoryd.proc.spawnlog import SpawnLog
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +225,7 @@ async def test_a_dead_helper_hands_its_leaders_over_and_spawns_fall_back(
 async def test_the_helper_notes_the_spawn_before_it_answers(
     tmp_path: Path, helper: Spawner | None
 ) -> None:
-    from daemon.spawnlog import Spawned, SpawnLog, read_spawn_log
+    from factoryd.proc.spawnlog import Spawned, SpawnLog, read_spawn_log
 
     log = SpawnLog(tmp_path / "runs" / "spawns.log")  # its directory: made by the first line
     child = await process.start(
@@ -362,7 +361,7 @@ async def test_a_daemon_starting_300_runs_at_once_runs_each_exactly_once(tmp_pat
 def test_exit_reports_fit_the_daemons_receive_buffer() -> None:
     # However many leaders end in one SIGCHLD round, each report stays well
     # under the 64 KiB the daemon reads per datagram, and none is lost.
-    from daemon import spawnhelper
+    from factoryd.proc import spawnhelper
 
     ended = [[4_000_000 + i, -9] for i in range(5000)]
     messages = spawnhelper.exit_messages(ended)

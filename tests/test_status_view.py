@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon_kit import write_config
-
-from daemon.config import load_config
-from daemon.lifecycle import TaskPhase
-from daemon.reconciler import Clock, Reconciler
-from daemon.status import build_status, render_status
+from factoryd.config.loader import load_config
+from factoryd.core.lifecycle import TaskPhase
+from factoryd.reconcile.reconciler import Clock, Reconciler
+from factoryd.service.status import build_status, render_status
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 from daemon_kit import header, running, task, until
-
-from daemon.lifecycle import TaskPhase
+from factoryd.core.lifecycle import TaskPhase
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from daemon.durations import DurationError, Period, parse_duration, parse_period, parse_size
-from daemon.routing.windows import window_bounds
+from factoryd.routing.windows import window_bounds
+from factoryd.units.durations import DurationError, Period, parse_duration, parse_period, parse_size
 
 
 def ts(*parts: int) -> float:

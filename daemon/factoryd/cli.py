@@ -1,0 +1,315 @@
+"""The `factoryd` command line: run | check | route | status | state | submit | cancel.
+
+Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
+file, arguments). Errors are one line per problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from factoryd import __version__
+from factoryd.config.loader import Config, ConfigError, load_config, parse_task_override
+from factoryd.routing.engine import RoutingEngine
+from factoryd.routing.snapshot import SnapshotError
+from factoryd.units.timefmt import parse_iso
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit 2."""
+
+
+class RuntimeFailure(Exception):
+    """The command was fine but could not be carried out; exit 1."""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from factoryd.observe import logs
+    from factoryd.service.daemon import Service
+
+    config = _config(args)
+    logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    service = Service(config)
+    return anyio.run(service.run)
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        return _config(args).daemon.control_socket
+    raise UsageError("give --config FILE (to find the control socket) or --socket PATH")
+
+
+def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
+    from factoryd.service.control import ControlError, call
+
+    try:
+        return call(_socket(args), request)
+    except ControlError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    except OSError as exc:
+        raise RuntimeFailure(f"control socket: {exc}") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from factoryd.service.status import render_status
+
+    result = _control(args, {"op": "status"})
+    print(json.dumps(result, indent=2) if args.json else render_status(result))
+    return EXIT_OK
+
+
+def cmd_state_dump(args: argparse.Namespace) -> int:
+    print(json.dumps(_control(args, {"op": "state_dump"}), indent=2))
+    return EXIT_OK
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _control(args, {"op": "reset", "task": args.task})
+    print(f"task {args.task} reset")
+    return EXIT_OK
+
+
+def _toml_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import tomllib
+
+    if args.file:
+        try:
+            data = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.file}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{args.file}: invalid TOML: {exc}") from None
+        request: dict[str, Any] = (
+            data if {"template", "spec", "set"} & set(data) else {"spec": data}
+        )
+    else:
+        overrides: dict[str, Any] = {}
+        for item in args.set or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+            overrides[key.strip()] = _toml_value(value.strip())
+        request = {"template": args.template, "set": overrides}
+    if args.idempotency_key:
+        request["idempotency_key"] = args.idempotency_key
+    result = _control(args, {"op": "submit", **request})
+    note = " (already submitted)" if result.get("duplicate") else ""
+    print(f"{result['id']}{note}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _control(args, {"op": "cancel", "id": args.id})
+    print(f"{args.id} cancelled")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(config.summary())
+    return EXIT_OK
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read {what}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: {what} is not valid JSON: {exc}") from None
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.task is not None:
+        spec = next((t for t in config.tasks if t.name == args.task), None)
+        if spec is None:
+            spec = config.templates.get(args.task)
+        if spec is None:
+            known = ", ".join([t.name for t in config.tasks] + list(config.templates))
+            raise UsageError(f"--task: no task or template named {args.task!r} (known: {known})")
+    else:
+        try:
+            data = json.loads(args.task_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--task-json: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError("--task-json: expected a JSON object of task attributes")
+        data.setdefault("name", "adhoc")
+        spec = parse_task_override(
+            config, data, template=None, where="--task-json", route_only=True
+        )
+    engine = RoutingEngine.from_config(config)
+    now = time.time()
+    if args.state:
+        try:
+            taken = engine.load_snapshot(_read_json(args.state, "state"))
+        except SnapshotError as exc:
+            raise UsageError(f"{args.state}: {exc}") from None
+        if taken is not None and args.now is None:
+            now = taken
+    if args.now is not None:
+        try:
+            now = parse_iso(args.now)
+        except ValueError:
+            raise UsageError(f"--now: expected an RFC 3339 time, got {args.now!r}") from None
+    decision = engine.route(spec.route, now, exclude=args.exclude or (), force=args.force)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2))
+    else:
+        print(render_decision(decision.to_dict()))
+    return EXIT_OK if decision.arm else EXIT_FAIL
+
+
+def render_decision(d: dict[str, Any]) -> str:
+    lines = [
+        f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
+        f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
+    ]
+    if d["reservation"]:
+        charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
+        lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+    if d["ranking"]:
+        lines.append("")
+        head = (
+            f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
+            f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
+        )
+        lines.append(head)
+        for r in d["ranking"]:
+            c = r["components"]
+            lines.append(
+                f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
+                f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
+                f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
+                + ("  below quality floor" if r["below_quality"] else "")
+            )
+    if d["rejections"]:
+        lines.append("")
+        lines.append("rejected:")
+        for r in d["rejections"]:
+            lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
+    lines.append("")
+    lines.append(d["rationale"])
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factoryd", description="Keep CLI coding agents running, routed by policy."
+    )
+    parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=None,
+        help="override [daemon].log_format",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config and print a summary")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("route", help="explain the routing decision for a task, running nothing")
+    p.add_argument("--config", "-c", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help="a task or template name from the config")
+    which.add_argument("--task-json", help="task attributes as a JSON object")
+    p.add_argument("--state", help="a routing state snapshot (JSON; '-' for stdin)")
+    p.add_argument("--now", help="decide as of this RFC 3339 time (default: the snapshot's)")
+    p.add_argument("--exclude", action="append", help="an arm to leave out (repeatable)")
+    p.add_argument("--force", help="route to this arm only, still checking it")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    p.set_defaults(func=cmd_route)
+
+    def control_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", help="config file (to find the control socket)")
+        p.add_argument("--socket", help="control socket path (overrides --config)")
+
+    p = sub.add_parser("status", help="show tasks, pools and arms of the running daemon")
+    control_args(p)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("state", help="routing state of the running daemon")
+    state_sub = p.add_subparsers(dest="state_command", required=True)
+    dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")
+    control_args(dump)
+    dump.set_defaults(func=cmd_state_dump)
+
+    p = sub.add_parser("submit", help="queue a one-shot task (durable before this returns)")
+    control_args(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--template", "-t", help="a [[templates]] name from the config")
+    what.add_argument("--file", "-f", help="a TOML task spec (or template/set/spec request)")
+    p.add_argument(
+        "--set",
+        "-s",
+        action="append",
+        metavar="KEY=VALUE",
+        help='override a task key (TOML value, e.g. argv=["make","test"])',
+    )
+    p.add_argument("--idempotency-key", "-k", help="a retried submit with this key runs once")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel a submitted (or any) task; stops its run")
+    control_args(p)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
+    control_args(p)
+    p.add_argument("task")
+    p.set_defaults(func=cmd_reset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

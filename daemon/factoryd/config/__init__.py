@@ -1,0 +1,1 @@
+"""TOML -> one immutable, validated configuration; every problem names its file and key."""

@@ -1,0 +1,125 @@
+"""The task state machine: what happens to a task after each run ends.
+
+Pure functions over plain values with the clock and the random source
+passed in, so every rule (restart policy, restart budget, backoff with
+full jitter, limits that do not count) is tested in microseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from factoryd.core.outcome import Outcome
+from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+
+
+class TaskPhase(enum.StrEnum):
+    """Where a task stands. Terminal phases keep their reason until reset."""
+
+    PENDING = "pending"  # wants a run; waiting for capacity or for the loop
+    RUNNING = "running"
+    BACKING_OFF = "backing_off"
+    BLOCKED = "blocked"  # no arm can take it right now (limits, caps, filters)
+    WAITING = "waiting"  # scheduled: between fire times
+    SUCCEEDED = "succeeded"  # done: a oneshot (or non-restarting service) that succeeded
+    FAILED = "failed"  # done: failed and its policy says never restart
+    GAVE_UP = "gave_up"  # exhausted its restart budget
+    CANCELLED = "cancelled"  # stopped by an operator
+    DISABLED = "disabled"
+
+
+TERMINAL = frozenset(
+    {
+        TaskPhase.SUCCEEDED,
+        TaskPhase.FAILED,
+        TaskPhase.GAVE_UP,
+        TaskPhase.CANCELLED,
+        TaskPhase.DISABLED,
+    }
+)
+
+
+@dataclass(slots=True)
+class RestartBook:
+    """A task's restart history: what the budget and the backoff are computed from."""
+
+    restarts: deque[float]
+    #: Consecutive runs that ended before `reset_after`: the backoff exponent.
+    quick_failures: int = 0
+
+    @classmethod
+    def empty(cls) -> RestartBook:
+        return cls(restarts=deque())
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    phase: TaskPhase
+    reason: str
+    #: Monotonic time before which no new run may start (None: at once).
+    retry_at: float | None = None
+    counts_restart: bool = False
+
+
+def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:
+    """Exponential backoff capped at `max`; with jitter, uniform in [0, that] (full jitter)."""
+    ceiling = min(policy.max, policy.initial * 2 ** max(attempt - 1, 0))
+    return rng.uniform(0.0, ceiling) if policy.jitter else ceiling
+
+
+def after_exit(
+    spec: TaskSpec,
+    book: RestartBook,
+    outcome: Outcome,
+    reason: str,
+    duration: float,
+    now: float,
+    rng: random.Random,
+) -> Verdict:
+    """Decide the task's next phase from the run that just ended (mutates `book`)."""
+    if outcome is Outcome.LIMITED:
+        return Verdict(TaskPhase.PENDING, f"requeued after a usage limit: {reason}")
+    if outcome is Outcome.CANCELLED:
+        return Verdict(TaskPhase.CANCELLED, reason)
+    # An adopted run whose status we cannot know counts as done, not failed:
+    # re-running work that may have succeeded is the worse mistake.
+    ok = outcome in (Outcome.SUCCEEDED, Outcome.EXIT_UNKNOWN)
+    if duration >= spec.backoff.reset_after:
+        book.quick_failures = 0
+    wants_restart = spec.restart is RestartPolicy.ALWAYS or (
+        spec.restart is RestartPolicy.ON_FAILURE and not ok
+    )
+    if spec.kind is TaskKind.SERVICE and spec.restart is RestartPolicy.ALWAYS:
+        wants_restart = True
+    elif spec.kind is not TaskKind.SERVICE and ok:
+        wants_restart = False
+    if not wants_restart:
+        if spec.kind is TaskKind.SCHEDULED:
+            return Verdict(TaskPhase.WAITING, f"last run {outcome}: {reason}")
+        return Verdict(TaskPhase.SUCCEEDED if ok else TaskPhase.FAILED, reason)
+    window_start = now - spec.restart_window
+    while book.restarts and book.restarts[0] < window_start:
+        book.restarts.popleft()
+    if len(book.restarts) >= spec.max_restarts:
+        why = (
+            f"{len(book.restarts)} restarts within {spec.restart_window:g}s "
+            f"(max_restarts {spec.max_restarts}); last run {outcome}: {reason}"
+        )
+        if spec.kind is TaskKind.SCHEDULED:
+            book.restarts.clear()
+            book.quick_failures = 0
+            return Verdict(TaskPhase.WAITING, f"gave up on this fire: {why}")
+        return Verdict(TaskPhase.GAVE_UP, why)
+    book.restarts.append(now)
+    if duration < spec.backoff.reset_after:
+        book.quick_failures += 1
+    delay = backoff_delay(spec.backoff, book.quick_failures, rng) if book.quick_failures else 0.0
+    return Verdict(
+        TaskPhase.BACKING_OFF if delay > 0 else TaskPhase.PENDING,
+        f"restarting in {delay:.2f}s after {outcome}: {reason}",
+        retry_at=now + delay,
+        counts_restart=True,
+    )

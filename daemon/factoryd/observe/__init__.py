@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics and their exposition, structured logs."""

@@ -1,0 +1,423 @@
+"""Prometheus metrics: one `factoryd_` prefix, base units, bounded labels.
+
+Labels only ever carry configured names (task, arm, pool, cli) or closed
+enums (outcome, reason, phase, result): never run ids or free text, so
+cardinality is fixed by the config, not by how many runs come and go.
+Submitted one-shot tasks are labelled with their template name.
+
+Counters are updated as things happen; state that already lives elsewhere
+(pool usage, task phases, runs by state) is read at scrape time by a
+collector, so it can never drift from the truth. Scrapes are served on the
+event loop (see `http.py`), so the collector reads state without locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from factoryd import __version__
+from factoryd.core.events import LimitHit
+from factoryd.core.outcome import Outcome, RunResult
+from factoryd.observe.exposition import Renderer
+from factoryd.routing.decision import Decision
+from factoryd.routing.engine import RoutingEngine
+from factoryd.routing.model import Usage
+
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400)
+DECISION_BUCKETS = (
+    10e-6,
+    25e-6,
+    50e-6,
+    100e-6,
+    250e-6,
+    500e-6,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    10e-3,
+    25e-3,
+    100e-3,
+)
+PASS_BUCKETS = (100e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0)
+
+
+#: What can wake the reconcile loop (the `reason` of factoryd_reconcile_passes_total).
+PASS_REASONS = (
+    "interval",
+    "exit",
+    "started",
+    "submit",
+    "command",
+    "reload",
+    "cancel",
+    "reset",
+    "shutdown",
+)
+
+
+class Metrics:
+    """Every factoryd metric, in its own registry (tests may run several daemons)."""
+
+    def __init__(self) -> None:
+        # `_created` series double the exposition and no dashboard or alert uses them.
+        disable_created_metrics()
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.renderer = Renderer()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "factoryd_build_info",
+            "Version of the running factoryd.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.config_info = Gauge(
+            "factoryd_config_info",
+            "Digest of the config in force (1 for the current one).",
+            ["digest"],
+            registry=r,
+        )
+        self.config_reload_time = Gauge(
+            "factoryd_config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded.",
+            registry=r,
+        )
+        self.config_reload_ok = Gauge(
+            "factoryd_config_last_reload_successful",
+            "1 if the last config (re)load succeeded, 0 if the daemon kept an older one.",
+            registry=r,
+        )
+        self.config_reload_ok.set(1)
+        self.config_reloads = Counter(
+            "factoryd_config_reloads_total",
+            "Config reload attempts by result.",
+            ["result"],
+            registry=r,
+        )
+        self.runs_started = Counter(
+            "factoryd_runs_started_total", "Runs started.", ["task", "arm"], registry=r
+        )
+        self.runs_finished = Counter(
+            "factoryd_runs_finished_total",
+            "Runs finished, by outcome.",
+            ["task", "arm", "outcome"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "factoryd_run_duration_seconds",
+            "Wall-clock duration of finished runs.",
+            ["task"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.restarts = Counter(
+            "factoryd_task_restarts_total",
+            "Restarts scheduled by restart policy.",
+            ["task"],
+            registry=r,
+        )
+        self.give_ups = Counter(
+            "factoryd_task_give_ups_total",
+            "Tasks that exhausted their restart budget.",
+            ["task"],
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "factoryd_run_timeouts_total",
+            "Runs ended by their wall-clock timeout.",
+            ["task"],
+            registry=r,
+        )
+        self.stalls = Counter(
+            "factoryd_run_stalls_total",
+            "Runs ended for silence (stall timeout).",
+            ["task"],
+            registry=r,
+        )
+        self.kills_escalated = Counter(
+            "factoryd_kills_escalated_total",
+            "Stops that needed SIGKILL after the grace.",
+            ["cli"],
+            registry=r,
+        )
+        self.orphans_reaped = Counter(
+            "factoryd_orphans_reaped_total",
+            "Escaped or orphaned descendants of runs that factoryd killed or reaped.",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "factoryd_routing_decisions_total",
+            "Routing decisions by chosen arm ('none').",
+            ["arm", "strategy"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "factoryd_routing_rejections_total",
+            "Arms rejected by routing, by reason.",
+            ["arm", "reason"],
+            registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "factoryd_routing_decision_seconds",
+            "Time to make one routing decision.",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "factoryd_tokens_total", "Tokens reported by agents.", ["arm", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "factoryd_cost_usd_total",
+            "Cost reported (or derived from tokens) in USD.",
+            ["arm"],
+            registry=r,
+        )
+        self.limit_hits = Counter(
+            "factoryd_limit_hits_total",
+            "Usage limits reported by agents.",
+            ["arm", "pool"],
+            registry=r,
+        )
+        self.passes = Counter(
+            "factoryd_reconcile_passes_total",
+            "Reconcile passes, by what woke the loop.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in PASS_REASONS:  # every series exists from the start, at 0
+            self.passes.labels(reason)
+        self.pass_seconds = Histogram(
+            "factoryd_reconcile_pass_seconds",
+            "Duration of one reconcile pass.",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.parser_errors = Counter(
+            "factoryd_parser_errors_total",
+            "Agent output lines that could not be parsed.",
+            ["cli"],
+            registry=r,
+        )
+        self.output_bytes = Counter(
+            "factoryd_output_bytes_total",
+            "Agent output bytes written to run logs.",
+            ["cli"],
+            registry=r,
+        )
+        self.output_dropped = Counter(
+            "factoryd_output_dropped_bytes_total",
+            "Agent output bytes past the log cap.",
+            ["cli"],
+            registry=r,
+        )
+        self.spawn_failures = Counter(
+            "factoryd_spawn_failures_total",
+            "Runs that could not start.",
+            ["task", "arm"],
+            registry=r,
+        )
+        self.submissions = Counter(
+            "factoryd_submissions_total",
+            "Submitted tasks, by result.",
+            ["source", "result"],
+            registry=r,
+        )
+        self.cron_fires = Counter(
+            "factoryd_cron_fires_total",
+            "Scheduled fires, by what was done with them.",
+            ["task", "result"],
+            registry=r,
+        )
+        self.last_pass = Gauge(
+            "factoryd_last_pass_timestamp_seconds",
+            "When the last reconcile pass finished.",
+            registry=r,
+        )
+
+        #: Every run's output counters, per CLI (a handful of series): looked up
+        #: once, not three `labels()` calls per run.
+        self._per_cli: dict[str, tuple[Any, Any, Any]] = {}
+
+    # -- recording ----------------------------------------------------------
+
+    def config_loaded(self, raw: bytes) -> None:
+        self.config_info.clear()
+        self.config_info.labels(hashlib.sha256(raw).hexdigest()[:12]).set(1)
+        self.config_reload_time.set(time.time())
+
+    def decision(self, d: Decision, seconds: float) -> None:
+        self.decision_seconds.observe(seconds)
+        self.decisions.labels(d.arm or "none", d.strategy).inc()
+        for r in d.rejections:
+            # An arm the task does not allow is the task's choice, not a rejection.
+            if r.reason != "not_allowed":
+                self.rejections.labels(r.arm, str(r.reason)).inc()
+
+    def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
+        """Everything a finished run counts, whatever its outcome."""
+        outcome = result.outcome
+        self.runs_finished.labels(task, arm, str(outcome)).inc()
+        self.run_duration.labels(task).observe(result.duration)
+        if outcome is Outcome.TIMED_OUT:
+            self.timeouts.labels(task).inc()
+        elif outcome is Outcome.STALLED:
+            self.stalls.labels(task).inc()
+        elif outcome is Outcome.SPAWN_FAILED:
+            self.spawn_failures.labels(task, arm).inc()
+        if result.sigkilled:
+            self.kills_escalated.labels(cli).inc()
+        if result.orphans_killed:
+            self.orphans_reaped.inc(result.orphans_killed)
+        per_cli = self._per_cli.get(cli)
+        if per_cli is None:
+            per_cli = self._per_cli[cli] = (
+                self.output_bytes.labels(cli),
+                self.output_dropped.labels(cli),
+                self.parser_errors.labels(cli),
+            )
+        logged, dropped, parse_errors = per_cli
+        logged.inc(result.bytes_logged)
+        dropped.inc(result.bytes_dropped)
+        parse_errors.inc(result.parse_errors)
+
+    def usage(self, arm: str, usage: Usage, cost: float | None) -> None:
+        for kind, value in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
+            if value > 0:
+                self.tokens.labels(arm, kind).inc(value)
+        if cost:
+            self.cost.labels(arm).inc(cost)
+
+    def limit(self, arm: str, pools: Iterable[str], _hit: LimitHit) -> None:
+        for pool in list(pools) or ["none"]:
+            self.limit_hits.labels(arm, pool).inc()
+
+    def exposition(self) -> bytes:
+        return self.renderer.render(self.registry)
+
+    def add_state_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+class StateCollector(Collector):
+    """Reads live state at scrape time: pools, tasks by phase, runs by state."""
+
+    def __init__(
+        self,
+        engine: Callable[[], RoutingEngine],
+        task_phases: Callable[[], dict[str, int]],
+        run_states: Callable[[], dict[str, int]],
+        blocked: Callable[[], dict[str, int]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.task_phases = task_phases
+        self.run_states = run_states
+        self.blocked = blocked
+        self.clock = clock
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        now = self.clock()
+        engine = self.engine()
+        ledger = engine.ledger
+        ledger.advance(now)
+        used = GaugeMetricFamily(
+            "factoryd_pool_used", "Pool usage in the current window.", labels=["pool", "unit"]
+        )
+        reserved = GaugeMetricFamily(
+            "factoryd_pool_reserved", "Pool capacity held by runs.", labels=["pool", "unit"]
+        )
+        limit = GaugeMetricFamily(
+            "factoryd_pool_limit", "Pool capacity per window.", labels=["pool", "unit"]
+        )
+        mult = GaugeMetricFamily(
+            "factoryd_pool_scarcity_multiplier",
+            "Cost multiplier from pool scarcity (capped; the cap when exhausted).",
+            labels=["pool"],
+        )
+        exhausted = GaugeMetricFamily(
+            "factoryd_pool_exhausted",
+            "1 if the pool cannot take runs (used up or limited).",
+            labels=["pool"],
+        )
+        reset = GaugeMetricFamily(
+            "factoryd_pool_reset_seconds",
+            "Seconds until the pool's window resets.",
+            labels=["pool"],
+        )
+        limited = GaugeMetricFamily(
+            "factoryd_pool_limited_seconds",
+            "Seconds until a provider-reported limit on the pool lifts (0 if none).",
+            labels=["pool"],
+        )
+        for name, st in ledger.pools.items():
+            unit = str(st.spec.unit)
+            used.add_metric([name, unit], st.used)
+            reserved.add_metric([name, unit], st.reserved)
+            limit.add_metric([name, unit], st.spec.limit)
+            m = ledger.multiplier(name, now)
+            mult.add_metric([name], ledger.scarcity_policy.max_multiplier if m is None else m)
+            exhausted.add_metric([name], 1.0 if m is None else 0.0)
+            if st.window_end is not None:
+                reset.add_metric([name], max(0.0, st.window_end - now))
+            until = st.limited_until if st.is_limited(now) else None
+            limited.add_metric([name], 0.0 if until is None else until - now)
+        yield from (used, reserved, limit, mult, exhausted, reset, limited)
+        expired = CounterMetricFamily(
+            "factoryd_reservations_expired", "Reservations released because nobody settled them."
+        )
+        expired.add_metric([], ledger.expired_total)
+        yield expired
+        arms_limited = GaugeMetricFamily(
+            "factoryd_arm_available",
+            "1 if the arm could be routed to now (health, backoff, "
+            "arm-level limits and enabled; pools not included).",
+            labels=["arm"],
+        )
+        for arm_name, arm in engine.arms.items():
+            ok = arm.enabled and engine.telemetry.condition(arm_name, now) == "ok"
+            arms_limited.add_metric([arm_name], 1.0 if ok else 0.0)
+        yield arms_limited
+        phases = GaugeMetricFamily("factoryd_tasks", "Tasks by phase.", labels=["phase"])
+        for phase, count in sorted(self.task_phases().items()):
+            phases.add_metric([phase], count)
+        yield phases
+        states = GaugeMetricFamily(
+            "factoryd_runs", "Runs currently alive, by state.", labels=["state"]
+        )
+        for state, count in sorted(self.run_states().items()):
+            states.add_metric([state], count)
+        yield states
+        blocked = GaugeMetricFamily(
+            "factoryd_tasks_blocked",
+            "Tasks no arm can take right now (every allowed arm limited, resting or full).",
+            labels=["task"],
+        )
+        for label, count in sorted(self.blocked().items()):
+            blocked.add_metric([label], count)
+        yield blocked

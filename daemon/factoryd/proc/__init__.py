@@ -1,0 +1,1 @@
+"""The process layer: spawn helper, process groups, capture, process identity, descriptor limits."""

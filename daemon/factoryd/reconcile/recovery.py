@@ -1,0 +1,330 @@
+"""Start-up recovery: rebuild state from the journal, adopt or account for every run.
+
+Order matters:
+
+1. pools (usage, windows, limits) and soft routing state come back first;
+2. open submissions re-enter desired state, validated against today's config;
+3. task progress (runs, restarts, give-ups, cron fires) is restored for
+   tasks whose spec is unchanged; cron applies its missed-fire policy;
+4. each run the journal says is live is adopted if its process still
+   exists - same pid AND same start time, so a reused pid is never adopted -
+   or else recorded as `lost` (charged its estimate) and its task's policy
+   decides; its reservation comes back either way;
+5. any process that carries this daemon's marker (FACTORYD_STATE_DIR) and a
+   run id that was not adopted is killed with its process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+
+from factoryd.config.submission import SubmitError, build_spec
+from factoryd.core.lifecycle import TERMINAL, TaskPhase
+from factoryd.core.outcome import Outcome
+from factoryd.proc import process, proctime
+from factoryd.proc.capture import RunLog
+from factoryd.proc.spawnlog import Spawned, read_spawn_log
+from factoryd.routing.decision import Decision
+from factoryd.routing.ledger import Reservation
+from factoryd.routing.snapshot import SnapshotError, load_state
+from factoryd.routing.windows import window_bounds
+from factoryd.run.agents.registry import adapter_for
+from factoryd.run.runner import Adoption, RunSpec
+from factoryd.state import journal as j
+from factoryd.state.persist import spec_digest
+
+if TYPE_CHECKING:
+    from factoryd.reconcile.reconciler import Reconciler
+
+
+@dataclass(slots=True)
+class Report:
+    adopted: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+    reaped: int = 0
+    submissions: int = 0
+    rejected_submissions: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "adopted": len(self.adopted),
+            "lost": len(self.lost),
+            "reaped": self.reaped,
+            "submissions": self.submissions,
+            "rejected_submissions": self.rejected_submissions,
+        }
+
+
+def recover(rec: Reconciler, journal: j.Journal, invocation: str = "") -> Report:
+    """Rebuild state; `invocation` is systemd's INVOCATION_ID ("" outside systemd)."""
+    report = Report()
+    previous = journal.meta("invocation")
+    # Under systemd, a daemon that died took its runs with it (KillMode=mixed).
+    killed_with_daemon = bool(previous) and previous != invocation
+    journal.apply_sync([j.op_meta("invocation", invocation)])
+    now_w = rec.clock.wall()
+    _restore_pools(rec, journal)
+    soft = journal.routing_soft()
+    if soft:
+        try:
+            load_state(
+                {"version": 1, "arms": soft.get("arms", {}), "quality": soft.get("quality", [])},
+                rec.engine.ledger,
+                rec.engine.telemetry,
+                rec.engine.quality,
+            )
+        except SnapshotError as exc:
+            rec.log.warning("recovery.soft_state_ignored", error=str(exc))
+    for sub in journal.open_submissions():
+        try:
+            spec, label = build_spec(rec.config, sub.request, sub.id, f"submission {sub.id}")
+        except SubmitError as exc:
+            report.rejected_submissions += 1
+            journal.apply_sync([j.op_submission_state(sub.id, "rejected", str(exc), now_w)])
+            rec.log.warning("recovery.submission_rejected", id=sub.id, error=str(exc))
+            continue
+        rec.add_submission(spec, label)
+        report.submissions += 1
+    _restore_tasks(rec, journal)
+    adopted_ids = _restore_runs(rec, journal, report, killed_with_daemon)
+    report.reaped = reap_strays(rec, adopted_ids)
+    rec.log.info("recovery.done", **report.as_dict())
+    return report
+
+
+def _restore_pools(rec: Reconciler, journal: j.Journal) -> None:
+    ledger = rec.engine.ledger
+    for name, row in journal.pools().items():
+        st = ledger.pools.get(name)
+        if st is None:
+            continue
+        st.used = row["used"]
+        if row["window_start"] is not None and st.spec.window is not None:
+            st.window_start, st.window_end = window_bounds(
+                st.spec.anchor, st.spec.window, row["window_start"]
+            )
+        st.limited_until = row["limited_until"]
+        st.limited_reason = row["limited_reason"]
+        st.strikes = row["strikes"]
+    ledger._next_event = float("-inf")  # recompute windows on the next advance
+
+
+def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
+    for name, row in journal.task_states().items():
+        rt = rec.tasks.get(name)
+        if rt is None:
+            continue
+        if row["spec_digest"] != spec_digest(rt.spec):
+            rec.log.info("recovery.task_changed", task=name, note="progress not restored")
+            continue
+        rt.runs, rt.restarts = row["runs"], row["restarts"]
+        phase = TaskPhase(row["phase"])
+        if phase in TERMINAL and phase is not TaskPhase.DISABLED:
+            rt.phase, rt.reason = phase, row["reason"]
+        if rt.spec.schedule is not None:
+            rt.pending_fires = row["pending_fires"]
+            if row["last_fire"] is not None:
+                rec.restore_schedule(name, row["last_fire"])
+            if rt.pending_fires and rt.phase is TaskPhase.WAITING:
+                rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
+
+
+def _spawned(rec: Reconciler, row: j.RunRow, spawns: dict[str, Spawned]) -> j.RunRow:
+    """Did a run whose pid never reached the journal spawn? The spawn log
+    (pid, start time, pipe fds; a per-run pid file from older versions), or
+    a live process carrying its marker, says so. Returns the row completed
+    with what was found."""
+    found = spawns.get(row.id) or _legacy_pid_file(rec.config.daemon.state_dir, row.id)
+    if found is not None:
+        return replace(
+            row,
+            pid=found.pid,
+            create_time=found.start_time or _start_if_ours(found.pid, row.id),
+            pipe_fds=found.leader_fds,
+        )
+    for proc in psutil.process_iter():
+        if process.run_marker(proc) == row.id:
+            try:
+                return replace(row, pid=proc.pid, create_time=proc.create_time())
+            except psutil.Error:
+                continue
+    return row
+
+
+def _legacy_pid_file(state_dir: Path, run_id: str) -> Spawned | None:
+    """`STATE_DIR/runs/RUN_ID.pid`, written by versions before the spawn log."""
+    path = state_dir / "runs" / f"{run_id}.pid"
+    try:
+        fields = path.read_text().split()
+        out_fd, err_fd = int(fields[2]), int(fields[3])
+        spawned = Spawned(
+            int(fields[0]), (out_fd, err_fd) if out_fd >= 0 else None, float(fields[1]) or None
+        )
+    except (OSError, ValueError, IndexError):
+        return None
+    path.unlink(missing_ok=True)
+    return spawned
+
+
+def _start_if_ours(pid: int, run_id: str) -> float | None:
+    """The start time of `pid` if it is alive and carries `run_id`'s marker (the
+    spawn recorded no start time: it is read after the spawn, off the loop)."""
+    try:
+        if process.run_marker(psutil.Process(pid)) != run_id:
+            return None
+    except psutil.Error:
+        return None
+    return proctime.start_time(pid)
+
+
+def _restore_runs(
+    rec: Reconciler, journal: j.Journal, report: Report, killed_with_daemon: bool
+) -> set[str]:
+    adopted: set[str] = set()
+    now_m, now_w = rec.clock.mono(), rec.clock.wall()
+    ledger = rec.engine.ledger
+    spawns: dict[str, Spawned] | None = None
+    for row in journal.live_runs():
+        res = _reservation(row.reservation, ledger)
+        if res is not None:
+            ledger.restore_reservation(res)
+        decision = Decision(
+            task=row.task,
+            strategy="recovered",
+            at=row.started_at,
+            arm=row.arm,
+            reservation=res,
+            ranking=(),
+            rejections=(),
+            charges=dict(res.charges) if res else {},
+        )
+        pid, ctime = row.pid, row.create_time
+        if pid is None:  # crashed between the intent and the spawn report
+            if spawns is None:
+                spawns = read_spawn_log(rec.spawn_log.path)
+            row = _spawned(rec, row, spawns)
+            if row.pid is not None:
+                rec.store.run_started(row.id, row.pid, row.create_time, row.pipe_fds)
+            pid, ctime = row.pid, row.create_time
+        rt = rec.tasks.get(row.task)
+        arm = rec.engine.arms.get(row.arm)
+        alive = pid is not None and process.same_process(pid, ctime)
+        if alive and arm is not None:
+            assert pid is not None and ctime is not None
+            spec = RunSpec(
+                run_id=row.id,
+                task=row.task,
+                arm=row.arm,
+                cli=arm.cli,
+                argv=(),
+                env={},
+                cwd="/",
+                log=RunLog(_log_path(rec, row), rec.config.daemon.run_log_max_bytes),
+                parser=adapter_for(arm.cli).parser(),
+                timeout=rt.spec.timeout if rt else None,
+                stall_timeout=rt.spec.stall_timeout if rt else None,
+                stop_grace=rt.spec.stop_grace if rt else 10.0,
+            )
+            started_mono = now_m - max(0.0, now_w - row.started_at)
+            fds = row.pipe_fds
+            rec.adopt_run(
+                rt, decision, spec, Adoption(pid, ctime, started_mono, fds), row.started_at
+            )
+            adopted.add(row.id)
+            report.adopted.append(row.id)
+            rec.log.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)
+            continue
+        outcome, reason = gone_verdict(row, pid, ctime, killed_with_daemon)
+        if outcome is Outcome.LOST:
+            report.lost.append(row.id)
+        else:
+            report.ended.append(row.id)
+        rec.log.info(
+            "recovery.gone",
+            task=row.task,
+            run_id=row.id,
+            pid=pid,
+            outcome=str(outcome),
+            reason=reason,
+        )
+        rec.record_gone(rt, decision, row.id, outcome, reason, ran=pid is not None)
+    return adopted
+
+
+def gone_verdict(
+    row: j.RunRow, pid: int | None, create_time: float | None, killed_with_daemon: bool
+) -> tuple[Outcome, str]:
+    """What a run whose process is gone most likely did, and so what policy may do.
+
+    * never spawned (no pid, no marked process): `lost`, nothing ran;
+    * started before this boot, or killed by systemd with the previous daemon
+      (its cgroup is cleaned when the main process dies): `lost`, it was
+      interrupted, and the task's restart policy decides;
+    * otherwise it ended on its own while no daemon watched: `exit_unknown`,
+      which policies treat as done, because running it again would run
+      finished work twice.
+    """
+    if pid is None:
+        return Outcome.LOST, "never started (the daemon died before the spawn)"
+    if create_time is not None and create_time < psutil.boot_time():
+        return Outcome.LOST, "interrupted by a reboot"
+    if killed_with_daemon:
+        return Outcome.LOST, "stopped with the previous daemon (systemd cleaned its cgroup)"
+    return Outcome.EXIT_UNKNOWN, "ended while no daemon watched; exit status unknown"
+
+
+def _log_path(rec: Reconciler, row: j.RunRow) -> Path:
+    if row.log_path:
+        return Path(row.log_path)
+    return rec.config.daemon.log_dir / "_adopted" / f"{row.id}.log"
+
+
+def _reservation(data: dict[str, object] | None, ledger: object) -> Reservation | None:
+    if not data:
+        return None
+    pools = ledger.pools  # type: ignore[attr-defined]
+    charges = {p: float(a) for p, a in dict(data["charges"]).items() if p in pools}  # type: ignore[arg-type]
+    return Reservation(
+        id=str(data["id"]),
+        arm=str(data["arm"]),
+        task=str(data["task"]),
+        charges=charges,
+        created_at=float(data["created_at"]),  # type: ignore[arg-type]
+        expires_at=float(data["expires_at"]),
+    )  # type: ignore[arg-type]
+
+
+def reap_strays(rec: Reconciler, keep: set[str]) -> int:
+    """Kill processes this daemon started (by state-dir marker) that no run owns."""
+    ours = str(rec.config.daemon.state_dir)
+    strays: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get(process.STATE_DIR_ENV) != ours:
+            continue
+        run_id = env.get(process.RUN_ID_ENV)
+        if run_id is None or run_id in keep or run_id in rec.runs:
+            continue
+        strays.append(proc)
+    for proc in strays:
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.pid) == proc.pid:  # a run leader: take its group too
+                process.signal_group(proc.pid, signal.SIGKILL)
+    killed = process.kill_processes(strays)
+    for proc in strays:
+        process.reap_pid(proc.pid)
+    if strays:
+        rec.metrics.orphans_reaped.inc(len(strays))
+        rec.log.warning("recovery.reaped", count=len(strays))
+    return killed

@@ -1,0 +1,147 @@
+"""The router's answer for one run: the chosen arm, the ranking and every rejection.
+
+A decision is taken on every run start, but read in full only when someone
+asks why (`factoryd explain`, `route`, a blocked task's reason). So the
+ranking is kept in the compact form the router sorted, together with the
+pools' multipliers at that instant, and `Candidate` objects with their
+score breakdown are built from it on first read. What a reader sees is
+exactly what the router saw: the arms' views are immutable and the
+multipliers are a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from factoryd.routing.ledger import Reservation
+from factoryd.routing.model import RejectReason
+from factoryd.routing.scoring import Components
+from factoryd.units.timefmt import iso
+
+if TYPE_CHECKING:
+    from factoryd.routing.armview import ArmView
+
+#: Runners-up named in a rationale; the full ranking is in `to_dict`.
+RATIONALE_RUNNERS_UP = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    arm: str
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    arm: str
+    score: float
+    components: Components
+    below_quality: bool = False
+
+
+#: One scored arm as the router sorted it: (-score, tie-break rank, view).
+#: A plain tuple because one is made per arm per decision and sorts natively.
+Ranked = tuple[float, int, "ArmView"]
+
+
+def _candidate(entry: Ranked, multipliers: Mapping[str, float]) -> Candidate:
+    neg_score, _, view = entry
+    scarcity, scarce_pool = 1.0, None
+    pools = [p for p in view.arm.pools if p in multipliers]
+    for i, pool in enumerate(pools):
+        if i == 0 or multipliers[pool] > scarcity:
+            scarcity, scarce_pool = multipliers[pool], pool
+    assert view.components is not None, "a rejected arm is never ranked"
+    components = view.components._replace(scarcity=scarcity, scarce_pool=scarce_pool)
+    return Candidate(view.arm.name, -neg_score, components, view.below_quality)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The router's answer for one run, with everything needed to explain it."""
+
+    task: str
+    strategy: str
+    at: float
+    arm: str | None
+    reservation: Reservation | None
+    ranking: Sequence[Ranked]
+    rejections: tuple[Rejection, ...]
+    degraded: bool = False
+    forced: bool = False
+    charges: dict[str, float] = field(default_factory=dict)
+    #: Each pool's scarcity multiplier when the decision was taken.
+    multipliers: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return tuple(_candidate(r, self.multipliers) for r in self.ranking)
+
+    @property
+    def chosen(self) -> Candidate | None:
+        entry = next((r for r in self.ranking if r[2].arm.name == self.arm), None)
+        return None if entry is None else _candidate(entry, self.multipliers)
+
+    def rationale(self) -> str:
+        """One paragraph a person can read in a log line."""
+        rejected = "; ".join(f"{r.arm}: {r.detail}" for r in self.rejections)
+        chosen = self.chosen
+        if self.arm is None or chosen is None:
+            if not self.rejections:
+                return f"No arm available for task {self.task}"
+            return f"All arms rejected for task {self.task}: {rejected}"
+        c = chosen.components
+        parts = [
+            f"Selected {self.arm} for task {self.task} (strategy {self.strategy}, "
+            f"score {chosen.score:.4g}; fit {c.task_fit:.3f}, throughput {c.throughput:.3f}, "
+            f"latency {c.latency:.3f}, consumption {c.consumption:.3f}, "
+            f"cost {c.effective_cost:.4g} x{c.scarcity:.3g} scarcity"
+            + (f" from {c.scarce_pool}" if c.scarce_pool else "")
+            + ")"
+        ]
+        if self.forced:
+            parts.append("Forced by request")
+        if self.degraded:
+            parts.append("Degraded: no arm met the quality floor")
+        others = [r for r in self.ranking if r[2].arm.name != self.arm]
+        if others:
+            named = ", ".join(f"{r[2].arm.name} {-r[0]:.4g}" for r in others[:RATIONALE_RUNNERS_UP])
+            more = len(others) - RATIONALE_RUNNERS_UP
+            parts.append("Runners-up: " + named + (f" and {more} more" if more > 0 else ""))
+        if self.rejections:
+            parts.append(f"Rejected {len(self.rejections)}: {rejected}")
+        return ". ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "strategy": self.strategy,
+            "at": iso(self.at),
+            "arm": self.arm,
+            "degraded": self.degraded,
+            "forced": self.forced,
+            "reservation": None
+            if self.reservation is None
+            else {
+                "id": self.reservation.id,
+                "charges": self.reservation.charges,
+                "expires_at": iso(self.reservation.expires_at),
+            },
+            "ranking": [
+                {
+                    "rank": i + 1,
+                    "arm": c.arm,
+                    "score": c.score,
+                    "below_quality": c.below_quality,
+                    "components": c.components.as_dict(),
+                }
+                for i, c in enumerate(self.candidates)
+            ],
+            "rejections": [
+                {"arm": r.arm, "reason": str(r.reason), "detail": r.detail} for r in self.rejections
+            ],
+            "rationale": self.rationale(),
+        }

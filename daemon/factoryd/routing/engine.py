@@ -1,0 +1,167 @@
+"""The routing engine as one object: router, ledger, telemetry and quality together.
+
+The reconciler talks to this facade only: `route` before a run, `settle`
+after it, `report_limit` when an agent says a pool is exhausted. It stays
+pure; the caller passes `now` (wall-clock epoch seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from factoryd.routing.decision import Decision
+from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
+from factoryd.routing.model import ArmSpec, PoolSpec, RouteRequest, Usage, charge_actual
+from factoryd.routing.quality import QualityPolicy, QualityTracker
+from factoryd.routing.router import Router
+from factoryd.routing.scoring import RoutingPolicy
+from factoryd.routing.snapshot import dump_state, load_state
+from factoryd.routing.telemetry import HealthPolicy, Outcome, TelemetryBook
+from factoryd.routing.versions import ArmVersions
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    arms: tuple[ArmSpec, ...]
+    pools: tuple[PoolSpec, ...]
+    policy: RoutingPolicy
+    scarcity: ScarcityPolicy
+    quality: QualityPolicy
+    health: HealthPolicy
+    telemetry_window: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What `settle` did with a run's reservation, for logs and metrics."""
+
+    committed: dict[str, float]
+    rolled_back: bool
+    hold_had_expired: bool
+
+
+class RoutingEngine:
+    def __init__(self, settings: EngineSettings) -> None:
+        self.ledger = PoolLedger(settings.pools, settings.scarcity)
+        # Telemetry and quality share one change counter per arm, which the
+        # router's cached arm views are checked against.
+        versions = ArmVersions()
+        self.telemetry = TelemetryBook(settings.telemetry_window, settings.health, versions)
+        self.quality = QualityTracker(settings.quality, versions)
+        self.router = Router(
+            settings.arms, self.ledger, self.telemetry, self.quality, settings.policy
+        )
+
+    @classmethod
+    def from_config(cls, config: Any) -> RoutingEngine:
+        return cls(settings_from_config(config))
+
+    def reconfigure(self, settings: EngineSettings) -> None:
+        """Adopt a new config; usage, holds, telemetry and quality carry over."""
+        self.ledger.scarcity_policy = settings.scarcity
+        self.ledger.reconfigure(settings.pools)
+        self.telemetry.window = settings.telemetry_window
+        self.telemetry.health = settings.health
+        self.quality.policy = settings.quality
+        self.router.reconfigure(settings.arms, settings.policy)
+
+    @property
+    def arms(self) -> dict[str, ArmSpec]:
+        return self.router.arms
+
+    def route(
+        self,
+        req: RouteRequest,
+        now: float,
+        *,
+        exclude: Collection[str] = (),
+        busy: Collection[str] = (),
+        force: str | None = None,
+        ttl: float | None = None,
+    ) -> Decision:
+        return self.router.route(req, now, exclude=exclude, busy=busy, force=force, ttl=ttl)
+
+    def settle(
+        self,
+        decision: Decision,
+        *,
+        now: float,
+        usage: Usage | None,
+        ok: bool,
+        duration: float,
+        task_type: str,
+        arm_fault: bool = False,
+        limited: bool = False,
+    ) -> Settlement:
+        """Close a run: commit what it used (or roll back), feed telemetry and quality.
+
+        `usage is None` means the run never got going (spawn failure): the
+        hold is rolled back. A limited run is not a quality signal.
+        """
+        arm_name = decision.arm
+        if arm_name is None:
+            return Settlement({}, rolled_back=False, hold_had_expired=False)
+        res_id = decision.reservation.id if decision.reservation else ""
+        arm = self.arms.get(arm_name)
+        if usage is None or arm is None:
+            held = self.ledger.rollback(res_id)
+            committed: dict[str, float] = {}
+            rolled_back = True
+        else:
+            committed = {
+                pool: charge_actual(self.ledger.pools[pool].spec, arm, usage)
+                for pool in decision.charges
+                if pool in self.ledger.pools
+            }
+            held = self.ledger.commit(res_id, committed)
+            rolled_back = False
+        tokens = usage.total_tokens if usage else 0
+        if not limited and usage is not None:
+            self.telemetry.record(
+                arm_name, Outcome(at=now, ok=ok, duration=duration, tokens=tokens)
+            )
+            self.quality.observe(arm_name, task_type, ok)
+        if arm_fault:
+            self.telemetry.fault(arm_name, now)
+        elif ok:
+            self.telemetry.healthy_run(arm_name)
+            if arm is not None:
+                self.ledger.clear_strikes(arm.pools)
+        return Settlement(committed, rolled_back=rolled_back, hold_had_expired=not held)
+
+    def report_limit(self, arm_name: str, until: float | None, now: float, reason: str) -> float:
+        """An agent hit a usage limit: its pools (or the arm itself) are out until `until`.
+
+        Without a reset time the pools' own escalating backoff decides.
+        """
+        arm = self.arms.get(arm_name)
+        pools = [p for p in (arm.pools if arm else ()) if p in self.ledger.pools]
+        if until is None:
+            until = self.ledger.hold_limit_unknown(pools, now, reason) if pools else now + 900.0
+        elif pools:
+            self.ledger.hold_limit(pools, until, reason)
+        if not pools:
+            self.telemetry.limit(arm_name, until, reason)
+        return until
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return dump_state(self.ledger, self.telemetry, self.quality, now)
+
+    def load_snapshot(self, data: Any) -> float | None:
+        taken_at = load_state(data, self.ledger, self.telemetry, self.quality)
+        self.router.forget()
+        return taken_at
+
+
+def settings_from_config(config: Any) -> EngineSettings:
+    return EngineSettings(
+        arms=config.arms,
+        pools=config.pools,
+        policy=config.routing,
+        scarcity=config.scarcity,
+        quality=config.quality,
+        health=config.health,
+        telemetry_window=config.telemetry_window,
+    )

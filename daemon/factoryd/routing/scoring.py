@@ -1,0 +1,169 @@
+"""Score components and the named strategies that combine them.
+
+Every strategy sees the same `Components`, so a decision can show each
+candidate's breakdown whatever strategy ranked it:
+
+* ``weighted`` (seed A): fit x 0.35 + throughput x 0.25 + latency x 0.20 +
+  consumption x 0.20, weights configurable;
+* ``value_per_cost`` (seed B): quality x value / effective cost;
+* ``balanced`` (the default): value x weighted utility / (base cost^c x
+  scarcity^(1/value)). Seed A alone ignores price and pool scarcity; seed B
+  alone ignores telemetry and lets price swamp quality. Balanced keeps A's
+  telemetry terms (with B's blended quality as task fit), tempers price by
+  the `cost` weight (0.5: a 4x cheaper arm needs half the utility), and
+  applies pool scarcity in full but scaled by the task's value, so a
+  low-value task steps away from a filling pool before a critical one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from factoryd.routing.model import THINKING_BONUS, ArmSpec, RouteRequest
+
+#: Free (local or subscription) arms still cost something when scoring, so
+#: that scarcity can multiply it and nothing divides by zero.
+COST_FLOOR = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """The [routing] section: strategy, weights and normalisation targets."""
+
+    strategy: str = "balanced"
+    task_fit_weight: float = 0.35
+    throughput_weight: float = 0.25
+    latency_weight: float = 0.20
+    consumption_weight: float = 0.20
+    cost_weight: float = 0.5
+    #: Telemetry older than this keeps a non-fallback arm out; None: never stale.
+    max_staleness: float | None = 600.0
+    session_token_budget: int = 5_000_000
+    #: Completions per second that score a full 1.0 for throughput.
+    throughput_target: float = 1.0
+    #: Average run duration (seconds) at which the latency score reaches 0.
+    latency_target: float = 5.0
+    #: How long a reservation may live before it is presumed lost.
+    reservation_ttl: float = 7200.0
+
+
+class Components(NamedTuple):
+    """Everything that went into one candidate's score.
+
+    A named tuple rather than a frozen dataclass: one is built per arm
+    whenever its telemetry changes, and a tuple is built three times faster.
+    """
+
+    heuristic: float
+    observed: float | None
+    task_fit: float
+    value: float
+    throughput: float
+    latency: float
+    consumption: float
+    base_cost: float
+    scarcity: float
+    scarce_pool: str | None
+
+    @property
+    def effective_cost(self) -> float:
+        return max(self.base_cost, COST_FLOOR) * self.scarcity
+
+    def as_dict(self) -> dict[str, float | str | None]:
+        return {
+            "heuristic": round(self.heuristic, 6),
+            "observed": None if self.observed is None else round(self.observed, 6),
+            "task_fit": round(self.task_fit, 6),
+            "value": round(self.value, 6),
+            "throughput": round(self.throughput, 6),
+            "latency": round(self.latency, 6),
+            "consumption": round(self.consumption, 6),
+            "base_cost": round(self.base_cost, 9),
+            "scarcity": round(self.scarcity, 6),
+            "scarce_pool": self.scarce_pool,
+            "effective_cost": round(self.effective_cost, 9),
+        }
+
+
+def heuristic_quality(arm: ArmSpec, req: RouteRequest) -> float:
+    """Seed B's prior: what an arm's capabilities suggest before any run is seen."""
+    score = 0.5
+    if arm.context_window >= 100_000:
+        score += 0.1
+    if arm.context_window >= 200_000:
+        score += 0.05
+    if arm.thinking:
+        score += THINKING_BONUS.get(req.type, 0.0)
+    if req.requires_tools and not arm.tools:
+        score *= 0.1
+    if arm.local:
+        score += 0.05
+    if req.complexity > 0.7 and arm.local:
+        score *= 0.7
+    return min(1.0, max(0.0, score))
+
+
+def normalize_throughput(per_second: float, target: float) -> float:
+    return min(per_second / target, 1.0) if target > 0 else 0.0
+
+
+def normalize_latency(seconds: float, target: float) -> float:
+    """1.0 at zero, falling linearly to 0.0 at `target` and beyond."""
+    if seconds <= 0:
+        return 1.0
+    return max(1.0 - seconds / target, 0.0)
+
+
+def normalize_consumption(tokens: float, budget: float) -> float:
+    if budget <= 0:
+        return 0.5
+    return 1.0 - min(tokens / budget, 1.0)
+
+
+def _utility(c: Components, p: RoutingPolicy) -> float:
+    """Seed A's weighted sum of fit and telemetry terms."""
+    return (
+        p.task_fit_weight * c.task_fit
+        + p.throughput_weight * c.throughput
+        + p.latency_weight * c.latency
+        + p.consumption_weight * c.consumption
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """A scoring rule written as numerator / scarcity ** exponent.
+
+    Every strategy is a part that depends only on the arm (fit, telemetry,
+    price) divided by a power of its pools' scarcity. Written this way the
+    router can cache the arm's part between decisions and pay only one
+    division per arm for the pools, which change on every reservation.
+    """
+
+    #: The arm's own part: Components without scarcity.
+    numerator: Callable[[Components, RoutingPolicy], float]
+    #: How strongly scarcity counts for a task of the given value.
+    exponent: Callable[[float], float]
+
+    def score(self, c: Components, p: RoutingPolicy) -> float:
+        return self.numerator(c, p) / c.scarcity ** self.exponent(c.value)
+
+
+def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
+    return c.value * _utility(c, p) / max(c.base_cost, COST_FLOOR) ** p.cost_weight
+
+
+def _value_per_cost_numerator(c: Components, p: RoutingPolicy) -> float:
+    return c.task_fit * c.value / max(c.base_cost, COST_FLOOR)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    # Scarcity applies in full, scaled by the task's value (see the module doc).
+    "balanced": Strategy(_balanced_numerator, lambda value: 1.0 / value if value > 0 else 1.0),
+    # Seed A ignores pools altogether.
+    "weighted": Strategy(_utility, lambda value: 0.0),
+    # Seed B divides by the effective cost, scarcity included.
+    "value_per_cost": Strategy(_value_per_cost_numerator, lambda value: 1.0),
+}

@@ -1,0 +1,114 @@
+"""Where every arm stands for one request shape, kept up to date between decisions.
+
+An arm's standing is either its score entry (ready to rank) or the reason
+it is out (its own hard filter, or a pool that cannot take its charge).
+It depends on the arm's view (armview.py) and on the quotes of the arm's
+pools (quotes.py). Between two decisions few of those move: the run that
+just settled changed one arm's telemetry and its pools' numbers. So each
+decision re-examines only the arms whose view changed (from the change
+log in versions.py), whose view expired, or that draw on a pool whose
+quote changed, and reuses every other standing as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+from factoryd.routing.armview import ArmView
+from factoryd.routing.decision import Ranked, Rejection
+from factoryd.routing.ledger import Refusal
+from factoryd.routing.quotes import PoolQuote
+from factoryd.routing.versions import ArmVersions
+
+Standing = Ranked | Rejection
+Rebuild = Callable[[ArmView], ArmView]
+Refuse = Callable[[dict[str, float]], Refusal | None]
+
+
+class Standings:
+    """The standings of a fixed list of arms for one request shape."""
+
+    def __init__(
+        self,
+        views: list[tuple[int, str, ArmView]],
+        not_allowed: tuple[Rejection, ...],
+        exponent: float,
+    ) -> None:
+        #: (tie-break rank, arm name, view), in the order the request lists arms;
+        #: the rank orders equal scores by preference, config order, then name.
+        self.views = views
+        self.not_allowed = not_allowed
+        self.exponent = exponent
+        self.position = {name: i for i, (_, name, _) in enumerate(views)}
+        self.by_pool: dict[str, list[int]] = {}
+        for i, (_, _, view) in enumerate(views):
+            for pool, _amount in view.fit.charges:
+                self.by_pool.setdefault(pool, []).append(i)
+        self.entries: list[Standing | None] = []
+        #: Arms whose entry is ranked but below the task type's quality floor.
+        self.below: set[int] = set()
+        self._seen_version = -1
+        self._seen_quotes: Mapping[str, PoolQuote] = {}
+        self._terms: dict[str, float] = {}
+        self._expires = -math.inf
+
+    def update(
+        self,
+        now: float,
+        quotes: Mapping[str, PoolQuote],
+        versions: ArmVersions,
+        rebuild: Rebuild,
+        refuse: Refuse,
+    ) -> None:
+        """Bring every standing up to `now`, re-examining only what moved."""
+        changed = versions.changed_since(self._seen_version) if self._seen_version >= 0 else None
+        full = changed is None or now >= self._expires or not self.entries
+        if full:
+            dirty: range | set[int] = range(len(self.views))
+            self._terms = {p: q.multiplier**self.exponent for p, q in quotes.items()}
+            self.entries = [None] * len(self.views)
+        else:
+            assert changed is not None
+            position = self.position
+            dirty = {position[name] for name in changed if name in position}
+            seen = self._seen_quotes
+            for pool, quote in quotes.items():
+                if seen.get(pool) is not quote:
+                    self._terms[pool] = quote.multiplier**self.exponent
+                    dirty.update(self.by_pool.get(pool, ()))
+        counts = versions.counts
+        expires = math.inf if full else self._expires
+        for i in dirty:
+            rank, name, view = self.views[i]
+            if now >= view.valid_until or counts.get(name, 0) != view.version:
+                view = rebuild(view)
+                self.views[i] = (rank, name, view)
+            expires = min(expires, view.valid_until)
+            entry = self._standing(rank, view, quotes, refuse)
+            self.entries[i] = entry
+            if entry.__class__ is tuple and view.below_quality:
+                self.below.add(i)
+            else:
+                self.below.discard(i)
+        self._expires = expires
+        self._seen_version = versions.position
+        self._seen_quotes = quotes
+
+    def _standing(
+        self, rank: int, view: ArmView, quotes: Mapping[str, PoolQuote], refuse: Refuse
+    ) -> Standing:
+        if view.rejection is not None:
+            return view.rejection
+        term = 0.0  # the scarcest pool's term; a discount may bring it below 1
+        for pool, amount in view.fit.charges:
+            left = quotes[pool].room
+            if amount > left or left <= 0:
+                # The quote says no; the ledger words the exact refusal.
+                refusal = refuse(dict(view.fit.charges))
+                if refusal is not None:
+                    return Rejection(view.arm.name, refusal.reason, refusal.detail)
+            pool_term = self._terms[pool]
+            if pool_term > term:
+                term = pool_term
+        return (-view.numerator / (term or 1.0), rank, view)

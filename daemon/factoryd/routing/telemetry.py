@@ -1,0 +1,214 @@
+"""Per-arm telemetry fed by run outcomes: throughput, latency, health, limits.
+
+Telemetry is bounded whatever the run rate: outcomes are folded into 60
+time buckets spanning the telemetry window, and everything the router reads
+(throughput, latency, success rate, session tokens) is summed from the
+buckets inside the window, so a long-lived daemon neither grows nor judges
+an arm by last week's runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from factoryd.routing.versions import ArmVersions
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished run as telemetry sees it."""
+
+    at: float
+    ok: bool
+    duration: float
+    tokens: int = 0
+
+
+BUCKETS_PER_WINDOW = 60
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Outcomes that ended within one slice of the telemetry window."""
+
+    start: float
+    ok: int = 0
+    failed: int = 0
+    #: Sum of durations of successful runs, for the mean latency.
+    ok_seconds: float = 0.0
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """Circuit breaker: after `failure_threshold` arm faults in a row, rest the arm."""
+
+    failure_threshold: int = 3
+    cooldown: float = 300.0
+    max_cooldown: float = 3600.0
+
+
+@dataclass(slots=True)
+class ArmTelemetry:
+    buckets: deque[Bucket] = field(default_factory=deque)
+    last_event_at: float | None = None
+    consecutive_faults: int = 0
+    backoff_until: float | None = None
+    #: An arm-level subscription limit (for arms that draw on no pool).
+    limited_until: float | None = None
+    limited_reason: str = ""
+    #: Set by an operator or an external probe; False keeps the arm out.
+    healthy: bool = True
+    #: Sums over the window, keyed by the window's position in buckets and
+    #: kept up to date as outcomes arrive (the router reads them whenever an
+    #: arm's view is rebuilt, which is after every run of the arm).
+    sums_key: int | None = None
+    sums: tuple[int, int, float, int] = (0, 0, 0.0, 0)
+    #: Buckets starting after this instant are inside the summed window.
+    sums_cut: float = 0.0
+
+    def invalidate(self) -> None:
+        """Forget derived sums after the buckets were changed wholesale."""
+        self.sums_key = None
+
+    def add(self, outcome: Outcome, span: float) -> None:
+        width = span / BUCKETS_PER_WINDOW
+        start = outcome.at - outcome.at % width
+        if not self.buckets or self.buckets[-1].start < start:
+            self.buckets.append(Bucket(start))
+            bucket = self.buckets[-1]
+        else:
+            # Out-of-order outcome: fold it into the newest bucket not after it.
+            bucket = next((b for b in reversed(self.buckets) if b.start <= start), self.buckets[0])
+        if outcome.ok:
+            bucket.ok += 1
+            bucket.ok_seconds += outcome.duration
+        else:
+            bucket.failed += 1
+        bucket.tokens += outcome.tokens
+        if self.sums_key is not None and bucket.start > self.sums_cut:
+            ok, failed, ok_seconds, tokens = self.sums
+            if outcome.ok:
+                ok, ok_seconds = ok + 1, ok_seconds + outcome.duration
+            else:
+                failed += 1
+            self.sums = (ok, failed, ok_seconds, tokens + outcome.tokens)
+        while self.buckets and self.buckets[0].start <= outcome.at - span - width:
+            self.buckets.popleft()
+
+    def window(self, now: float, span: float) -> list[Bucket]:
+        return [b for b in self.buckets if b.start > _cut(now, span)]
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """What the router reads of an arm's telemetry at one instant."""
+
+    throughput: float
+    latency: float | None
+    success_rate: float | None
+    session_tokens: int
+    age: float | None
+
+
+class TelemetryBook:
+    """Telemetry of every arm, keyed by arm name."""
+
+    def __init__(
+        self,
+        window: float = 3600.0,
+        health: HealthPolicy | None = None,
+        versions: ArmVersions | None = None,
+    ) -> None:
+        self.window = window
+        self.health = health or HealthPolicy()
+        self.arms: dict[str, ArmTelemetry] = {}
+        self.versions = versions or ArmVersions()
+
+    def arm(self, name: str) -> ArmTelemetry:
+        """The arm's telemetry, to change: counts as a change for cached views."""
+        self.versions.bump(name)
+        tel = self.arms.get(name)
+        if tel is None:
+            tel = self.arms[name] = ArmTelemetry()
+        return tel
+
+    def record(self, arm: str, outcome: Outcome) -> None:
+        tel = self.arm(arm)
+        tel.add(outcome, self.window)
+        tel.last_event_at = max(tel.last_event_at or outcome.at, outcome.at)
+
+    def touch(self, arm: str, at: float) -> None:
+        """Any sign of life from the arm (a streamed event) refreshes its age."""
+        tel = self.arm(arm)
+        tel.last_event_at = max(tel.last_event_at or at, at)
+
+    def fault(self, arm: str, now: float) -> float | None:
+        """Count a failure that is the arm's fault; return the backoff end if it trips."""
+        tel = self.arm(arm)
+        tel.consecutive_faults += 1
+        over = tel.consecutive_faults - self.health.failure_threshold
+        if over < 0:
+            return None
+        rest = min(self.health.cooldown * 2**over, self.health.max_cooldown)
+        tel.backoff_until = now + rest
+        return tel.backoff_until
+
+    def healthy_run(self, arm: str) -> None:
+        tel = self.arm(arm)
+        tel.consecutive_faults = 0
+        tel.backoff_until = None
+
+    def limit(self, arm: str, until: float, reason: str) -> None:
+        tel = self.arm(arm)
+        if tel.limited_until is None or until > tel.limited_until:
+            tel.limited_until = until
+            tel.limited_reason = reason
+
+    def condition(self, arm: str, now: float) -> str:
+        """What keeps the arm out right now, by its own telemetry (pools aside):
+        "unhealthy", "resting" (circuit-breaker backoff), "limited", or "ok"."""
+        tel = self.arms.get(arm)
+        if tel is None:
+            return "ok"
+        if not tel.healthy:
+            return "unhealthy"
+        if tel.backoff_until is not None and now < tel.backoff_until:
+            return "resting"
+        if tel.limited_until is not None and now < tel.limited_until:
+            return "limited"
+        return "ok"
+
+    def performance(self, arm: str, now: float) -> Performance | None:
+        """None when the arm has never reported anything."""
+        tel = self.arms.get(arm)
+        if tel is None or tel.last_event_at is None:
+            return None
+        # Which buckets are inside the window changes only at bucket boundaries.
+        key = math.floor((now - self.window) / (self.window / BUCKETS_PER_WINDOW))
+        if tel.sums_key != key:
+            recent = tel.window(now, self.window)
+            tel.sums = (
+                sum(b.ok for b in recent),
+                sum(b.failed for b in recent),
+                sum(b.ok_seconds for b in recent),
+                sum(b.tokens for b in recent),
+            )
+            tel.sums_key = key
+            tel.sums_cut = _cut(now, self.window)
+        ok, failed, ok_seconds, tokens = tel.sums
+        total = ok + failed
+        return Performance(
+            throughput=ok / self.window,
+            latency=ok_seconds / ok if ok else None,
+            success_rate=ok / total if total else None,
+            session_tokens=tokens,
+            age=now - tel.last_event_at,
+        )
+
+
+def _cut(now: float, span: float) -> float:
+    """Buckets starting after this are inside the window ending at `now`."""
+    return now - span - span / BUCKETS_PER_WINDOW

@@ -1,0 +1,229 @@
+"""Turn (task, routing decision) into a concrete `RunSpec`: argv, env, cwd, files.
+
+The environment is minimal and explicit: only the variables named by
+`inherit_env` (daemon-wide plus per task) are copied from the daemon's
+own environment; then the arm's `env`, the task's `env`, the arm's secrets
+(from the daemon's environment or a file, never logged), the adapter's own
+variables, and the run's identity (FACTORYD_RUN_ID, FACTORYD_STATE_DIR,
+FACTORYD_TASK, FACTORYD_ARM) that lets the daemon recognise a run's
+descendants, even after a restart, and only its own.
+With `isolate_home`, HOME, TMPDIR and the XDG directories point into a
+per-run directory that is removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from factoryd.config.loader import ArmLaunch, Config
+from factoryd.core.taskspec import TaskSpec
+from factoryd.observe.logs import REDACTOR
+from factoryd.proc.capture import RunLog
+from factoryd.proc.process import RUN_ID_ENV, STATE_DIR_ENV
+from factoryd.proc.spawnlog import SpawnLog
+from factoryd.routing.model import ArmSpec
+from factoryd.run.agents.base import LaunchContext
+from factoryd.run.agents.registry import adapter_for
+from factoryd.run.dirs import ensure_dir
+from factoryd.run.runner import RunSpec
+
+
+class LaunchError(Exception):
+    """The run cannot be prepared (missing prompt file, unreadable secret, ...)."""
+
+
+#: Run ids need uniqueness, not secrecy: a generator seeded once from the OS
+#: gives their random part without a system call per run.
+_ID_RANDOM = random.Random(os.urandom(16))  # noqa: S311 - ids, not secrets
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and unique across restarts: milliseconds in base 36 plus randomness."""
+    ms = int((now if now is not None else time.time()) * 1000)
+    out = ""
+    while ms:
+        ms, rem = divmod(ms, 36)
+        out = _BASE36[rem] + out
+    return f"{out}-{_ID_RANDOM.getrandbits(24):06x}"
+
+
+def read_secret(source: str) -> str:
+    kind, _, ref = source.partition(":")
+    if kind == "env":
+        value = os.environ.get(ref)
+        if value is None:
+            raise LaunchError(f"secret variable {ref} is not set in the daemon's environment")
+        return value
+    try:
+        return Path(ref).read_text().strip()
+    except OSError as exc:
+        raise LaunchError(f"cannot read secret file {ref}: {exc.strerror}") from None
+
+
+def resolve_secrets(launch: ArmLaunch) -> dict[str, str]:
+    values = {var: read_secret(source) for var, source in launch.secrets}
+    REDACTOR.add(values.values())
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    spec: RunSpec
+    run_dir: Path | None
+    log_path: Path
+
+
+def task_workdir(state_dir: Path, task: str) -> Path:
+    """Where a command task without a `workdir` runs, run after run."""
+    return state_dir / "work" / _safe(task)
+
+
+def _runs_in_kept_dir(task: TaskSpec, arm: ArmSpec, keep_workdir: bool) -> bool:
+    return (
+        keep_workdir
+        and task.workdir is None
+        and arm.cli == "command"
+        and not task.isolate_home
+        and not task.stdin_prompt
+    )
+
+
+def kept_workdirs(config: Config) -> list[Path]:
+    """The kept directories the config's enabled tasks can run in (see `prepare`),
+    so that they can be made ahead of the first run, off the loop."""
+    arms = {arm.name: arm for arm in config.arms}
+    found = []
+    for task in config.tasks:
+        candidates = [arms[a] for a in task.route.arms if a in arms] or config.arms
+        if task.enabled and any(_runs_in_kept_dir(task, arm, True) for arm in candidates):
+            found.append(task_workdir(config.daemon.state_dir, task.name))
+    return found
+
+
+def prepare(
+    config: Config,
+    task: TaskSpec,
+    arm: ArmSpec,
+    run_id: str,
+    base_env: dict[str, str],
+    spawn_log: SpawnLog | None = None,
+    *,
+    keep_workdir: bool = True,
+) -> Prepared:
+    """Build everything a Runner needs; raise LaunchError with a reason an operator reads.
+
+    `keep_workdir`: a command task without a workdir runs in its own kept
+    directory (tasks from the config); False gives it a directory per run,
+    removed after it (submissions: one-off tasks, whose directories would
+    otherwise pile up).
+    """
+    launch = config.launch.get(arm.name, ArmLaunch())
+    runs = config.daemon.state_dir / "runs"
+    run_dir = runs / run_id
+    # A run directory (HOME, TMPDIR, prompt file, agent config, default
+    # workdir) is made for runs that put files there: agents, isolated homes,
+    # prompts on stdin. A plain command without a workdir runs in its task's
+    # own directory, made once and kept: a stable place like any supervisor's,
+    # where its files survive the run, and no mkdir + rmtree per run (over
+    # 1 ms on a slow disk, the largest cost of a short run).
+    kept = _runs_in_kept_dir(task, arm, keep_workdir)
+    needs_dir = not kept and (
+        task.isolate_home or task.stdin_prompt or arm.cli != "command" or task.workdir is None
+    )
+    default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
+    try:
+        if needs_dir:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        elif task.workdir is None:
+            ensure_dir(default_workdir)
+    except OSError as exc:
+        raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    prompt = task.prompt
+    if prompt is None and task.prompt_file is not None:
+        try:
+            prompt = Path(task.prompt_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LaunchError(f"cannot read prompt_file {task.prompt_file}: {exc}") from None
+    workdir = task.workdir or str(default_workdir)
+    env = {k: base_env[k] for k in (*config.daemon.inherit_env, *task.inherit_env) if k in base_env}
+    env.update(launch.env)
+    env.update(task.env)
+    if task.isolate_home:
+        home = run_dir / "home"
+        tmp = run_dir / "tmp"
+        for d in (
+            home,
+            tmp,
+            home / ".config",
+            home / ".cache",
+            home / ".local" / "share",
+            home / ".local" / "state",
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+        env.update(
+            HOME=str(home),
+            TMPDIR=str(tmp),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_CACHE_HOME=str(home / ".cache"),
+            XDG_DATA_HOME=str(home / ".local" / "share"),
+            XDG_STATE_HOME=str(home / ".local" / "state"),
+        )
+    env.update(resolve_secrets(launch))
+    ctx = LaunchContext(
+        run_id=run_id,
+        task=task,
+        arm=arm,
+        launch=launch,
+        prompt=prompt,
+        workdir=workdir,
+        run_dir=run_dir,
+    )
+    adapter = adapter_for(arm.cli)
+    try:
+        plan = adapter.plan(ctx)
+    except (ValueError, OSError) as exc:
+        raise LaunchError(str(exc)) from None
+    env.update(plan.env)
+    env.update(
+        {
+            RUN_ID_ENV: run_id,
+            STATE_DIR_ENV: str(config.daemon.state_dir),
+            "FACTORYD_TASK": task.name,
+            "FACTORYD_ARM": arm.name,
+        }
+    )
+    log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
+    spec = RunSpec(
+        run_id=run_id,
+        task=task.name,
+        arm=arm.name,
+        cli=arm.cli,
+        argv=plan.argv,
+        env=env,
+        cwd=workdir,
+        log=RunLog(log_path, config.daemon.run_log_max_bytes),
+        parser=adapter.parser(),
+        stdin_path=plan.stdin_path,
+        timeout=task.timeout,
+        stall_timeout=task.stall_timeout,
+        stop_grace=task.stop_grace,
+        spawn_log=spawn_log,
+    )
+    return Prepared(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
+
+
+def remove_run_dir(path: Path) -> None:
+    try:
+        path.rmdir()  # the common case: a command run left its workdir empty
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"

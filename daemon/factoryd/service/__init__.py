@@ -1,0 +1,1 @@
+"""The daemon process and its surfaces: wiring, control socket, HTTP, systemd notify, status."""

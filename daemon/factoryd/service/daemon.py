@@ -1,0 +1,205 @@
+"""The daemon process: wires journal, recovery, reconciler, signals, HTTP, control
+socket, spool directory and systemd.
+
+Start-up order: open the journal, recover (adopt or account for every run
+the journal says is live, reap strays), start the loop; READY=1 goes to
+systemd after recovery and the first pass. The loop itself pings the
+watchdog after every pass, and never sleeps longer than half the watchdog
+interval, so a hung loop gets the unit restarted.
+
+Signals: SIGTERM/SIGINT stop starting runs, stop every run in parallel
+(SIGTERM, grace, SIGKILL) and exit 0; SIGHUP reloads the config, keeping
+the running one on any error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from factoryd.config.loader import Config, load_config
+from factoryd.config.submission import SubmitError
+from factoryd.observe.logs import get_logger
+from factoryd.observe.metrics import Metrics, StateCollector
+from factoryd.proc.fdlimit import raise_soft_limit
+from factoryd.proc.process import become_subreaper
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.reconcile.recovery import recover
+from factoryd.service import control, http
+from factoryd.service.sdnotify import Notifier
+from factoryd.service.spool import watch_spool
+from factoryd.service.status import build_status
+from factoryd.service.submit import submit
+from factoryd.state.journal import Journal
+
+
+class Service:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.path = config.path
+        self.log = get_logger()
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.metrics.config_loaded(Path(self.path).read_bytes())
+        self.journal: Journal | None = None
+        self.reconciler: Reconciler | None = None
+        self.metrics_port: int | None = None
+        self._last_watchdog = 0.0
+
+    @property
+    def rec(self) -> Reconciler:
+        assert self.reconciler is not None
+        return self.reconciler
+
+    def load(self) -> Config:
+        """Reload from disk; raises ConfigError (the reconciler keeps the old config)."""
+        self.notifier.reloading()
+        try:
+            config = load_config(self.path)
+            self.metrics.config_loaded(Path(self.path).read_bytes())
+            self.config = config
+            return config
+        finally:
+            self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        rec = self.reconciler
+        if rec is None:
+            return "starting"
+        return f"{len(rec.runs)} run(s), {len(rec.tasks)} task(s)"
+
+    def healthy(self) -> tuple[bool, str]:
+        interval = self.rec.config.daemon.loop_interval
+        return self.rec.healthy(max(3 * interval, 10.0) + 5.0)
+
+    def _after_pass(self) -> None:
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is not None and now - self._last_watchdog >= interval:
+            self._last_watchdog = now
+            self.notifier.watchdog()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                if sig == signal.SIGHUP:
+                    self.log.info("signal.reload", signal="SIGHUP")
+                    self.rec.request_reload(self.load)
+                else:
+                    self.log.info(
+                        "signal.stop", signal=signal.Signals(sig).name, runs=len(self.rec.runs)
+                    )
+                    self.notifier.stopping()
+                    self.rec.request_stop()
+
+    async def _systemd(self) -> None:
+        await self.rec.started.wait()
+        self.notifier.ready(self._status_line())
+        while self.notifier.enabled:
+            await anyio.sleep(10.0)
+            self.notifier.status(self._status_line())
+
+    def _control_handlers(self) -> dict[str, control.Handler]:
+        rec = self.rec
+
+        async def status(_req: dict[str, Any]) -> Any:
+            result = build_status(rec)
+            result["recent"] = list(rec.recent)
+            return result
+
+        async def state_dump(_req: dict[str, Any]) -> Any:
+            return rec.engine.snapshot(rec.clock.wall())
+
+        async def reset(req: dict[str, Any]) -> Any:
+            name = _name(req, "task")
+            if not await rec.call(lambda: rec.reset(name)):
+                raise control.ControlError(f"no task named {name!r}")
+            return {"task": name, "reset": True}
+
+        async def cancel(req: dict[str, Any]) -> Any:
+            name = _name(req, "id")
+            if not await rec.call(lambda: rec.cancel(name)):
+                raise control.ControlError(f"no queued or running task {name!r}")
+            return {"id": name, "cancelled": True}
+
+        async def submit_op(req: dict[str, Any]) -> Any:
+            request = {k: v for k, v in req.items() if k != "op"}
+            try:
+                accepted = await submit(rec, request, "socket", "request")
+            except SubmitError as exc:
+                rec.metrics.submissions.labels("socket", "rejected").inc()
+                raise control.ControlError(str(exc)) from None
+            return {"id": accepted.id, "template": accepted.label, "duplicate": accepted.duplicate}
+
+        async def reload(_req: dict[str, Any]) -> Any:
+            rec.request_reload(self.load)
+            return {"reload": "requested"}
+
+        return {
+            "status": status,
+            "state_dump": state_dump,
+            "reset": reset,
+            "cancel": cancel,
+            "submit": submit_op,
+            "reload": reload,
+        }
+
+    async def run(self) -> int:
+        become_subreaper()
+        runs_nofile, _ = raise_soft_limit()
+        daemon = self.config.daemon
+        for directory in (daemon.state_dir, daemon.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(daemon.state_dir / "journal.db")
+        self.reconciler = Reconciler(self.config, metrics=self.metrics, journal=self.journal)
+        rec = self.reconciler
+        rec.leader_nofile = runs_nofile
+        self.metrics.add_state_collector(
+            StateCollector(
+                lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label
+            )
+        )
+        rec.on_pass.append(self._after_pass)
+        if self.notifier.watchdog_interval is not None:
+            rec.max_sleep = self.notifier.watchdog_interval / 2
+        self.log.info(
+            "daemon.starting",
+            config=str(self.path),
+            tasks=len(self.config.tasks),
+            arms=len(self.config.arms),
+            pools=len(self.config.pools),
+        )
+        self.notifier.status("recovering")
+        recover(rec, self.journal, os.environ.get("INVOCATION_ID", ""))
+        spool = daemon.spool_dir or daemon.state_dir / "spool"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._signals)
+            if daemon.metrics_listen != "off":
+                self.metrics_port = await tg.start(
+                    http.serve, daemon.metrics_listen, self.metrics.exposition, self.healthy
+                )
+                self.log.info(
+                    "metrics.listening", listen=daemon.metrics_listen, port=self.metrics_port
+                )
+            await tg.start(control.serve, daemon.control_socket, self._control_handlers())
+            self.log.info("control.listening", socket=str(daemon.control_socket))
+            tg.start_soon(watch_spool, rec, spool)
+            tg.start_soon(self._systemd)
+            await rec.run()
+            tg.cancel_scope.cancel()
+        rec.store.close()
+        self.log.info("daemon.stopped")
+        self.notifier.close()
+        return 0
+
+
+def _name(req: dict[str, Any], key: str) -> str:
+    value = req.get(key)
+    if not isinstance(value, str) or not value:
+        raise control.ControlError(f'this request needs "{key}": NAME')
+    return value

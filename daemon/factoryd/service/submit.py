@@ -1,0 +1,64 @@
+"""Submitted work from the control socket: a request becomes a durable one-shot task.
+
+A request is validated against the config in force before anything is
+written; once it is in the journal it is acknowledged, and a restart finds
+it there. An idempotency key makes a retried submission return the task it
+already created instead of queueing the same work twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from factoryd.config.submission import SubmitError, build_spec
+from factoryd.run.launch import new_run_id
+from factoryd.state import journal as j
+
+if TYPE_CHECKING:
+    from factoryd.reconcile.reconciler import Reconciler
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    label: str
+    duplicate: bool
+
+
+def _idem_key(request: dict[str, Any]) -> str | None:
+    key = request.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
+        raise SubmitError("idempotency_key: expected a non-empty string of at most 256 chars")
+    return key
+
+
+async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
+    """Validate, journal (committed), then hand to the loop. Raises SubmitError."""
+    journal = rec.store.journal
+    if journal is None:
+        raise SubmitError("submissions need a journal (state_dir)")
+    key = _idem_key(request)
+    if key is not None:
+        existing = await anyio.to_thread.run_sync(journal.submission_by_key, key)
+        if existing is not None:
+            return Accepted(existing.id, existing.label, duplicate=True)
+    sub_id = "s-" + new_run_id(rec.clock.wall())
+    spec, label = build_spec(rec.config, request, sub_id, where)
+    try:
+        await journal.apply(
+            [j.op_submission(sub_id, key, label, request, source, rec.clock.wall())],
+            durable=True,
+        )
+    except sqlite3.IntegrityError:
+        existing = journal.submission_by_key(key) if key else None
+        if existing is None:
+            raise
+        return Accepted(existing.id, existing.label, duplicate=True)
+    await rec.call(lambda: rec.add_submission(spec, label))
+    rec.metrics.submissions.labels(source, "accepted").inc()
+    rec.log.info("submission.accepted", id=sub_id, label=label, source=source, idempotency_key=key)
+    return Accepted(sub_id, label, duplicate=False)

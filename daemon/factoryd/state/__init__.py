@@ -1,0 +1,1 @@
+"""What survives the daemon: the SQLite journal and the batches a pass writes to it."""

@@ -1,0 +1,1 @@
+"""How the house writes quantities: durations, periods, sizes and wall-clock instants."""
