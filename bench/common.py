@@ -239,6 +239,27 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
             proc.wait()
 
 
+class BenchFailed(RuntimeError):
+    """A benchmark could not reach the state it measures; the message says which."""
+
+
+def expect(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    seen: Callable[[], object] | None = None,
+    interval: float = 0.01,
+) -> None:
+    """Wait for a condition the measurement needs, or fail saying what was not reached.
+
+    A bare `assert` here once stopped a whole run with an empty AssertionError
+    under load, and nobody could tell which state was missing or how far off it was.
+    """
+    if not wait_until(predicate, timeout, interval):
+        got = f" (saw {seen()})" if seen is not None else ""
+        raise BenchFailed(f"{what}: not reached within {timeout:g} s{got}")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
     """Poll a file-system or /proc condition (never the daemon's API)."""
     deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ import psutil
 from common import (
     Results,
     Row,
+    expect,
     factoryd_config,
     factoryd_task,
     start_factoryd,
@@ -26,7 +27,6 @@ from common import (
     stop,
     supervisord_config,
     tmpdir,
-    wait_until,
 )
 
 N_RUNS = 200
@@ -75,7 +75,12 @@ def factoryd(window: float) -> tuple[float, float, float]:
     tasks = [factoryd_task(f"s{i:03}", ["sleep", "3600"]) for i in range(N_RUNS)]
     daemon = start_factoryd(factoryd_config(work, tasks, max_concurrent=N_RUNS), work / "log")
     try:
-        assert wait_until(lambda: sleepers(daemon.pid) == N_RUNS, 60)
+        expect(
+            lambda: sleepers(daemon.pid) == N_RUNS,
+            60,
+            f"idle: {N_RUNS} sleep runs under factoryd",
+            lambda: sleepers(daemon.pid),
+        )
         time.sleep(6)  # let the first descendant scan and soft-state write pass
         return measure([daemon.pid, spawn_helper(daemon.pid)], window)
     finally:
@@ -87,7 +92,12 @@ def supervisord(window: float) -> tuple[float, float, float]:
     programs = {f"s{i:03}": ["sleep", "3600"] for i in range(N_RUNS)}
     sup = start_supervisord(supervisord_config(work, programs, startsecs=0))
     try:
-        assert wait_until(lambda: sleepers(sup.pid) == N_RUNS, 60)
+        expect(
+            lambda: sleepers(sup.pid) == N_RUNS,
+            60,
+            f"idle: {N_RUNS} sleep programs under supervisord",
+            lambda: sleepers(sup.pid),
+        )
         time.sleep(6)
         return measure([sup.pid], window)
     finally:

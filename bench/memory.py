@@ -17,12 +17,12 @@ import psutil
 from common import (
     Results,
     Row,
+    expect,
     factoryd_config,
     factoryd_task,
     start_factoryd,
     stop,
     tmpdir,
-    wait_until,
 )
 from idle import spawn_helper
 
@@ -52,10 +52,16 @@ def rss_at(marks: tuple[int, ...] = (5000, 10000)) -> dict[int, tuple[int, int]]
     journal = str(work / "state" / "journal.db")
     seen: dict[int, tuple[int, int]] = {}
     try:
-        assert wait_until(lambda: _ended(journal) > 0, 60), "no run ended"
+        expect(lambda: _ended(journal) > 0, 60, "memory: a first run ended")
         me, helper = psutil.Process(daemon.pid), psutil.Process(spawn_helper(daemon.pid))
         for mark in marks:
-            assert wait_until(lambda m=mark: _ended(journal) >= m, 600, 0.2), f"{mark} runs"
+            expect(
+                lambda m=mark: _ended(journal) >= m,
+                600,
+                f"memory: {mark} runs ended",
+                lambda: _ended(journal),
+                interval=0.2,
+            )
             seen[mark] = (me.memory_info().rss, helper.memory_info().rss)
     finally:
         stop(daemon)

@@ -16,6 +16,7 @@ import psutil
 from common import (
     Results,
     Row,
+    expect,
     factoryd_config,
     factoryd_task,
     start_factoryd,
@@ -48,7 +49,12 @@ def factoryd() -> int:
     cleanup()
     work = tmpdir("orphans-factoryd")
     daemon = start_factoryd(factoryd_config(work, [factoryd_task("double", PROGRAM)]), work / "log")
-    assert wait_until(lambda: len(marked()) == 2, 30)
+    expect(
+        lambda: len(marked()) == 2,
+        30,
+        "orphans: both sleeps under factoryd",
+        lambda: len(marked()),
+    )
     stop(daemon)
     wait_until(lambda: not marked(), 3)
     left = len(marked())
@@ -60,7 +66,12 @@ def supervisord(**options: object) -> int:
     cleanup()
     work = tmpdir("orphans-supervisord")
     sup = start_supervisord(supervisord_config(work, {"double": PROGRAM}, startsecs=0, **options))
-    assert wait_until(lambda: len(marked()) == 2, 30)
+    expect(
+        lambda: len(marked()) == 2,
+        30,
+        "orphans: both sleeps under supervisord",
+        lambda: len(marked()),
+    )
     stop(sup)
     wait_until(lambda: not marked(), 3)
     left = len(marked())

@@ -18,6 +18,7 @@ from pathlib import Path
 from common import (
     Results,
     Row,
+    expect,
     factoryd_config,
     factoryd_task,
     paired,
@@ -28,7 +29,6 @@ from common import (
     summary,
     supervisord_config,
     tmpdir,
-    wait_until,
 )
 
 N = 500
@@ -37,8 +37,13 @@ N = 500
 def _rate(directory: Path, n: int, timeout: float) -> float:
     # Polled every 50 ms: the rate comes from the files' times, and listing a
     # directory of hundreds of entries every 10 ms took CPU from the contenders.
-    done = wait_until(lambda: len(os.listdir(directory)) >= n, timeout, interval=0.05)
-    assert done, "runs did not finish"
+    expect(
+        lambda: len(os.listdir(directory)) >= n,
+        timeout,
+        f"spawn: {n} runs finished in {directory.name}",
+        lambda: len(os.listdir(directory)),
+        interval=0.05,
+    )
     times = sorted(p.stat().st_mtime_ns for p in directory.iterdir())
     return (n - 1) / ((times[-1] - times[0]) / 1e9)
 
