@@ -9,7 +9,7 @@ a missed event is caught by the next pass (at most `loop_interval` later).
 Only the loop task mutates state, so nothing here takes a lock. Runner tasks
 report through one memory stream that the loop drains at the start of every
 pass; the loop talks to a runner through that run's own stream (stop
-requests); the control socket hands the loop commands (`run_in_loop`).
+requests); the control socket hands the loop commands (commands.py).
 
 The pieces, each testable alone:
 
@@ -25,32 +25,29 @@ The pieces, each testable alone:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from factoryd.config.loader import Config
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.core.outcome import Outcome
-from factoryd.core.taskspec import TaskSpec
 from factoryd.observe.logs import get_logger
 from factoryd.observe.metrics import Metrics
 from factoryd.proc import fdlimit, process
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
-from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, TaskState
-from factoryd.reconcile.strays import reap_orphans, track_descendants
+from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, Sweeper, TaskState
+from factoryd.reconcile.strays import StraySweeper
 from factoryd.reconcile.table import TaskTable
 from factoryd.routing.engine import RoutingEngine, settings_from_config
 from factoryd.run.dirs import MadeDirs
@@ -62,12 +59,6 @@ from factoryd.state.journal import Journal
 
 __all__ = ["Clock", "Reconciler"]
 
-#: Seconds between scans for escaped descendants and orphans while runs live.
-SCAN_INTERVAL = 5.0
-#: Seconds between full /proc scans that remember each run's descendants. A
-#: full scan reads every process's stat file: at 5 s it was most of the idle
-#: CPU; stop-time snapshots and the subreaper cover what happens in between.
-TRACK_INTERVAL = 60.0
 #: How long start-up waits for the config's kept task directories (seconds).
 DIRS_AHEAD_WAIT = 2.0
 
@@ -83,7 +74,10 @@ class Reconciler:
         base_env: dict[str, str] | None = None,
         journal: Journal | None = None,
         runner_factory: RunnerFactory = Runner,
+        sweeper: Sweeper | None = None,
     ) -> None:
+        """`runner_factory` makes each run's runner and `sweeper` hunts the
+        processes that outlive their runs: tests pass fakes of both."""
         self.config = config
         self.spawn_log = SpawnLog(config.daemon.state_dir / "runs" / "spawns.log")
         self.batch = JournalBatch(journal, self.spawn_log)
@@ -105,6 +99,7 @@ class Reconciler:
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()
         self.logger = get_logger()
+        self.sweeper = sweeper or StraySweeper(self.metrics, self.logger)
         self.table = TaskTable(
             clock=self.clock,
             metrics=self.metrics,
@@ -129,14 +124,12 @@ class Reconciler:
             wake=self.wake,
         )
         self._caps = Caps.from_config(config)
-        self._commands: list[tuple[Callable[[], Any], MemoryObjectSendStream[Any]]] = []
+        self.commands = CommandQueue(self.wake)
         self._wake = anyio.Event()
         self._wake_reasons: set[str] = set()
         self._tg: TaskGroup | None = None
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
-        self._next_scan = 0.0
-        self._next_track = 0.0
         self._next_prune = 0.0
         self.last_pass_wall: float | None = None
         self.passes = 0
@@ -154,11 +147,6 @@ class Reconciler:
         return self.book.runs
 
     @property
-    def recent(self) -> deque[dict[str, Any]]:
-        """Finished submissions, newest last, for `status`."""
-        return self.table.recent
-
-    @property
     def stopping(self) -> bool:
         return self.book.stopping
 
@@ -174,47 +162,12 @@ class Reconciler:
         self.wake("reload")
 
     async def run_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Run `fn` inside the loop, between passes, and return what it returns.
-
-        This is how the control socket changes state without sharing it.
-        """
-        send, recv = anyio.create_memory_object_stream[Any](1)
-        self._commands.append((fn, send))
-        self.wake("command")
-        with anyio.fail_after(timeout), recv:
-            outcome = await recv.receive()
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    def _run_commands(self) -> None:
-        commands, self._commands = self._commands, []
-        for fn, reply in commands:
-            try:
-                outcome = fn()
-            except Exception as exc:  # handed back to the caller, not raised here
-                outcome = exc
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.WouldBlock):
-                reply.send_nowait(outcome)
-            reply.close()
+        """Run `fn` inside the loop, between passes, and return what it returns."""
+        return await self.commands.call(fn, timeout)
 
     def request_stop(self) -> None:
         self.book.stopping = True
         self.wake("shutdown")
-
-    # -- operator actions and desired state (run inside the loop) ----------------
-
-    def add_submission(self, spec: TaskSpec, label: str) -> TaskState:
-        return self.table.add_submission(spec, label)
-
-    def cancel(self, name: str, reason: str = "cancelled by operator") -> bool:
-        return self.table.cancel(name, reason)
-
-    def reset(self, name: str) -> bool:
-        return self.table.reset(name)
-
-    def restore_schedule(self, name: str, last_fire: float) -> None:
-        self.table.restore_schedule(name, last_fire)
 
     # -- the loop -------------------------------------------------------------
 
@@ -333,7 +286,7 @@ class Reconciler:
         now_m, now_w = self.clock.mono(), self.clock.wall()
         book, table = self.book, self.table
         book.drain(now_m, now_w)
-        self._run_commands()
+        self.commands.run_all()
         if self._pending_reload:
             self._pending_reload = False
             self._do_reload()
@@ -356,12 +309,7 @@ class Reconciler:
         table.forget_finished_submissions()
         if table.check_index:
             table.verify_index()
-        if self.runs and now_m >= self._next_scan:
-            self._next_scan = now_m + SCAN_INTERVAL
-            reap_orphans(self.runs, self.metrics, self.logger)
-            if now_m >= self._next_track:
-                self._next_track = now_m + TRACK_INTERVAL
-                track_descendants(self.runs)
+        self.sweeper.sweep(self.runs, now_m)
         if now_w >= self._next_prune:
             self._next_prune = now_w + 3600.0
             self.batch.op(j.op_prune(now_w - self.config.daemon.retain_runs))
@@ -376,7 +324,7 @@ class Reconciler:
             if rt.next_fire is not None:
                 soonest = min(soonest, rt.next_fire - now_w)
         if self.runs:
-            soonest = min(soonest, max(self._next_scan - now_m, 0.0) + 0.001)
+            soonest = min(soonest, max(self.sweeper.next_due - now_m, 0.0) + 0.001)
         return max(soonest, 0.0)
 
     # -- reload -----------------------------------------------------------------

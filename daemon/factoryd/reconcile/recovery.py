@@ -87,7 +87,7 @@ def recover(rec: Reconciler, journal: j.Journal, invocation: str = "") -> Report
             journal.apply_sync([j.op_submission_state(sub.id, "rejected", str(exc), now_w)])
             rec.logger.warning("recovery.submission_rejected", id=sub.id, error=str(exc))
             continue
-        rec.add_submission(spec, label)
+        rec.table.add_submission(spec, label)
         report.submissions += 1
     _restore_tasks(rec, journal)
     adopted_ids = _restore_runs(rec, journal, report, killed_with_daemon)
@@ -127,7 +127,7 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
         if rt.spec.schedule is not None:
             rt.pending_fires = row["pending_fires"]
             if row["last_fire"] is not None:
-                rec.restore_schedule(name, row["last_fire"])
+                rec.table.restore_schedule(name, row["last_fire"])
             if rt.pending_fires and rt.phase is TaskPhase.WAITING:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
 

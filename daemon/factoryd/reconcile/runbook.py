@@ -18,7 +18,6 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -31,7 +30,14 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.reconcile.planner import ARMS_AT_CAP, Capacity
-from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, TaskState
+from factoryd.reconcile.runstate import (
+    ActiveRun,
+    Clock,
+    RunEnded,
+    RunnerFactory,
+    RunStarted,
+    TaskState,
+)
 from factoryd.reconcile.settle import judge, settle_run, settle_unstarted
 from factoryd.reconcile.table import TaskTable
 from factoryd.routing.decision import Decision
@@ -41,20 +47,6 @@ from factoryd.run.launch import LaunchError, build_run, new_run_id, remove_run_d
 from factoryd.run.runner import Adoption, Gate, RunSpec
 from factoryd.state.batch import JournalBatch
 from factoryd.units.timefmt import iso as _iso
-
-
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    run_id: str
-    result: RunResult
-
-
-@dataclass(frozen=True, slots=True)
-class _Started:
-    run_id: str
-    pid: int
-    leader_fds: tuple[int, int] | None = None
-    create_time: float | None = None
 
 
 class RunBook:
@@ -98,7 +90,7 @@ class RunBook:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
-        self._send, self._recv = anyio.create_memory_object_stream[_Ended | _Started](math.inf)
+        self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
 
     # -- starting -----------------------------------------------------------------
 
@@ -190,7 +182,7 @@ class RunBook:
         run_id = spec.run_id
 
         def started(pid: int, fds: tuple[int, int] | None, create_time: float | None) -> None:
-            self._send.send_nowait(_Started(run_id, pid, fds, create_time))
+            self._send.send_nowait(RunStarted(run_id, pid, fds, create_time))
             self.wake("started")
 
         runner = self.runner_factory(
@@ -310,7 +302,7 @@ class RunBook:
                 await anyio.to_thread.run_sync(
                     remove_run_dir, run.run_dir, limiter=self._cleanup_limiter
                 )
-        self._send.send_nowait(_Ended(run.run_id, result))
+        self._send.send_nowait(RunEnded(run.run_id, result))
         self.wake("exit")
 
     def stop(self, run: ActiveRun, outcome: Outcome, reason: str) -> None:
@@ -334,7 +326,7 @@ class RunBook:
             run = self.runs.get(msg.run_id)
             if run is None:
                 continue
-            if isinstance(msg, _Started):
+            if isinstance(msg, RunStarted):
                 self.batch.run_started(run.run_id, msg.pid, msg.create_time, msg.leader_fds)
                 run.pid = msg.pid
                 if run.state == "starting":

@@ -10,7 +10,7 @@ can be exercised without processes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -59,6 +59,33 @@ class RunnerFactory(Protocol):
         adoption: Adoption | None = ...,
         spawner: Spawner | None = ...,
     ) -> RunHandle: ...
+
+
+class Sweeper(Protocol):
+    """Hunts processes that outlive their runs (strays.StraySweeper)."""
+
+    #: Monotonic time of the next sweep: the loop wakes for it while runs live.
+    next_due: float
+
+    def sweep(self, runs: Mapping[str, ActiveRun], now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A runner's report: its run ended with this result."""
+
+    run_id: str
+    result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A runner's report: its leader process exists."""
+
+    run_id: str
+    pid: int
+    leader_fds: tuple[int, int] | None = None
+    create_time: float | None = None
 
 
 RunState = Literal["starting", "running", "stopping"]

@@ -30,6 +30,33 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc import process
 from factoryd.reconcile.runstate import ActiveRun
 
+#: Seconds between scans for escaped descendants and orphans while runs live.
+SCAN_INTERVAL = 5.0
+#: Seconds between full /proc scans that remember each run's descendants. A
+#: full scan reads every process's stat file: at 5 s it was most of the idle
+#: CPU; stop-time snapshots and the subreaper cover what happens in between.
+TRACK_INTERVAL = 60.0
+
+
+class StraySweeper:
+    """Runs the loop's two sweeps on their own intervals (monotonic time)."""
+
+    def __init__(self, metrics: Metrics, logger: FilteringBoundLogger) -> None:
+        self.metrics = metrics
+        self.logger = logger
+        #: When the next sweep is due (the loop wakes for it while runs live).
+        self.next_due = 0.0
+        self._next_track = 0.0
+
+    def sweep(self, runs: Mapping[str, ActiveRun], now: float) -> None:
+        if not runs or now < self.next_due:
+            return
+        self.next_due = now + SCAN_INTERVAL
+        reap_orphans(runs, self.metrics, self.logger)
+        if now >= self._next_track:
+            self._next_track = now + TRACK_INTERVAL
+            track_descendants(runs)
+
 
 def kill_and_reap(procs: list[psutil.Process]) -> int:
     """Kill `procs` and collect those that were our children; return how many were killed."""

@@ -58,7 +58,7 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         if existing is None:
             raise
         return Accepted(existing.id, existing.label, duplicate=True)
-    await rec.run_in_loop(lambda: rec.add_submission(spec, label))
+    await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))
     rec.metrics.submissions.labels(source, "accepted").inc()
     rec.logger.info(
         "submission.accepted", id=sub_id, label=label, source=source, idempotency_key=key
