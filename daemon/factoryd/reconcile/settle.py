@@ -37,16 +37,30 @@ class Lesson:
     arm_fault: bool
 
 
-def lesson(outcome: Outcome, cli: str) -> Lesson:
-    """What an outcome teaches about the arm.
+#: Outcomes that say how the arm did: they count for it or against it.
+_VERDICTS_ON_THE_ARM = {
+    Outcome.SUCCEEDED: True,
+    Outcome.FAILED: False,
+    Outcome.TIMED_OUT: False,
+    Outcome.STALLED: False,
+}
 
-    A usage limit is its own path (the pool is held), never a quality signal.
-    A spawn failure of an agent CLI is a fault of the arm; of a plain command,
-    of the task.
+
+def lesson(outcome: Outcome, cli: str) -> Lesson:
+    """What an outcome teaches about the arm. Only what the arm did teaches:
+
+    * `succeeded` counts for it; `failed`, `timed_out`, `stalled` against it
+      (for a service too: one that crashes failed);
+    * `spawn_failed` of an agent CLI is a fault of the arm (its health); of a
+      plain command, of the task;
+    * `cancelled` (by the operator, a reload or a shutdown), `limited` (its
+      own path: the pool is held), `lost` and `exit_unknown` (no daemon saw
+      how it ended) teach nothing: quality, success rates and health stay.
     """
+    ok = _VERDICTS_ON_THE_ARM.get(outcome)
     return Lesson(
-        teaches=outcome is not Outcome.LIMITED,
-        ok=outcome is Outcome.SUCCEEDED,
+        teaches=ok is not None,
+        ok=bool(ok),
         arm_fault=outcome is Outcome.SPAWN_FAILED and cli != "command",
     )
 
@@ -94,6 +108,7 @@ def settle_run(
             duration=result.duration,
             task_type=task_type,
             arm_fault=taught.arm_fault,
+            # The engine's `limited` means "no quality or telemetry signal".
             limited=not taught.teaches,
         )
     cost = None
