@@ -143,7 +143,9 @@ def plan(
     free = caps.max_concurrent - len(runs)
     if free >= len(wanted):
         return Plan(stops, sorted(wanted, key=_urgency), [])
+    if free <= 0:
+        return Plan(stops, [], wanted)
     # Only the first `free` in priority order can start: no need to sort them all.
-    starts = heapq.nsmallest(free, wanted, key=_urgency) if free > 0 else []
+    starts = heapq.nsmallest(free, wanted, key=_urgency)
     chosen = {id(t) for t in starts}
     return Plan(stops, starts, [t for t in wanted if id(t) not in chosen])
