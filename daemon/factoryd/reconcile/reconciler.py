@@ -64,6 +64,13 @@ DIRS_AHEAD_WAIT = 2.0
 
 
 class Reconciler:
+    """The loop, and the wiring of its pieces: one per daemon, one per state dir.
+
+    `runner_factory` makes each run's runner (the real `Runner` by default)
+    and `sweeper` hunts the processes that outlive their runs: tests pass
+    fakes of both and drive `reconcile_pass` with a fake clock.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -76,8 +83,6 @@ class Reconciler:
         runner_factory: RunnerFactory = Runner,
         sweeper: Sweeper | None = None,
     ) -> None:
-        """`runner_factory` makes each run's runner and `sweeper` hunts the
-        processes that outlive their runs: tests pass fakes of both."""
         self.config = config
         self.spawn_log = SpawnLog(config.daemon.state_dir / "runs" / "spawns.log")
         self.batch = JournalBatch(journal, self.spawn_log)
