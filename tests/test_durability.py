@@ -149,7 +149,7 @@ def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
         # The lost run was charged its estimate; its hold is released.
         assert rec.engine.ledger.pools["local"].used == 1
         assert rec.engine.ledger.pools["local"].reserved == 0
-        rec.store.close()
+        rec.batch.close()
     finally:
         stranger.kill()
         stranger.wait()
@@ -437,7 +437,7 @@ def test_a_new_systemd_invocation_reruns_what_the_old_one_took_down(tmp_path: Pa
     rt = rec.tasks["job"]
     assert rt.last_outcome == "lost" and rt.phase.value in ("pending", "backing_off")
     assert db.meta("invocation") == "new-invocation"
-    rec.store.close()
+    rec.batch.close()
 
 
 def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
@@ -447,7 +447,7 @@ def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
 
     from factoryd.core.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
     from factoryd.routing.model import Priority, RouteRequest, TaskType
-    from factoryd.state.persist import spec_digest
+    from factoryd.state.batch import spec_digest
 
     specs = [
         *load_config(Path(__file__).parent.parent / "etc" / "factoryd.toml").tasks,

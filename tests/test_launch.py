@@ -11,7 +11,7 @@ from factoryd.config.loader import Config, load_config
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.run import launch
 from factoryd.run.dirs import make_ahead
-from factoryd.run.launch import kept_workdirs, new_run_id, prepare, remove_run_dir, task_workdir
+from factoryd.run.launch import build_run, kept_workdirs, new_run_id, remove_run_dir, task_workdir
 
 
 def _config(tmp_path: Path, **task_keys: object) -> Config:
@@ -22,14 +22,14 @@ def _config(tmp_path: Path, **task_keys: object) -> Config:
 def test_a_command_task_without_workdir_runs_in_its_kept_task_directory(tmp_path: Path) -> None:
     config = _config(tmp_path)
     spec, arm = config.tasks[0], config.arms[0]
-    first = prepare(config, spec, arm, "r1", {})
-    second = prepare(config, spec, arm, "r2", {})
+    first = build_run(config, spec, arm, "r1", {})
+    second = build_run(config, spec, arm, "r2", {})
     expected = task_workdir(config.daemon.state_dir, "job")
     assert first.spec.cwd == second.spec.cwd == str(expected)
     assert expected.is_dir()
     assert first.run_dir is None and second.run_dir is None  # nothing to remove after a run
     (expected / "output.txt").write_text("kept")  # a run's files stay for the next one
-    assert prepare(config, spec, arm, "r3", {}).spec.cwd == str(expected)
+    assert build_run(config, spec, arm, "r3", {}).spec.cwd == str(expected)
     assert (expected / "output.txt").read_text() == "kept"
 
 
@@ -49,7 +49,7 @@ def test_run_ids_sort_by_time_and_do_not_repeat(monkeypatch: pytest.MonkeyPatch)
 def test_a_submitted_task_gets_a_directory_per_run_removed_after_it(tmp_path: Path) -> None:
     config = _config(tmp_path)
     spec, arm = config.tasks[0], config.arms[0]
-    prepared = prepare(config, spec, arm, "r1", {}, keep_workdir=False)
+    prepared = build_run(config, spec, arm, "r1", {}, keep_workdir=False)
     assert prepared.run_dir is not None and prepared.spec.cwd == str(prepared.run_dir)
     assert prepared.run_dir.is_dir()
     (prepared.run_dir / "scratch").write_text("x")
@@ -61,7 +61,7 @@ def test_an_explicit_workdir_is_used_as_is(tmp_path: Path) -> None:
     work = tmp_path / "elsewhere"
     work.mkdir()
     config = _config(tmp_path, workdir=str(work))
-    prepared = prepare(config, config.tasks[0], config.arms[0], "r1", {}, keep_workdir=False)
+    prepared = build_run(config, config.tasks[0], config.arms[0], "r1", {}, keep_workdir=False)
     assert prepared.spec.cwd == str(work) and prepared.run_dir is None
 
 

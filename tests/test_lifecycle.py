@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from factoryd.core.lifecycle import RestartBook, TaskPhase, after_exit, backoff_delay
+from factoryd.core.lifecycle import RestartBook, TaskPhase, backoff_delay, verdict_after_run
 from factoryd.core.outcome import Outcome
 from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.model import RouteRequest
@@ -43,12 +43,12 @@ def test_successive_quick_failures_back_off_longer() -> None:
     delays = []
     now = 0.0
     for _ in range(5):
-        v = after_exit(s, book, Outcome.FAILED, "exit status 1", 2.0, now, random.Random(0))
+        v = verdict_after_run(s, book, Outcome.FAILED, "exit status 1", 2.0, now, random.Random(0))
         assert v.phase is TaskPhase.BACKING_OFF and v.counts_restart
         delays.append(v.retry_at - now)
         now = v.retry_at + 2
     assert delays == [1, 2, 4, 8, 16]
-    v = after_exit(s, book, Outcome.FAILED, "exit status 1", 120.0, now, random.Random(0))
+    v = verdict_after_run(s, book, Outcome.FAILED, "exit status 1", 120.0, now, random.Random(0))
     assert v.retry_at - now == 0 or v.phase is TaskPhase.PENDING  # a long run resets the count
 
 
@@ -61,21 +61,23 @@ def test_restart_budget_is_counted_within_the_window() -> None:
     )
     book = RestartBook.empty()
     rng = random.Random(0)
-    assert after_exit(s, book, Outcome.FAILED, "x", 1, 0, rng).counts_restart
-    assert after_exit(s, book, Outcome.FAILED, "x", 1, 10, rng).counts_restart
-    gave_up = after_exit(s, book, Outcome.STALLED, "silent", 1, 20, rng)
+    assert verdict_after_run(s, book, Outcome.FAILED, "x", 1, 0, rng).counts_restart
+    assert verdict_after_run(s, book, Outcome.FAILED, "x", 1, 10, rng).counts_restart
+    gave_up = verdict_after_run(s, book, Outcome.STALLED, "silent", 1, 20, rng)
     assert gave_up.phase is TaskPhase.GAVE_UP
     assert "2 restarts within 100s" in gave_up.reason and "stalled: silent" in gave_up.reason
     book = RestartBook.empty()
-    after_exit(s, book, Outcome.FAILED, "x", 1, 0, rng)
-    after_exit(s, book, Outcome.FAILED, "x", 1, 10, rng)
-    assert after_exit(s, book, Outcome.FAILED, "x", 1, 150, rng).counts_restart  # window moved
+    verdict_after_run(s, book, Outcome.FAILED, "x", 1, 0, rng)
+    verdict_after_run(s, book, Outcome.FAILED, "x", 1, 10, rng)
+    assert verdict_after_run(
+        s, book, Outcome.FAILED, "x", 1, 150, rng
+    ).counts_restart  # window moved
 
 
 def test_limited_runs_requeue_at_once_and_do_not_count() -> None:
     s = spec(max_restarts=0)
     book = RestartBook.empty()
-    v = after_exit(s, book, Outcome.LIMITED, "usage limit", 1, 0, random.Random(0))
+    v = verdict_after_run(s, book, Outcome.LIMITED, "usage limit", 1, 0, random.Random(0))
     assert v.phase is TaskPhase.PENDING and not v.counts_restart and v.retry_at is None
     assert not book.restarts
 
@@ -84,15 +86,15 @@ def test_oneshot_and_scheduled_verdicts() -> None:
     rng = random.Random(0)
     one = spec(kind=TaskKind.ONESHOT, restart=RestartPolicy.ALWAYS)
     assert (
-        after_exit(one, RestartBook.empty(), Outcome.SUCCEEDED, "ok", 1, 0, rng).phase
+        verdict_after_run(one, RestartBook.empty(), Outcome.SUCCEEDED, "ok", 1, 0, rng).phase
         is TaskPhase.SUCCEEDED
     )
     cron = spec(kind=TaskKind.SCHEDULED, restart=RestartPolicy.NEVER, schedule="* * * * *")
     assert (
-        after_exit(cron, RestartBook.empty(), Outcome.FAILED, "x", 1, 0, rng).phase
+        verdict_after_run(cron, RestartBook.empty(), Outcome.FAILED, "x", 1, 0, rng).phase
         is TaskPhase.WAITING
     )
     assert (
-        after_exit(cron, RestartBook.empty(), Outcome.CANCELLED, "op", 1, 0, rng).phase
+        verdict_after_run(cron, RestartBook.empty(), Outcome.CANCELLED, "op", 1, 0, rng).phase
         is TaskPhase.CANCELLED
     )

@@ -94,7 +94,7 @@ async def test_capacity_refused_fire_is_queued_then_run(tmp_path: Path) -> None:
         await until(lambda: tick.pending_fires == 1, what="fire queued")
         await until(lambda: tick.reason == "waiting for a free slot", what="refused")
         assert tick.runs == 0
-        rec.cancel("hog")
+        rec.table.cancel("hog")
         await until(lambda: tick.runs == 1 and tick.phase is TaskPhase.WAITING, what="fire run")
         assert tick.pending_fires == 0 and tick.last_outcome == "succeeded"
         rec.request_stop()
@@ -107,7 +107,7 @@ async def test_missed_fires_after_downtime_follow_the_policy(tmp_path: Path) -> 
     )
     async with running(tmp_path, text) as rec:
         now = rec.clock.wall()
-        rec.restore_schedule("every", now - 3 * 3600)  # 18 fires missed, capped at 4
+        rec.table.restore_schedule("every", now - 3 * 3600)  # 18 fires missed, capped at 4
         rt = rec.tasks["every"]
         await until(lambda: rt.runs == 4 and rt.pending_fires == 0, what="four catch-up runs")
         assert rt.phase is TaskPhase.WAITING

@@ -22,7 +22,7 @@ import tracemalloc
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from factoryd.core.lifecycle import TERMINAL, RestartBook, TaskPhase, after_exit
+from factoryd.core.lifecycle import TERMINAL, RestartBook, TaskPhase, verdict_after_run
 from factoryd.core.outcome import Outcome
 from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.decision import Decision
@@ -179,7 +179,7 @@ def test_three_simulated_days_of_runs_balance_to_the_token_and_cent() -> None:
         else:
             task.exclude.clear()
         restarts_before = len(task.book.restarts)
-        verdict = after_exit(task.spec, task.book, outcome, "sim", now - started, now, rng)
+        verdict = verdict_after_run(task.spec, task.book, outcome, "sim", now - started, now, rng)
         task.history.append((now, outcome, verdict.counts_restart))
         if verdict.counts_restart:
             task.restarts += 1

@@ -68,7 +68,7 @@ async def test_give_up_keeps_its_reason_until_reset(tmp_path: Path) -> None:
         rec.wake("test")
         await until(lambda: rec.passes > 3)
         assert rt.phase is TaskPhase.GAVE_UP and rt.runs == runs
-        assert rec.reset("crash")
+        assert rec.table.reset("crash")
         await until(lambda: rt.runs > runs, what="a run after reset")
 
 

@@ -70,7 +70,7 @@ def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:
     return rng.uniform(0.0, ceiling) if policy.jitter else ceiling
 
 
-def after_exit(
+def verdict_after_run(
     spec: TaskSpec,
     book: RestartBook,
     outcome: Outcome,

@@ -16,9 +16,6 @@ Order matters:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,16 +26,15 @@ from factoryd.config.submission import SubmitError, build_spec
 from factoryd.core.lifecycle import TERMINAL, TaskPhase
 from factoryd.core.outcome import Outcome
 from factoryd.proc import process, proctime
-from factoryd.proc.capture import RunLog
 from factoryd.proc.spawnlog import Spawned, read_spawn_log
+from factoryd.reconcile.strays import reap_unowned
 from factoryd.routing.decision import Decision
 from factoryd.routing.ledger import Reservation
-from factoryd.routing.snapshot import SnapshotError, load_state
-from factoryd.routing.windows import window_bounds
-from factoryd.run.agents.registry import adapter_for
-from factoryd.run.runner import Adoption, RunSpec
+from factoryd.routing.snapshot import SnapshotError, load_state, read_reservation, restore_pool
+from factoryd.run.launch import adopted_run_spec
+from factoryd.run.runner import Adoption
 from factoryd.state import journal as j
-from factoryd.state.persist import spec_digest
+from factoryd.state.batch import spec_digest
 
 if TYPE_CHECKING:
     from factoryd.reconcile.reconciler import Reconciler
@@ -82,39 +78,38 @@ def recover(rec: Reconciler, journal: j.Journal, invocation: str = "") -> Report
                 rec.engine.quality,
             )
         except SnapshotError as exc:
-            rec.log.warning("recovery.soft_state_ignored", error=str(exc))
+            rec.logger.warning("recovery.soft_state_ignored", error=str(exc))
     for sub in journal.open_submissions():
         try:
             spec, label = build_spec(rec.config, sub.request, sub.id, f"submission {sub.id}")
         except SubmitError as exc:
             report.rejected_submissions += 1
             journal.apply_sync([j.op_submission_state(sub.id, "rejected", str(exc), now_w)])
-            rec.log.warning("recovery.submission_rejected", id=sub.id, error=str(exc))
+            rec.logger.warning("recovery.submission_rejected", id=sub.id, error=str(exc))
             continue
-        rec.add_submission(spec, label)
+        rec.table.add_submission(spec, label)
         report.submissions += 1
     _restore_tasks(rec, journal)
     adopted_ids = _restore_runs(rec, journal, report, killed_with_daemon)
-    report.reaped = reap_strays(rec, adopted_ids)
-    rec.log.info("recovery.done", **report.as_dict())
+    keep = adopted_ids | rec.runs.keys()
+    report.reaped = reap_unowned(rec.config.daemon.state_dir, keep, rec.metrics, rec.logger)
+    rec.logger.info("recovery.done", **report.as_dict())
     return report
 
 
 def _restore_pools(rec: Reconciler, journal: j.Journal) -> None:
     ledger = rec.engine.ledger
     for name, row in journal.pools().items():
-        st = ledger.pools.get(name)
-        if st is None:
-            continue
-        st.used = row["used"]
-        if row["window_start"] is not None and st.spec.window is not None:
-            st.window_start, st.window_end = window_bounds(
-                st.spec.anchor, st.spec.window, row["window_start"]
+        if name in ledger.pools:
+            restore_pool(
+                ledger,
+                name,
+                used=row["used"],
+                window_start=row["window_start"],
+                limited_until=row["limited_until"],
+                limited_reason=row["limited_reason"],
+                strikes=row["strikes"],
             )
-        st.limited_until = row["limited_until"]
-        st.limited_reason = row["limited_reason"]
-        st.strikes = row["strikes"]
-    ledger._next_event = float("-inf")  # recompute windows on the next advance
 
 
 def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
@@ -123,7 +118,7 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
         if rt is None:
             continue
         if row["spec_digest"] != spec_digest(rt.spec):
-            rec.log.info("recovery.task_changed", task=name, note="progress not restored")
+            rec.logger.info("recovery.task_changed", task=name, note="progress not restored")
             continue
         rt.runs, rt.restarts = row["runs"], row["restarts"]
         phase = TaskPhase(row["phase"])
@@ -132,7 +127,7 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
         if rt.spec.schedule is not None:
             rt.pending_fires = row["pending_fires"]
             if row["last_fire"] is not None:
-                rec.restore_schedule(name, row["last_fire"])
+                rec.table.restore_schedule(name, row["last_fire"])
             if rt.pending_fires and rt.phase is TaskPhase.WAITING:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
 
@@ -193,7 +188,7 @@ def _restore_runs(
     ledger = rec.engine.ledger
     spawns: dict[str, Spawned] | None = None
     for row in journal.live_runs():
-        res = _reservation(row.reservation, ledger)
+        res = _reservation(rec, row)
         if res is not None:
             ledger.restore_reservation(res)
         decision = Decision(
@@ -212,42 +207,31 @@ def _restore_runs(
                 spawns = read_spawn_log(rec.spawn_log.path)
             row = _spawned(rec, row, spawns)
             if row.pid is not None:
-                rec.store.run_started(row.id, row.pid, row.create_time, row.pipe_fds)
+                rec.batch.run_started(row.id, row.pid, row.create_time, row.pipe_fds)
             pid, ctime = row.pid, row.create_time
         rt = rec.tasks.get(row.task)
         arm = rec.engine.arms.get(row.arm)
         alive = pid is not None and process.same_process(pid, ctime)
         if alive and arm is not None:
             assert pid is not None and ctime is not None
-            spec = RunSpec(
-                run_id=row.id,
-                task=row.task,
-                arm=row.arm,
-                cli=arm.cli,
-                argv=(),
-                env={},
-                cwd="/",
-                log=RunLog(_log_path(rec, row), rec.config.daemon.run_log_max_bytes),
-                parser=adapter_for(arm.cli).parser(),
-                timeout=rt.spec.timeout if rt else None,
-                stall_timeout=rt.spec.stall_timeout if rt else None,
-                stop_grace=rt.spec.stop_grace if rt else 10.0,
+            spec = adopted_run_spec(
+                rec.config, row.id, row.task, arm, _log_path(rec, row), rt.spec if rt else None
             )
             started_mono = now_m - max(0.0, now_w - row.started_at)
             fds = row.pipe_fds
-            rec.adopt_run(
+            rec.book.adopt_run(
                 rt, decision, spec, Adoption(pid, ctime, started_mono, fds), row.started_at
             )
             adopted.add(row.id)
             report.adopted.append(row.id)
-            rec.log.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)
+            rec.logger.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)
             continue
         outcome, reason = gone_verdict(row, pid, ctime, killed_with_daemon)
         if outcome is Outcome.LOST:
             report.lost.append(row.id)
         else:
             report.ended.append(row.id)
-        rec.log.info(
+        rec.logger.info(
             "recovery.gone",
             task=row.task,
             run_id=row.id,
@@ -255,7 +239,7 @@ def _restore_runs(
             outcome=str(outcome),
             reason=reason,
         )
-        rec.record_gone(rt, decision, row.id, outcome, reason, ran=pid is not None)
+        rec.book.settle_vanished(rt, decision, row.id, outcome, reason, ran=pid is not None)
     return adopted
 
 
@@ -281,50 +265,21 @@ def gone_verdict(
     return Outcome.EXIT_UNKNOWN, "ended while no daemon watched; exit status unknown"
 
 
+def _reservation(rec: Reconciler, row: j.RunRow) -> Reservation | None:
+    """The reservation a live run held, as the journal recorded it (charges on
+    pools the config no longer has are dropped)."""
+    if not row.reservation:
+        return None
+    try:
+        return read_reservation(
+            row.reservation, f"run {row.id} reservation", rec.engine.ledger, drop_unknown_pools=True
+        )
+    except SnapshotError as exc:
+        rec.logger.warning("recovery.reservation_ignored", run_id=row.id, error=str(exc))
+        return None
+
+
 def _log_path(rec: Reconciler, row: j.RunRow) -> Path:
     if row.log_path:
         return Path(row.log_path)
     return rec.config.daemon.log_dir / "_adopted" / f"{row.id}.log"
-
-
-def _reservation(data: dict[str, object] | None, ledger: object) -> Reservation | None:
-    if not data:
-        return None
-    pools = ledger.pools  # type: ignore[attr-defined]
-    charges = {p: float(a) for p, a in dict(data["charges"]).items() if p in pools}  # type: ignore[arg-type]
-    return Reservation(
-        id=str(data["id"]),
-        arm=str(data["arm"]),
-        task=str(data["task"]),
-        charges=charges,
-        created_at=float(data["created_at"]),  # type: ignore[arg-type]
-        expires_at=float(data["expires_at"]),
-    )  # type: ignore[arg-type]
-
-
-def reap_strays(rec: Reconciler, keep: set[str]) -> int:
-    """Kill processes this daemon started (by state-dir marker) that no run owns."""
-    ours = str(rec.config.daemon.state_dir)
-    strays: list[psutil.Process] = []
-    for proc in psutil.process_iter():
-        try:
-            env = proc.environ()
-        except (psutil.Error, OSError):
-            continue
-        if env.get(process.STATE_DIR_ENV) != ours:
-            continue
-        run_id = env.get(process.RUN_ID_ENV)
-        if run_id is None or run_id in keep or run_id in rec.runs:
-            continue
-        strays.append(proc)
-    for proc in strays:
-        with contextlib.suppress(OSError):
-            if os.getpgid(proc.pid) == proc.pid:  # a run leader: take its group too
-                process.signal_group(proc.pid, signal.SIGKILL)
-    killed = process.kill_processes(strays)
-    for proc in strays:
-        process.reap_pid(proc.pid)
-    if strays:
-        rec.metrics.orphans_reaped.inc(len(strays))
-        rec.log.warning("recovery.reaped", count=len(strays))
-    return killed

@@ -1,31 +1,100 @@
-"""What the reconciler knows about each task and each live run.
+"""What the reconciler knows about each task and each live run, and how it starts runs.
 
-Plain records owned by the reconciler (the one writer); kept apart so the
-loop's module holds the loop and little else.
+Plain records owned by the loop (the one writer), kept apart so that the
+modules that act on them (task table, planner, run book, settlement) share
+one vocabulary. `RunnerFactory` is the seam through which every run is
+started: the real `Runner` by default, a fake one in tests, so that a pass
+can be exercised without processes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Literal, Protocol
+
+import psutil
+from structlog.typing import FilteringBoundLogger
 
 from factoryd.core.lifecycle import RestartBook, TaskPhase
+from factoryd.core.outcome import RunResult, StopRequest
 from factoryd.core.taskspec import TaskSpec
 from factoryd.observe.logs import get_logger
+from factoryd.proc.spawner import Spawner
 from factoryd.routing.decision import Decision
-from factoryd.run.runner import Runner
+from factoryd.run.runner import Adoption, Gate, RunSpec, StartedCallback
 
 
 @dataclass(slots=True)
 class Clock:
+    """The two clocks of the house: monotonic for timeouts and backoff, wall for
+    cron and provider reset times. Injected, so tests move time themselves."""
+
     mono: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
 
+class RunHandle(Protocol):
+    """What the loop needs of a runner: run it to its end, ask it to stop."""
+
+    async def run(self) -> RunResult: ...
+
+    def request_stop(self, request: StopRequest) -> None: ...
+
+    def remember_descendants(self, procs: list[psutil.Process]) -> None: ...
+
+
+class RunnerFactory(Protocol):
+    """Makes the runner of one run (the signature of `Runner`'s constructor)."""
+
+    def __call__(
+        self,
+        spec: RunSpec,
+        *,
+        on_started: StartedCallback | None = ...,
+        clock: Callable[[], float] = ...,
+        gate: Gate | None = ...,
+        adoption: Adoption | None = ...,
+        spawner: Spawner | None = ...,
+    ) -> RunHandle: ...
+
+
+class Sweeper(Protocol):
+    """Hunts processes that outlive their runs (strays.StraySweeper)."""
+
+    #: Monotonic time of the next sweep: the loop wakes for it while runs live.
+    next_due: float
+
+    def sweep(self, runs: Mapping[str, ActiveRun], now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A runner's report: its run ended with this result."""
+
+    run_id: str
+    result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A runner's report: its leader process exists."""
+
+    run_id: str
+    pid: int
+    leader_fds: tuple[int, int] | None = None
+    create_time: float | None = None
+
+
+RunState = Literal["starting", "running", "stopping"]
+
+
 @dataclass(slots=True)
 class ActiveRun:
+    """A run the loop is watching (or, briefly, accounting for)."""
+
     run_id: str
     task: str
     spec: TaskSpec | None
@@ -33,27 +102,28 @@ class ActiveRun:
     cli: str
     pools: tuple[str, ...]
     decision: Decision
-    runner: Runner
+    #: None only for a run that recovery found gone: it is settled at once.
+    runner: RunHandle | None
     started_mono: float
     started_wall: float
-    run_dir: Any
-    log_path: Any
-    state: str = "starting"
+    run_dir: Path | None
+    log_path: Path | None
+    state: RunState = "starting"
     pid: int | None = None
     stop_reason: str | None = None
     #: A logger bound to the run's task, id, arm and pools: every event about
     #: a run carries them.
-    log: Any = None
+    logger: FilteringBoundLogger = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = get_logger(
+        self.logger = get_logger(
             task=self.task, run_id=self.run_id, arm=self.arm, pools=list(self.pools)
         )
 
 
 @dataclass(slots=True)
-class TaskRuntime:
-    """What the loop knows about one desired task."""
+class TaskState:
+    """What the loop knows about one desired task (config task or submission)."""
 
     spec: TaskSpec
     label: str

@@ -23,6 +23,7 @@ Every key is optional except `version`; what is absent starts empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from factoryd.routing.ledger import PoolLedger, Reservation
@@ -57,17 +58,7 @@ def dump_state(
             }
             for name, st in ledger.pools.items()
         },
-        "reservations": [
-            {
-                "id": r.id,
-                "arm": r.arm,
-                "task": r.task,
-                "charges": dict(r.charges),
-                "created_at": iso_ms(r.created_at),
-                "expires_at": iso_ms(r.expires_at),
-            }
-            for r in ledger.reservations.values()
-        ],
+        "reservations": [reservation_record(r, iso_ms) for r in ledger.reservations.values()],
         "arms": {
             name: {
                 "healthy": t.healthy,
@@ -94,6 +85,80 @@ def dump_state(
             for (arm, kind), s in sorted(quality.stats.items())
         ],
     }
+
+
+def reservation_record(res: Reservation, when: Callable[[float], Any] = float) -> dict[str, Any]:
+    """A reservation as a JSON object; `when` writes its instants (the snapshot
+    writes RFC 3339 strings, the journal epoch seconds; both read back)."""
+    return {
+        "id": res.id,
+        "arm": res.arm,
+        "task": res.task,
+        "charges": dict(res.charges),
+        "created_at": when(res.created_at),
+        "expires_at": when(res.expires_at),
+    }
+
+
+def read_reservation(
+    data: Any,
+    path: str,
+    ledger: PoolLedger,
+    *,
+    default_id: str = "",
+    drop_unknown_pools: bool = False,
+) -> Reservation:
+    """The reservation in `data` (see `reservation_record`), checked key by key.
+
+    A charge on a pool the ledger does not know is an error, or with
+    `drop_unknown_pools` (a journal written under an older config) dropped.
+    """
+    r = _Reader.child_of(data, path)
+    charges: dict[str, float] = {}
+    for pool, amount in r.get("charges", dict, {}).items():
+        if pool not in ledger.pools and not drop_unknown_pools:
+            raise SnapshotError(f"{path}.charges.{pool}: no pool named {pool!r} in the config")
+        if not isinstance(amount, int | float) or isinstance(amount, bool):
+            raise SnapshotError(f"{path}.charges.{pool}: expected a number")
+        if pool in ledger.pools:
+            charges[pool] = float(amount)
+    created = r.when("created_at")
+    expires = r.when("expires_at")
+    if created is None or expires is None:
+        raise SnapshotError(f"{path}: created_at and expires_at are required")
+    return Reservation(
+        id=r.get("id", str, default_id),
+        arm=r.get("arm", str, ""),
+        task=r.get("task", str, ""),
+        charges=charges,
+        created_at=created,
+        expires_at=expires,
+    )
+
+
+def restore_pool(
+    ledger: PoolLedger,
+    name: str,
+    *,
+    used: float,
+    window_start: float | None,
+    limited_until: float | None,
+    limited_reason: str,
+    strikes: int,
+) -> None:
+    """Put one pool's usage, window and limit back, as a snapshot or the journal
+    recorded them. For a ledger that has not yet advanced (a fresh one): its
+    first `advance` then recomputes every window and lift time."""
+    state = ledger.pools[name]
+    state.used = used
+    state.window_start = window_start
+    if window_start is not None and state.spec.window is not None:
+        state.window_start, state.window_end = window_bounds(
+            state.spec.anchor, state.spec.window, window_start
+        )
+    state.limited_until = limited_until
+    state.limited_reason = limited_reason
+    state.strikes = strikes
 
 
 class _Reader:
@@ -130,6 +195,12 @@ class _Reader:
                 pass
         raise SnapshotError(f"{self.path}.{key}: expected an RFC 3339 time, got {value!r}")
 
+    @staticmethod
+    def child_of(value: Any, path: str) -> _Reader:
+        if not isinstance(value, dict):
+            raise SnapshotError(f"{path}: expected an object")
+        return _Reader(value, path)
+
     def child(self, value: Any, path: str) -> _Reader:
         if not isinstance(value, dict):
             raise SnapshotError(f"{path}: expected an object")
@@ -164,39 +235,18 @@ def load_state(
         if name not in ledger.pools:
             raise SnapshotError(f"{path}: no pool named {name!r} in the config")
         r = root.child(raw, path)
-        state = ledger.pools[name]
-        state.used = float(r.get("used", (int, float), 0.0))
-        state.window_start = r.when("window_start")
-        if state.window_start is not None and state.spec.window is not None:
-            state.window_start, state.window_end = window_bounds(
-                state.spec.anchor, state.spec.window, state.window_start
-            )
-        state.limited_until = r.when("limited_until")
-        state.limited_reason = r.get("limited_reason", str, "")
-        state.strikes = r.get("strikes", int, 0)
+        restore_pool(
+            ledger,
+            name,
+            used=float(r.get("used", (int, float), 0.0)),
+            window_start=r.when("window_start"),
+            limited_until=r.when("limited_until"),
+            limited_reason=r.get("limited_reason", str, ""),
+            strikes=r.get("strikes", int, 0),
+        )
     for i, raw in enumerate(root.get("reservations", list, [])):
         path = f"state.reservations[{i}]"
-        r = root.child(raw, path)
-        charges = r.get("charges", dict, {})
-        for pool, amount in charges.items():
-            if pool not in ledger.pools:
-                raise SnapshotError(f"{path}.charges.{pool}: no pool named {pool!r} in the config")
-            if not isinstance(amount, int | float) or isinstance(amount, bool):
-                raise SnapshotError(f"{path}.charges.{pool}: expected a number")
-        created = r.when("created_at")
-        expires = r.when("expires_at")
-        if created is None or expires is None:
-            raise SnapshotError(f"{path}: created_at and expires_at are required")
-        ledger.restore_reservation(
-            Reservation(
-                id=r.get("id", str, f"s{i}"),
-                arm=r.get("arm", str, ""),
-                task=r.get("task", str, ""),
-                charges={p: float(a) for p, a in charges.items()},
-                created_at=created,
-                expires_at=expires,
-            )
-        )
+        ledger.restore_reservation(read_reservation(raw, path, ledger, default_id=f"s{i}"))
     for name, raw in root.table("arms").items():
         path = f"state.arms.{name}"
         r = root.child(raw, path)

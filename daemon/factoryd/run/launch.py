@@ -29,7 +29,7 @@ from factoryd.proc.spawnlog import SpawnLog
 from factoryd.routing.model import ArmSpec
 from factoryd.run.agents.base import LaunchContext
 from factoryd.run.agents.registry import adapter_for
-from factoryd.run.dirs import ensure_dir
+from factoryd.run.dirs import MadeDirs
 from factoryd.run.runner import RunSpec
 
 
@@ -73,7 +73,9 @@ def resolve_secrets(launch: ArmLaunch) -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class BuiltRun:
+    """A run ready to start: its spec, its own directory (None: it has none), its log."""
+
     spec: RunSpec
     run_dir: Path | None
     log_path: Path
@@ -95,7 +97,7 @@ def _runs_in_kept_dir(task: TaskSpec, arm: ArmSpec, keep_workdir: bool) -> bool:
 
 
 def kept_workdirs(config: Config) -> list[Path]:
-    """The kept directories the config's enabled tasks can run in (see `prepare`),
+    """The kept directories the config's enabled tasks can run in (see `build_run`),
     so that they can be made ahead of the first run, off the loop."""
     arms = {arm.name: arm for arm in config.arms}
     found = []
@@ -106,7 +108,7 @@ def kept_workdirs(config: Config) -> list[Path]:
     return found
 
 
-def prepare(
+def build_run(
     config: Config,
     task: TaskSpec,
     arm: ArmSpec,
@@ -115,13 +117,14 @@ def prepare(
     spawn_log: SpawnLog | None = None,
     *,
     keep_workdir: bool = True,
-) -> Prepared:
+    made: MadeDirs | None = None,
+) -> BuiltRun:
     """Build everything a Runner needs; raise LaunchError with a reason an operator reads.
 
     `keep_workdir`: a command task without a workdir runs in its own kept
     directory (tasks from the config); False gives it a directory per run,
     removed after it (submissions: one-off tasks, whose directories would
-    otherwise pile up).
+    otherwise pile up). `made`: the directories the daemon made already.
     """
     launch = config.launch.get(arm.name, ArmLaunch())
     runs = config.daemon.state_dir / "runs"
@@ -141,7 +144,7 @@ def prepare(
         if needs_dir:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif task.workdir is None:
-            ensure_dir(default_workdir)
+            (made or MadeDirs()).ensure(default_workdir)
     except OSError as exc:
         raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     prompt = task.prompt
@@ -199,23 +202,65 @@ def prepare(
         }
     )
     log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
-    spec = RunSpec(
-        run_id=run_id,
-        task=task.name,
-        arm=arm.name,
-        cli=arm.cli,
+    spec = _run_spec(
+        config,
+        run_id,
+        task.name,
+        arm,
+        log_path,
+        task,
         argv=plan.argv,
         env=env,
         cwd=workdir,
-        log=RunLog(log_path, config.daemon.run_log_max_bytes),
-        parser=adapter.parser(),
         stdin_path=plan.stdin_path,
-        timeout=task.timeout,
-        stall_timeout=task.stall_timeout,
-        stop_grace=task.stop_grace,
         spawn_log=spawn_log,
     )
-    return Prepared(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
+    return BuiltRun(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
+
+
+def adopted_run_spec(
+    config: Config,
+    run_id: str,
+    task_name: str,
+    arm: ArmSpec,
+    log_path: Path,
+    task: TaskSpec | None,
+) -> RunSpec:
+    """The spec of a run a previous daemon started: enough to watch it (its log,
+    its parser, its timeouts), nothing to start it with."""
+    return _run_spec(config, run_id, task_name, arm, log_path, task, argv=(), env={}, cwd="/")
+
+
+def _run_spec(
+    config: Config,
+    run_id: str,
+    task_name: str,
+    arm: ArmSpec,
+    log_path: Path,
+    task: TaskSpec | None,
+    *,
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    cwd: str,
+    stdin_path: str | None = None,
+    spawn_log: SpawnLog | None = None,
+) -> RunSpec:
+    return RunSpec(
+        run_id=run_id,
+        task=task_name,
+        arm=arm.name,
+        cli=arm.cli,
+        argv=argv,
+        env=env,
+        cwd=cwd,
+        log=RunLog(log_path, config.daemon.run_log_max_bytes),
+        parser=adapter_for(arm.cli).parser(),
+        stdin_path=stdin_path,
+        timeout=task.timeout if task else None,
+        stall_timeout=task.stall_timeout if task else None,
+        stop_grace=task.stop_grace if task else 10.0,
+        spawn_log=spawn_log,
+    )
 
 
 def remove_run_dir(path: Path) -> None:

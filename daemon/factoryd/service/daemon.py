@@ -109,7 +109,7 @@ class Service:
 
         async def status(_req: dict[str, Any]) -> Any:
             result = build_status(rec)
-            result["recent"] = list(rec.recent)
+            result["recent"] = list(rec.table.recent)
             return result
 
         async def state_dump(_req: dict[str, Any]) -> Any:
@@ -117,13 +117,13 @@ class Service:
 
         async def reset(req: dict[str, Any]) -> Any:
             name = _name(req, "task")
-            if not await rec.call(lambda: rec.reset(name)):
+            if not await rec.run_in_loop(lambda: rec.table.reset(name)):
                 raise control.ControlError(f"no task named {name!r}")
             return {"task": name, "reset": True}
 
         async def cancel(req: dict[str, Any]) -> Any:
             name = _name(req, "id")
-            if not await rec.call(lambda: rec.cancel(name)):
+            if not await rec.run_in_loop(lambda: rec.table.cancel(name)):
                 raise control.ControlError(f"no queued or running task {name!r}")
             return {"id": name, "cancelled": True}
 
@@ -192,7 +192,7 @@ class Service:
             tg.start_soon(self._systemd)
             await rec.run()
             tg.cancel_scope.cancel()
-        rec.store.close()
+        rec.batch.close()
         self.log.info("daemon.stopped")
         self.notifier.close()
         return 0

@@ -53,16 +53,16 @@ async def _take(rec: Reconciler, path: Path, rejected: Path) -> None:
         accepted = await submit(rec, request, "spool", path.name)
     except (SubmitError, OSError) as exc:
         rec.metrics.submissions.labels("spool", "rejected").inc()
-        rec.log.warning("spool.rejected", file=path.name, error=str(exc))
+        rec.logger.warning("spool.rejected", file=path.name, error=str(exc))
         target = rejected / path.name
         try:
             path.replace(target)
             target.with_name(target.name + ".error").write_text(str(exc) + "\n")
         except OSError as move_exc:
-            rec.log.error("spool.quarantine_failed", file=path.name, error=str(move_exc))
+            rec.logger.error("spool.quarantine_failed", file=path.name, error=str(move_exc))
         return
-    rec.log.info("spool.accepted", file=path.name, id=accepted.id, duplicate=accepted.duplicate)
+    rec.logger.info("spool.accepted", file=path.name, id=accepted.id, duplicate=accepted.duplicate)
     try:
         path.unlink()
     except OSError as exc:
-        rec.log.error("spool.remove_failed", file=path.name, error=str(exc))
+        rec.logger.error("spool.remove_failed", file=path.name, error=str(exc))

@@ -38,7 +38,7 @@ def _idem_key(request: dict[str, Any]) -> str | None:
 
 async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
     """Validate, journal (committed), then hand to the loop. Raises SubmitError."""
-    journal = rec.store.journal
+    journal = rec.batch.journal
     if journal is None:
         raise SubmitError("submissions need a journal (state_dir)")
     key = _idem_key(request)
@@ -58,7 +58,9 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         if existing is None:
             raise
         return Accepted(existing.id, existing.label, duplicate=True)
-    await rec.call(lambda: rec.add_submission(spec, label))
+    await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))
     rec.metrics.submissions.labels(source, "accepted").inc()
-    rec.log.info("submission.accepted", id=sub_id, label=label, source=source, idempotency_key=key)
+    rec.logger.info(
+        "submission.accepted", id=sub_id, label=label, source=source, idempotency_key=key
+    )
     return Accepted(sub_id, label, duplicate=False)

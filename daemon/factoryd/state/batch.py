@@ -1,10 +1,14 @@
-"""What the reconciler tells the journal, batched per pass.
+"""What one reconcile pass tells the journal: a batch, committed at the pass's end.
 
-The reconciler records facts as they happen (a run is about to start, it
-started with this pid, it ended; a task changed; the ledger moved); at the
-end of each pass `flush` turns them into one journal transaction and then
-opens the start gates of the runs recorded in it. Without a journal every
+The loop records facts as they happen (a run is about to start, it started
+with this pid, it ended; a task changed; the ledger moved); at the end of
+each pass `flush` turns them into one journal transaction and only then
+opens the start gates of the runs recorded in it, so that no run starts
+before its record is committed (group commit). Without a journal every
 call is cheap bookkeeping and gates open at once.
+
+The batch knows nothing of the loop: `flush` is handed what it must read
+(the task records to write, the ledger, the routing soft state).
 """
 
 from __future__ import annotations
@@ -12,18 +16,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from structlog.typing import FilteringBoundLogger
+
+from factoryd.core.taskspec import TaskSpec
 from factoryd.proc import process
+from factoryd.proc.spawnlog import SpawnLog
+from factoryd.routing.ledger import PoolLedger, Reservation
+from factoryd.routing.snapshot import reservation_record
 from factoryd.run.runner import Gate
 from factoryd.state import journal as j
-
-if TYPE_CHECKING:
-    from factoryd.core.taskspec import TaskSpec
-    from factoryd.proc.spawnlog import SpawnLog
-    from factoryd.reconcile.reconciler import Reconciler, TaskRuntime
-    from factoryd.routing.ledger import Reservation
 
 #: Telemetry and quality are soft state: written at most this often.
 SOFT_STATE_EVERY = 5.0
@@ -34,17 +39,17 @@ def spec_digest(spec: TaskSpec) -> str:
     """A stable digest of a task spec: a restart keeps a task's progress only if
     the spec it was made under is unchanged."""
     return hashlib.sha256(
-        json.dumps(plain(spec), sort_keys=True, default=str).encode()
+        json.dumps(jsonable(spec), sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
 
 
-#: Field names per dataclass type (None: not a dataclass), so that `plain`
+#: Field names per dataclass type (None: not a dataclass), so that `jsonable`
 #: asks `dataclasses.fields` once per type, not once per object.
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def plain(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """What `dataclasses.asdict` gives for JSON, without its deep copies (it is
     called for every new task's first journal record, and asdict costs ~100 us
     per spec)."""
@@ -58,28 +63,17 @@ def plain(value: Any) -> Any:
             tuple(f.name for f in fields(value)) if is_dataclass(cls) else None
         )
     if names is not None:
-        return {name: plain(getattr(value, name)) for name in names}
+        return {name: jsonable(getattr(value, name)) for name in names}
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
-def reservation_dict(res: Reservation | None) -> dict[str, Any] | None:
-    if res is None:
-        return None
-    return {
-        "id": res.id,
-        "arm": res.arm,
-        "task": res.task,
-        "charges": res.charges,
-        "created_at": res.created_at,
-        "expires_at": res.expires_at,
-    }
+class JournalBatch:
+    """The journal writes of one reconcile pass, and the start gates they hold."""
 
-
-class Store:
     def __init__(self, journal: j.Journal | None, spawn_log: SpawnLog | None = None) -> None:
         self.journal = journal
         self.spawn_log = spawn_log
@@ -91,7 +85,6 @@ class Store:
         self._ledger_dirty = False
         self._soft_due = 0.0
         self._soft_dirty = True
-        self.failures = 0
 
     @property
     def enabled(self) -> bool:
@@ -106,11 +99,13 @@ class Store:
         reservation: Reservation | None,
         log_path: str,
     ) -> Gate:
+        """Record that a run is about to start; its gate opens once that is committed."""
         gate = Gate()
         if self.journal is None:
             gate.open()
             return gate
-        op = j.op_run_intent(run_id, task, arm, started_at, reservation_dict(reservation), log_path)
+        res = None if reservation is None else reservation_record(reservation)
+        op = j.op_run_intent(run_id, task, arm, started_at, res, log_path)
         self._intents.append((op, gate))
         self._ledger_dirty = True
         return gate
@@ -130,42 +125,50 @@ class Store:
                 )
             )
 
-    def run_ended(
-        self, run_id: str, ended_at: float, outcome: str, reason: str, usage: dict[str, Any] | None
-    ) -> None:
+    def run_ended(self, op: j.Op) -> None:
+        """A run's end record (made by settlement); telemetry and the ledger moved."""
         if self.journal is not None:
-            self._ops.append(j.op_run_ended(run_id, ended_at, outcome, reason, usage))
+            self._ops.append(op)
             self._ledger_dirty = True
-            self._soft_dirty = True  # telemetry and quality moved
+            self._soft_dirty = True
 
     def task(self, name: str) -> None:
         if self.journal is not None:
             self._dirty_tasks.add(name)
 
-    def ledger(self) -> None:
-        self._ledger_dirty = True
-
     def op(self, op: j.Op) -> None:
         if self.journal is not None:
             self._ops.append(op)
 
-    async def flush(self, rec: Reconciler) -> None:
-        """Commit everything recorded since the last flush; then open the gates."""
+    async def flush(
+        self,
+        now: float,
+        *,
+        task_op: Callable[[str, float], j.Op | None],
+        ledger: PoolLedger,
+        soft_state: Callable[[float], dict[str, Any]],
+        log: FilteringBoundLogger,
+    ) -> None:
+        """Commit everything recorded since the last flush; then open the gates.
+
+        `task_op(name, now)`: the record of a changed task (None: it is gone);
+        `soft_state(now)`: telemetry and quality, written at most every
+        SOFT_STATE_EVERY seconds.
+        """
         intents, self._intents = self._intents, []
         if self.journal is None:
             return
         ops = self._ops
         self._ops = []
         started, self._started = self._started, []
-        now = rec.clock.wall()
         for name in self._dirty_tasks:
-            rt = rec.tasks.get(name)
-            if rt is not None:
-                ops.append(task_state_op(rt, now))
+            op = task_op(name, now)
+            if op is not None:
+                ops.append(op)
         self._dirty_tasks.clear()
         if self._ledger_dirty:
             self._ledger_dirty = False
-            for name, st in rec.engine.ledger.pools.items():
+            for name, st in ledger.pools.items():
                 ops.append(
                     j.op_pool(
                         name,
@@ -179,19 +182,12 @@ class Store:
         if self._soft_dirty and now >= self._soft_due:
             self._soft_due = now + SOFT_STATE_EVERY
             self._soft_dirty = False
-            snap = rec.engine.snapshot(now)
-            ops.append(
-                j.op_routing_soft(
-                    {"version": snap["version"], "arms": snap["arms"], "quality": snap["quality"]},
-                    now,
-                )
-            )
+            ops.append(j.op_routing_soft(soft_state(now), now))
         batch = [op for op, _ in intents] + ops
         try:
             await self.journal.apply(batch)
         except Exception as exc:
-            self.failures += 1
-            rec.log.error(
+            log.error(
                 "journal.write_failed",
                 error=str(exc),
                 runs_not_started=len(intents),
@@ -212,18 +208,3 @@ class Store:
             self.spawn_log.close()
         if self.journal is not None:
             self.journal.close()
-
-
-def task_state_op(rt: TaskRuntime, now: float) -> j.Op:
-    digest = spec_digest(rt.spec)
-    return j.op_task_state(
-        rt.name,
-        str(rt.phase),
-        rt.reason,
-        rt.runs,
-        rt.restarts,
-        rt.last_fire,
-        rt.pending_fires,
-        now,
-        digest,
-    )
