@@ -79,10 +79,11 @@ def parse_config(text: bytes | str, path: Path) -> Config:
     """Validate config text; raise ConfigError listing every problem."""
     loader = LoadContext(path)
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[: exc.start].count(b"\n") + 1
+            line = raw[: exc.start].count(b"\n") + 1
             raise ConfigError(
                 [Problem(str(path), f"(line {line})", f"invalid UTF-8 at byte {exc.start}")]
             ) from None

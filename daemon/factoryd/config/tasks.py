@@ -45,11 +45,11 @@ def read_task(
         t.problem("schedule", f"not a valid cron expression: {schedule!r}")
     r0 = base.route if base else None
     allowed = t.str_list("arms", r0.arms if r0 else ())
-    for i, arm in enumerate(allowed):
-        if arm not in arms and arm not in ctx.declared_arms:
+    for i, arm_name in enumerate(allowed):
+        if arm_name not in arms and arm_name not in ctx.declared_arms:
             ctx.problem(
                 f"{t.key('arms')}[{i}]",
-                f"no arm named {arm!r} (known: {', '.join(arms) or 'none'})",
+                f"no arm named {arm_name!r} (known: {', '.join(arms) or 'none'})",
             )
     effort = t.string("effort", r0.effort if r0 else None)
     route = RouteRequest(

@@ -74,7 +74,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # `_created` series double the exposition and no dashboard or alert uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.renderer = Renderer()
         ProcessCollector(registry=r)

@@ -71,7 +71,8 @@ def become_subreaper() -> bool:
     """Ask Linux to re-parent orphaned descendants to this process. Best effort."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        status: int = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # ctypes: untyped
+        return status == 0
     except (OSError, AttributeError):
         return False
 

@@ -7,31 +7,26 @@ pools' multipliers at that instant, and `Candidate` objects with their
 score breakdown are built from it on first read. What a reader sees is
 exactly what the router saw: the arms' views are immutable and the
 multipliers are a copy.
+
+`Rejection` lives with the request model (model.py), below both the arm
+views that make rejections and this module that reports them, so the two
+need not import each other; it is re-exported here for readers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from factoryd.routing.armview import ArmView
 from factoryd.routing.ledger import Reservation
-from factoryd.routing.model import RejectReason
+from factoryd.routing.model import Rejection
 from factoryd.routing.scoring import Components
 from factoryd.units.timefmt import iso
 
-if TYPE_CHECKING:
-    from factoryd.routing.armview import ArmView
-
 #: Runners-up named in a rationale; the full ranking is in `to_dict`.
 RATIONALE_RUNNERS_UP = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    arm: str
-    reason: RejectReason
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +39,7 @@ class Candidate:
 
 #: One scored arm as the router sorted it: (-score, tie-break rank, view).
 #: A plain tuple because one is made per arm per decision and sorts natively.
-Ranked = tuple[float, int, "ArmView"]
+Ranked = tuple[float, int, ArmView]
 
 
 def _candidate(entry: Ranked, multipliers: Mapping[str, float]) -> Candidate:
@@ -145,3 +140,6 @@ class Decision:
             ],
             "rationale": self.rationale(),
         }
+
+
+__all__ = ["RATIONALE_RUNNERS_UP", "Candidate", "Decision", "Ranked", "Rejection"]
