@@ -12,9 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import grimp
-
 import factoryd
+import grimp
 
 PACKAGE_DIR = Path(factoryd.__file__).parent
 MAX_LINES = 400
