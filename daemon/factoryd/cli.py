@@ -92,18 +92,20 @@ def _toml_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise UsageError(f"--set {text[:40]}...: nested too deeply") from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import tomllib
+    from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
+    from factoryd.config.loader import parse_toml
 
     if args.file:
+        raw = read_regular_file(Path(args.file), MAX_CONFIG_BYTES)
         try:
-            data = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            data = parse_toml(raw.decode("utf-8"), args.file)
+        except UnicodeDecodeError as exc:
             raise UsageError(f"{args.file}: cannot read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{args.file}: invalid TOML: {exc}") from None
         request: dict[str, Any] = (
             data if {"template", "spec", "set"} & set(data) else {"spec": data}
         )

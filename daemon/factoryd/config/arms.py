@@ -11,6 +11,7 @@ import zoneinfo
 from datetime import date, datetime
 
 from factoryd.config.context import LoadContext
+from factoryd.config.execargs import check_env_names, check_program
 from factoryd.config.model import CLIS, ArmLaunch
 from factoryd.config.tomltable import MAX_COUNT, MISSING, Table, describe
 from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit
@@ -114,6 +115,7 @@ def read_arm(
     argv = t.str_list("argv") if "argv" in t.data else None
     if t.data.get("argv") == []:
         t.problem("argv", "must not be empty")
+    check_program(t, "argv", argv)
     spec = ArmSpec(
         name=name,
         cli=cli or "command",
@@ -133,17 +135,24 @@ def read_arm(
         fallback=t.boolean("fallback", True),
     )
     secrets = t.str_map("secrets")
+    check_env_names(t, "secrets", [var for var, _ in secrets])
     for var, source in secrets:
         if not (source.startswith("env:") or source.startswith("file:")) or len(source) < 5:
             ctx.problem(
                 f"{t.key('secrets')}.{var}",
-                f"expected 'env:NAME' or 'file:/path', got {source!r}",
+                # never the value: an inline secret put here by mistake is a credential
+                "expected 'env:NAME' or 'file:/path' (the value given is not shown)",
             )
+    env = t.str_map("env")
+    check_env_names(t, "env", [var for var, _ in env])
+    executable = t.string("executable", None)
+    if executable is not None and not executable.strip():
+        t.problem("executable", "the program to run must not be empty")
     launch = ArmLaunch(
         argv=argv,
-        executable=t.string("executable", None),
+        executable=executable,
         args=t.str_list("args"),
-        env=t.str_map("env"),
+        env=env,
         secrets=secrets,
         config_dir=ctx.opt_path(t, "config_dir"),
         base_url=t.string("base_url", None),

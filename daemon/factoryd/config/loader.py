@@ -19,6 +19,7 @@ from typing import Any
 
 from factoryd.config.arms import read_arm, read_pool
 from factoryd.config.context import LoadContext, declared
+from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
 from factoryd.config.model import ArmLaunch, Config, DaemonSettings
 from factoryd.config.settings import read_daemon, read_routing
 from factoryd.config.tasks import read_task
@@ -87,24 +88,34 @@ def parse_config(text: bytes | str, path: Path) -> Config:
             raise ConfigError(
                 [Problem(str(path), f"(line {line})", f"invalid UTF-8 at byte {exc.start}")]
             ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem(str(path), "(syntax)", f"invalid TOML: {exc}")]) from None
+    data = parse_toml(text, str(path))
     config = _load(loader, data)
     if config is None:
         raise ConfigError(loader.problems)
     return config
 
 
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML text to data; a syntax error, or nesting too deep for the parser's
+    recursion (100,000 `[`), becomes one problem naming `where`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(where, "(syntax)", f"invalid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError(
+            [Problem(where, "(syntax)", "arrays or inline tables are nested too deeply")]
+        ) from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raise ConfigError naming file and key."""
-    p = Path(path).expanduser().resolve()
+    p = Path(path).expanduser()
     try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError([Problem(str(p), "(file)", f"cannot read: {exc.strerror}")]) from None
-    return parse_config(raw, p)
+        p = p.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise ConfigError([Problem(str(p), "(file)", f"cannot resolve: {exc}")]) from None
+    return parse_config(read_regular_file(p, MAX_CONFIG_BYTES), p)
 
 
 def parse_task_override(

@@ -7,6 +7,7 @@ first, and nothing else in the file depends on them.
 from __future__ import annotations
 
 from factoryd.config.context import LoadContext
+from factoryd.config.execargs import check_name_list
 from factoryd.config.model import DaemonSettings
 from factoryd.config.tomltable import MAX_COUNT, Table
 from factoryd.routing.ledger import ScarcityPolicy
@@ -43,6 +44,7 @@ def read_daemon(ctx: LoadContext, t: Table) -> DaemonSettings:
     )
     if settings.loop_interval is not None and settings.loop_interval < 0.05:
         t.problem("loop_interval", "expected at least 50ms (it is a safety net, not a poll)")
+    check_name_list(t, "inherit_env", settings.inherit_env)
     t.done()
     return settings
 

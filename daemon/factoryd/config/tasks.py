@@ -12,6 +12,7 @@ import zoneinfo
 from croniter import croniter
 
 from factoryd.config.context import LoadContext
+from factoryd.config.execargs import check_env_names, check_name_list, check_program
 from factoryd.config.model import ArmLaunch
 from factoryd.config.tomltable import MAX_COUNT, Table
 from factoryd.core.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
@@ -81,6 +82,7 @@ def read_task(
     argv = t.str_list("argv") if "argv" in t.data else (base.argv if base else None)
     if t.data.get("argv") == []:
         t.problem("argv", "must not be empty")
+    check_program(t, "argv", argv)
     b0 = base.backoff if base else Backoff()
     bt = t.sub("backoff")
     backoff = Backoff(
@@ -96,7 +98,11 @@ def read_task(
         base.restart.value if base else ("always" if kind == "service" else "on-failure")
     )
     workdir = ctx.opt_path(t, "workdir") or (base.workdir if base else None)
-    env = t.str_map("env") or (base.env if base else ())
+    own_env = t.str_map("env")
+    check_env_names(t, "env", [var for var, _ in own_env])
+    env = own_env or (base.env if base else ())
+    inherit_env = t.str_list("inherit_env", base.inherit_env if base else ())
+    check_name_list(t, "inherit_env", inherit_env)
     spec = TaskSpec(
         name=name if isinstance(name, str) else "?",
         kind=TaskKind(kind or "service"),
@@ -106,7 +112,7 @@ def read_task(
         argv=argv,
         workdir=workdir,
         env=env,
-        inherit_env=t.str_list("inherit_env", base.inherit_env if base else ()),
+        inherit_env=inherit_env,
         timeout=t.duration("timeout", base.timeout if base else None, allow_none=True),
         stall_timeout=t.duration(
             "stall_timeout", base.stall_timeout if base else None, allow_none=True
