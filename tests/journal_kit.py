@@ -40,3 +40,7 @@ def run_outcomes(path: Path) -> list[tuple[str, str, str | None]]:
 def submission_state(path: Path, sub_id: str) -> str | None:
     rows = _query(path, "SELECT state FROM submissions WHERE id = ?", (sub_id,))
     return rows[0][0] if rows else None
+
+
+def count_submissions(path: Path) -> int:
+    return int(_query(path, "SELECT count(*) FROM submissions")[0][0])

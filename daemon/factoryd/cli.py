@@ -1,4 +1,5 @@
-"""The `factoryd` command line: run | check | route | status | state | submit | cancel.
+"""The `factoryd` command line: run | check | route | status | state | submit | cancel |
+reset | journal.
 
 Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
 file, arguments). Errors are one line per problem, never a traceback.
@@ -40,11 +41,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
+    from factoryd.state.journal import JournalError
 
     config = _config(args)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     service = Service(config)
-    return anyio.run(service.run)
+    try:
+        return anyio.run(service.run)
+    except JournalError as exc:  # damaged or missing: one line, never a traceback
+        raise RuntimeFailure(str(exc)) from None
 
 
 def _socket(args: argparse.Namespace) -> Path:
@@ -134,6 +139,34 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(config.summary())
+    return EXIT_OK
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    return _config(args).daemon.state_dir / "journal.db"
+
+
+def cmd_journal_check(args: argparse.Namespace) -> int:
+    from factoryd.state import salvage
+    from factoryd.state.journal import JournalError
+
+    try:
+        report = salvage.check(_journal_path(args))
+    except JournalError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    print(f"{report.summary()}: OK")
+    return EXIT_OK
+
+
+def cmd_journal_recover(args: argparse.Namespace) -> int:
+    from factoryd.state import salvage
+    from factoryd.state.journal import JournalError
+
+    try:
+        report = salvage.recover(_journal_path(args))
+    except JournalError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    print(f"recovered {report.summary()}")
     return EXIT_OK
 
 
@@ -243,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and print a summary")
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("journal", help="check a stopped daemon's journal, or salvage it")
+    journal_sub = p.add_subparsers(dest="journal_command", required=True)
+    jp = journal_sub.add_parser("check", help="integrity and row counts (exit 1 if damaged)")
+    jp.add_argument("--config", "-c", required=True)
+    jp.set_defaults(func=cmd_journal_check)
+    jp = journal_sub.add_parser(
+        "recover", help="salvage readable rows into a new journal; the damaged one is kept"
+    )
+    jp.add_argument("--config", "-c", required=True)
+    jp.set_defaults(func=cmd_journal_recover)
 
     p = sub.add_parser("route", help="explain the routing decision for a task, running nothing")
     p.add_argument("--config", "-c", required=True)

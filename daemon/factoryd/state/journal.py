@@ -12,6 +12,8 @@ fires), pool usage, windows and limits, and the soft routing state
 * `synchronous=NORMAL` in WAL mode: every commit survives a crash of the
   daemon; submissions are committed with `synchronous=FULL` (an fsync)
   because they are acknowledged to a client and must survive power loss.
+* A damaged journal, or one missing where the state dir shows earlier
+  use, is refused on open (integrity.py), never silently replaced.
 * The schema is versioned (schema.py); the operations a pass hands over are
   built in ops.py. This module opens the file, applies batches and reads
   back what start-up needs; the names of both are re-exported here, so a
@@ -31,6 +33,7 @@ from typing import Any
 
 import anyio
 
+from factoryd.state import integrity
 from factoryd.state.ops import (
     Op,
     op_meta,
@@ -76,17 +79,24 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        integrity.check_present(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise integrity.damaged(path, exc) from None
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            integrity.check_integrity(self._db, path)
             migrate(self._db, path)
         except sqlite3.DatabaseError as exc:
-            raise JournalError(
-                f"journal {path}: {exc} (move the file aside to start afresh; "
-                "it is the only record of queued work)"
-            ) from None
+            self._db.close()
+            raise integrity.damaged(path, exc) from None
+        except JournalError:
+            self._db.close()
+            raise
+        integrity.write_marker(path)
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
 
