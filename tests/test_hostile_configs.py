@@ -228,3 +228,25 @@ def test_check_does_not_print_an_inline_secret(tmp_path: Path) -> None:
     )
     line = check_one_line(path)
     assert "arms[0].secrets.K" in line and SECRET not in line
+
+
+# -- the route command's inputs ---------------------------------------------------------
+
+
+def test_route_answers_hostile_state_files_and_task_json_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "factoryd.toml"
+    config.write_text(GOOD)
+    fifo = tmp_path / "state.fifo"
+    os.mkfifo(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    for args, expected in (
+        (("--task", "svc", "--state", str(fifo)), "not a regular file (a FIFO)"),
+        (("--task", "svc", "--state", "/dev/zero"), "a character device"),
+        (("--task", "svc", "--state", str(deep)), "nested too deeply"),
+        (("--task-json", "[" * 100_000), "--task-json: nested too deeply"),
+    ):
+        out = factoryd("route", "--config", str(config), *args)
+        assert out.returncode == 2, (args, out.stderr[-300:])
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, out.stderr[-300:])

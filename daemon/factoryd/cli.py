@@ -170,15 +170,32 @@ def cmd_journal_recover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: A routing state snapshot is a few megabytes for hundreds of arms.
+MAX_STATE_BYTES = 64 * 1024 * 1024
+
+
 def _read_json(path: str, what: str) -> Any:
+    from factoryd.config.files import read_regular_file
+
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            text = sys.stdin.read()
+        else:  # a regular file of bounded size: never a FIFO that hangs or /dev/zero
+            text = read_regular_file(Path(path), MAX_STATE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read {what}: {exc}") from None
+    except ConfigError as exc:  # not a regular file, too large, unreadable
+        raise UsageError(f"{path}: cannot read {what}: {exc.problems[0].message}") from None
+    return _json(text, f"{path}: {what}")
+
+
+def _json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: {what} is not valid JSON: {exc}") from None
+        raise UsageError(f"{where}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply") from None
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -191,10 +208,7 @@ def cmd_route(args: argparse.Namespace) -> int:
             known = ", ".join([t.name for t in config.tasks] + list(config.templates))
             raise UsageError(f"--task: no task or template named {args.task!r} (known: {known})")
     else:
-        try:
-            data = json.loads(args.task_json)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--task-json: not valid JSON: {exc}") from None
+        data = _json(args.task_json, "--task-json")
         if not isinstance(data, dict):
             raise UsageError("--task-json: expected a JSON object of task attributes")
         data.setdefault("name", "adhoc")
@@ -219,41 +233,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
-        print(render_decision(decision.to_dict()))
+        print(decision.render())
     return EXIT_OK if decision.arm else EXIT_FAIL
-
-
-def render_decision(d: dict[str, Any]) -> str:
-    lines = [
-        f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
-        f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
-    ]
-    if d["reservation"]:
-        charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
-        lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
-    if d["ranking"]:
-        lines.append("")
-        head = (
-            f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
-            f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
-        )
-        lines.append(head)
-        for r in d["ranking"]:
-            c = r["components"]
-            lines.append(
-                f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
-                f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
-                f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
-                + ("  below quality floor" if r["below_quality"] else "")
-            )
-    if d["rejections"]:
-        lines.append("")
-        lines.append("rejected:")
-        for r in d["rejections"]:
-            lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
-    lines.append("")
-    lines.append(d["rationale"])
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

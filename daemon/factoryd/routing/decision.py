@@ -141,5 +141,39 @@ class Decision:
             "rationale": self.rationale(),
         }
 
+    def render(self) -> str:
+        """The whole decision as a table a person reads (`factoryd route`)."""
+        d = self.to_dict()
+        lines = [
+            f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
+            f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
+        ]
+        if d["reservation"]:
+            charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
+            lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+        if d["ranking"]:
+            lines.append("")
+            head = (
+                f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
+                f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
+            )
+            lines.append(head)
+            for r in d["ranking"]:
+                c = r["components"]
+                lines.append(
+                    f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
+                    f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
+                    f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
+                    + ("  below quality floor" if r["below_quality"] else "")
+                )
+        if d["rejections"]:
+            lines.append("")
+            lines.append("rejected:")
+            for r in d["rejections"]:
+                lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
+        lines.append("")
+        lines.append(d["rationale"])
+        return "\n".join(lines)
+
 
 __all__ = ["RATIONALE_RUNNERS_UP", "Candidate", "Decision", "Ranked", "Rejection"]
