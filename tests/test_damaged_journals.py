@@ -167,6 +167,12 @@ def test_check_counts_a_healthy_journal(tmp_path: Path) -> None:
     assert out.returncode == 0 and f"submissions {ROWS}" in out.stdout and "OK" in out.stdout
 
 
+def test_check_of_a_state_dir_never_used_is_not_a_failure(tmp_path: Path) -> None:
+    out = factoryd("journal", "check", "--config", str(config_for(tmp_path)))
+    assert out.returncode == 0 and "none yet" in out.stdout
+    assert not (tmp_path / "state" / "journal.db").exists()  # checking created nothing
+
+
 def test_recover_of_nothing_says_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     filled(path)

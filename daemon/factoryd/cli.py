@@ -154,7 +154,7 @@ def cmd_journal_check(args: argparse.Namespace) -> int:
         report = salvage.check(_journal_path(args))
     except JournalError as exc:
         raise RuntimeFailure(str(exc)) from None
-    print(f"{report.summary()}: OK")
+    print(report.summary() if report.absent else f"{report.summary()}: OK")
     return EXIT_OK
 
 

@@ -42,8 +42,12 @@ class Report:
     rows: dict[str, int] = field(default_factory=dict)
     unreadable: dict[str, int] = field(default_factory=dict)
     kept_as: Path | None = None
+    #: No journal and no sign of one: a state dir the daemon has not used yet.
+    absent: bool = False
 
     def summary(self) -> str:
+        if self.absent:
+            return f"journal {self.path}: none yet (the daemon makes one when it starts)"
         counts = ", ".join(f"{table} {n}" for table, n in self.rows.items())
         lost = sum(self.unreadable.values())
         text = f"journal {self.path}: {sum(self.rows.values())} row(s) ({counts})"
@@ -58,9 +62,10 @@ def check(path: Path) -> Report:
     """Open the journal as the daemon would (presence, integrity, schema) and
     count its rows; JournalError in one line if the daemon would refuse it."""
     integrity.check_present(path)
-    if not path.exists():
-        raise JournalError(f"journal {path}: does not exist yet (a new one is made on start)")
     report = Report(path)
+    if not path.exists():  # and no marker: a state dir never used
+        report.absent = True
+        return report
     with _copy(path) as copy, closing(sqlite3.connect(copy)) as db:
         try:
             integrity.check_integrity(db, path)
