@@ -1,7 +1,8 @@
 """Checking a journal by hand, and salvaging what is readable from a damaged one.
 
-`factoryd journal check` and `factoryd journal recover` run while the
-daemon is stopped. Recovery never writes to the damaged file: it reads a
+`factoryd journal check` reads the journal in place, read-only (a running
+daemon does not mind). `factoryd journal recover` runs only while no daemon
+holds the state dir, and never writes to the damaged file: it reads a
 copy (SQLite may write to a database it opens, to replay its WAL), copies
 every row it can read, table by table, into a new journal with the current
 schema, then moves the damaged file aside under a dated name and puts the
@@ -66,7 +67,9 @@ def check(path: Path) -> Report:
     if not path.exists():  # and no marker: a state dir never used
         report.absent = True
         return report
-    with _copy(path) as copy, closing(sqlite3.connect(copy)) as db:
+    # Read-only on the file itself (not a copy): safe beside a running daemon,
+    # whose writes SQLite's own locking keeps consistent for this reader.
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
         try:
             integrity.check_integrity(db, path)
             migrate_free_version(db, path)
