@@ -507,6 +507,31 @@ def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path
         db.close()
 
 
+def test_the_journal_thread_asks_the_kernel_whether_a_pid_is_still_ours(tmp_path: Path) -> None:
+    """By default the op reads no state of the loop's (no shared table across
+    threads): waitid without reaping says whether the pid is still our child."""
+    from factoryd.proc import proctime
+
+    db = Journal(tmp_path / "journal.db")
+    child = subprocess.Popen(["sleep", "30"])
+    reaped = subprocess.Popen(["true"])
+    reaped.wait()
+    try:
+        db.apply_sync(
+            [j.op_run_intent(r, "t", "a", time.time(), None, "") for r in ("ours", "gone")]
+        )
+        db.apply_sync(
+            [j.op_run_started("ours", child.pid, None), j.op_run_started("gone", reaped.pid, None)]
+        )
+        rows = {r.id: r for r in db.live_runs()}
+        assert rows["ours"].create_time == proctime.start_time(child.pid)
+        assert rows["gone"].create_time is None
+    finally:
+        child.kill()
+        child.wait()
+        db.close()
+
+
 def test_spawn_log_records_reads_back_and_compacts_to_what_is_not_journaled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

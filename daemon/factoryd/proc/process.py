@@ -37,7 +37,6 @@ from factoryd.proc.spawnlog import SpawnLog
 from factoryd.proc.tree import (
     LEADERS,
     RUN_ID_ENV,
-    LeaderTable,
     become_subreaper,
     descendants,
     describe_status,
@@ -310,7 +309,6 @@ __all__ = [
     "RUN_ID_ENV",
     "STATE_DIR_ENV",
     "Child",
-    "LeaderTable",
     "SpawnError",
     "adopt",
     "become_subreaper",

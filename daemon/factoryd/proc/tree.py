@@ -10,7 +10,7 @@ Why these choices:
   a pid alone is reused.
 * Nothing here ever calls `waitpid(-1)`: that would steal exit statuses
   that belong to a runner. Our own children that are run leaders are told
-  apart from orphans by the `LeaderTable`, without reading /proc for each.
+  apart from orphans by `LEADERS`, without reading /proc for each.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,42 +28,12 @@ RUN_ID_ENV = "FACTORYD_RUN_ID"
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-class LeaderTable:
-    """Pids of the run leaders this process spawned and still watches.
-
-    It mirrors the kernel's own table of our children for one purpose:
-    telling run leaders from orphans re-parented to us. The loop adds and
-    removes; the journal's thread asks whether a pid is still one of ours
-    (to read its start time safely), so every access holds a lock.
-    """
-
-    __slots__ = ("_lock", "_pids")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pids: set[int] = set()
-
-    def add(self, pid: int) -> None:
-        with self._lock:
-            self._pids.add(pid)
-
-    def update(self, pids: Iterable[int]) -> None:
-        with self._lock:
-            self._pids.update(pids)
-
-    def discard(self, pid: int) -> None:
-        with self._lock:
-            self._pids.discard(pid)
-
-    def __contains__(self, pid: object) -> bool:
-        with self._lock:
-            return pid in self._pids
-
-
-#: The leaders of this process. There is one table per process because the
-#: kernel's table of children it mirrors is per process; it is guarded by its
-#: own lock, never read bare across threads.
-LEADERS = LeaderTable()
+#: Pids of the run leaders this process spawned and still watches. It mirrors
+#: the kernel's own table of our children for one purpose: telling run leaders
+#: from orphans re-parented to us, without reading /proc for each. The loop
+#: alone reads and writes it; another thread asks the kernel instead
+#: (`unreaped_child`).
+LEADERS: set[int] = set()
 
 
 def become_subreaper() -> bool:
@@ -75,6 +44,18 @@ def become_subreaper() -> bool:
         return status == 0
     except (OSError, AttributeError):
         return False
+
+
+def unreaped_child(pid: int) -> bool:
+    """True while `pid` is a child of this process that nobody has reaped yet
+    (running, or exited and still a zombie), so its pid cannot have been
+    reused. Asks the kernel (waitid with WNOWAIT: nothing is collected), so
+    it is safe from any thread."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, OSError):
+        return False
+    return True
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from factoryd.proc import proctime
+from factoryd.proc.tree import unreaped_child
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -59,17 +60,21 @@ def op_run_started(
     pid: int,
     create_time: float | None,
     leader_fds: tuple[int, int] | None = None,
-    still_ours: Callable[[int], bool] = lambda pid: False,
+    still_ours: Callable[[int], bool] = unreaped_child,
 ) -> Op:
     """`create_time` None: read it when the op runs (on the journal's thread,
     off the loop), if `still_ours(pid)` says the process is not yet reaped
-    (so its pid cannot have been reused); else it stays unknown."""
+    (so its pid cannot have been reused) both before and after the read;
+    else it stays unknown. The default asks the kernel, so no state of the
+    loop's is read from the journal's thread."""
     fds = None if leader_fds is None else f"{leader_fds[0]},{leader_fds[1]}"
 
     def op(db: sqlite3.Connection) -> None:
         started = create_time
         if started is None and still_ours(pid):
             started = proctime.start_time(pid)
+            if started is not None and not still_ours(pid):
+                started = None  # reaped meanwhile: the read may be of a reused pid
         db.execute(
             "UPDATE runs SET state = 'running', pid = ?, create_time = ?, pipe_fds = ? "
             "WHERE id = ?",

@@ -15,7 +15,6 @@ import json
 from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
-from factoryd.proc import process
 from factoryd.run.runner import Gate
 from factoryd.state import journal as j
 
@@ -124,11 +123,7 @@ class Store:
     ) -> None:
         if self.journal is not None:
             self._started.append(run_id)
-            self._ops.append(
-                j.op_run_started(
-                    run_id, pid, create_time, leader_fds, lambda p: p in process.LEADERS
-                )
-            )
+            self._ops.append(j.op_run_started(run_id, pid, create_time, leader_fds))
 
     def run_ended(
         self, run_id: str, ended_at: float, outcome: str, reason: str, usage: dict[str, Any] | None
