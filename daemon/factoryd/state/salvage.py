@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from factoryd.state import integrity
-from factoryd.state.schema import JournalError, migrate
+from factoryd.state.schema import JournalError, known_version, migrate
 
 #: The lock file a running daemon holds for its life (service/lock.py).
 DAEMON_LOCK = "daemon.lock"
@@ -72,25 +72,13 @@ def check(path: Path) -> Report:
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
         try:
             integrity.check_integrity(db, path)
-            migrate_free_version(db, path)
+            known_version(db, path)
             for table in _schema_tables():
                 count = f'SELECT count(*) FROM "{table}"'  # noqa: S608 - our own table names
                 report.rows[table] = int(db.execute(count).fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise integrity.damaged(path, exc) from None
     return report
-
-
-def migrate_free_version(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a journal from a newer factoryd without changing it."""
-    from factoryd.state.schema import SCHEMA_VERSION, schema_version
-
-    version = schema_version(db)
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"journal {path} has schema version {version}, newer than this factoryd "
-            f"understands ({SCHEMA_VERSION}); upgrade factoryd"
-        )
 
 
 def recover(path: Path, now: float | None = None) -> Report:

@@ -87,14 +87,20 @@ def schema_version(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the journal at `path` to `SCHEMA_VERSION`, each step in its own transaction."""
+def known_version(db: sqlite3.Connection, path: Path) -> int:
+    """The journal's version, refusing one from a newer factoryd (changing nothing)."""
     version = schema_version(db)
     if version > SCHEMA_VERSION:
         raise JournalError(
             f"journal {path} has schema version {version}, newer than this factoryd "
             f"understands ({SCHEMA_VERSION}); upgrade factoryd"
         )
+    return version
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the journal at `path` to `SCHEMA_VERSION`, each step in its own transaction."""
+    version = known_version(db, path)
     while version < SCHEMA_VERSION:
         db.execute("BEGIN IMMEDIATE")
         try:
