@@ -1,47 +1,17 @@
-"""Fixtures for the fleet tests: one PostgreSQL per session, a database per test."""
+"""Helpers for the fleet tests: pool specs and moving the database's clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
 from factoryd.routing.model import PoolSpec, PoolUnit
 from factoryd.state.fleet.db import Database
-from factoryd.state.fleet.schema import migrate
 from factoryd.units.durations import parse_period
-from pg_kit import PgServer, set_db_clock, shared_server
-
-
-@pytest.fixture(scope="session")
-def pg() -> PgServer:
-    return shared_server()
-
-
-@pytest.fixture
-def dsn(pg: PgServer) -> str:
-    return pg.fresh_db()
-
-
-@pytest.fixture
-def connect(dsn: str) -> Iterator[Callable[..., Database]]:
-    """Open Databases on this test's database (one per simulated host); all closed after."""
-    opened: list[Database] = []
-
-    def open_one(**kw: object) -> Database:
-        db = Database(dsn, **kw)  # type: ignore[arg-type]
-        migrate(db)
-        opened.append(db)
-        return db
-
-    yield open_one
-    for db in opened:
-        db.close()
+from pg_kit import with_db_clock
 
 
 def shift_clock(dsn: str, offset: float, *dbs: Database) -> None:
     """Move the database's clock by `offset` s (from now on) for these connections."""
-    set_db_clock(dsn, offset)
     for db in dbs:
+        db.dsn = with_db_clock(dsn, offset)
         db.reset()
 
 

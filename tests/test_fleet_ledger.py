@@ -12,7 +12,9 @@ from factoryd.routing.model import RejectReason
 from factoryd.state.fleet.errors import FleetSchemaError
 from factoryd.state.fleet.ledger import Settled, SharedLedger
 from factoryd.state.fleet.schema import SCHEMA_VERSION, migrate
-from fleet_kit import connect, dsn, pg, pool, shift_clock  # noqa: F401
+from fleet_kit import pool, shift_clock
+
+pytest_plugins = ["fleet_fixtures"]
 
 HOUR = 3600.0
 

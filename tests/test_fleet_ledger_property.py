@@ -16,7 +16,9 @@ import time
 import pytest
 from factoryd.routing.ledger import Reservation
 from factoryd.state.fleet.ledger import Settled, SharedLedger
-from fleet_kit import connect, dsn, pg, pool  # noqa: F401
+from fleet_kit import pool
+
+pytest_plugins = ["fleet_fixtures"]
 
 LIMITS = {"a": 50.0, "b": 20.0, "c": 8.0}
 OPS = 120
@@ -58,7 +60,10 @@ def test_concurrent_reserves_never_overspend_and_every_hold_ends(connect, seed: 
                 worst[name] = max(worst[name], seen.used + seen.reserved)
 
     rngs = [random.Random(seed * 100 + i) for i in range(3)]
-    threads = [threading.Thread(target=host, args=(led, rng)) for led, rng in zip(ledgers, rngs)]
+    threads = [
+        threading.Thread(target=host, args=(led, rng))
+        for led, rng in zip(ledgers, rngs, strict=True)
+    ]
     spy = threading.Thread(target=watch)
     spy.start()
     for t in threads:

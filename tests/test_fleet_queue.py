@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from factoryd.state.fleet.queue import DurableQueue, QueueWaiter
-from fleet_kit import connect, dsn, pg, shift_clock  # noqa: F401
+from fleet_kit import shift_clock
+
+pytest_plugins = ["fleet_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
