@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+
 from factoryd.state.fleet.dsn import describe, secret_of
 from factoryd.state.fleet.errors import FleetUnavailable
 

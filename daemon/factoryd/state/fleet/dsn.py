@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 
 import psycopg
-from factoryd.state.fleet.errors import FleetConfigError
 from psycopg.conninfo import conninfo_to_dict
+
+from factoryd.state.fleet.errors import FleetConfigError
 
 _MAX_FILE = 64 * 1024
 

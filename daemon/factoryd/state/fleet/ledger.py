@@ -28,67 +28,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 
 from factoryd.routing.ledger import Refusal, Reservation
 from factoryd.routing.model import PoolSpec, RejectReason
-from factoryd.routing.windows import window_bounds
 from factoryd.state.fleet.db import Conn, Database
-from factoryd.units.durations import Period
-from factoryd.units.timefmt import iso
-
-_POOL_COLUMNS = (
-    "name, unit, cap, window_months, window_seconds, anchor, limit_backoff, limit_backoff_max, "
-    "used, window_start, window_end, limited_until, limited_reason, limited_by, strikes"
+from factoryd.state.fleet.pools import (
+    POOL_COLUMNS,
+    LedgerView,
+    PoolRow,
+    SharedPool,
+    db_now,
+    lock_pools,
+    period_of,
+    refusal,
+    window_of,
 )
-
-
-@dataclass(slots=True)
-class _Row:
-    name: str
-    unit: str
-    cap: float
-    window_months: int
-    window_seconds: float
-    anchor: float
-    limit_backoff: float
-    limit_backoff_max: float
-    used: float
-    window_start: float | None
-    window_end: float | None
-    limited_until: float | None
-    limited_reason: str
-    limited_by: str
-    strikes: int
-
-
-@dataclass(frozen=True, slots=True)
-class SharedPool:
-    """A pool's fleet-wide numbers as of `LedgerView.now`."""
-
-    name: str
-    unit: str
-    limit: float
-    used: float
-    reserved: float
-    holds: int
-    window_start: float | None
-    window_end: float | None
-    limited_until: float | None
-    limited_reason: str
-    limited_by: str
-    strikes: int
-
-    def remaining(self) -> float:
-        return self.limit - self.used - self.reserved
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerView:
-    #: The database's clock when the view was read.
-    now: float
-    pools: dict[str, SharedPool]
 
 
 class Settled(StrEnum):
@@ -117,11 +72,11 @@ class SharedLedger:
         specs = sorted(specs, key=lambda s: s.name)
 
         def op(conn: Conn) -> list[str]:
-            rows = _lock(conn, [s.name for s in specs])
-            now = _now(conn)
+            rows = lock_pools(conn, [s.name for s in specs])
+            now = db_now(conn)
             changed: list[str] = []
             for spec in specs:
-                months, seconds = _period(spec.window)
+                months, seconds = period_of(spec.window)
                 old = rows.get(spec.name)
                 if old is None:
                     conn.execute(
@@ -172,8 +127,8 @@ class SharedLedger:
         charges = dict(charges)
 
         def op(conn: Conn) -> Reservation | Refusal:
-            rows = _lock(conn, list(charges))
-            now = _now(conn)
+            rows = lock_pools(conn, list(charges))
+            now = db_now(conn)
             self._roll(conn, rows.values(), now)
             reserved = self._live_holds(conn, list(rows), now)
             for pool, amount in charges.items():
@@ -182,9 +137,9 @@ class SharedLedger:
                     return Refusal(
                         pool, RejectReason.POOL_EXHAUSTED, f"pool {pool} is not in the fleet"
                     )
-                refusal = _refusal(row, reserved.get(pool, 0.0), amount, now)
-                if refusal is not None:
-                    return refusal
+                refused = refusal(row, reserved.get(pool, 0.0), amount, now)
+                if refused is not None:
+                    return refused
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO fleet_holds (res_id, pool, amount, arm, task, host, created_at, "
@@ -217,8 +172,10 @@ class SharedLedger:
                 str(r[0])
                 for r in conn.execute("SELECT pool FROM fleet_holds WHERE res_id = %s", (res_id,))
             ]
-            rows = _lock(conn, sorted(set(held_pools) | {p for p, a in actual.items() if a > 0}))
-            now = _now(conn)
+            rows = lock_pools(
+                conn, sorted(set(held_pools) | {p for p, a in actual.items() if a > 0})
+            )
+            now = db_now(conn)
             self._roll(conn, rows.values(), now)
             live = conn.execute(
                 "WITH gone AS (DELETE FROM fleet_holds WHERE res_id = %s RETURNING expires_at) "
@@ -248,7 +205,7 @@ class SharedLedger:
         names = sorted(set(pools))
 
         def op(conn: Conn) -> None:
-            _lock(conn, names)
+            lock_pools(conn, names)
             conn.execute(
                 "UPDATE fleet_pools SET limited_until = %s, limited_reason = %s, limited_by = %s, "
                 "updated_at = fleet_now() WHERE name = ANY(%s) "
@@ -266,8 +223,8 @@ class SharedLedger:
         names = sorted(set(pools))
 
         def op(conn: Conn) -> float:
-            rows = _lock(conn, names)
-            now = _now(conn)
+            rows = lock_pools(conn, names)
+            now = db_now(conn)
             latest = now
             for row in rows.values():
                 if row.limited_until is not None and row.limited_until > now:
@@ -289,7 +246,7 @@ class SharedLedger:
         names = sorted(set(pools))
 
         def op(conn: Conn) -> None:
-            rows = _lock(conn, names)
+            rows = lock_pools(conn, names)
             struck = [r.name for r in rows.values() if r.strikes]
             if struck:
                 conn.execute("UPDATE fleet_pools SET strikes = 0 WHERE name = ANY(%s)", (struck,))
@@ -302,8 +259,8 @@ class SharedLedger:
         """Every pool's shared numbers (no locks: a consistent snapshot)."""
 
         def op(conn: Conn) -> LedgerView:
-            now = _now(conn)
-            rows = [_Row(*r) for r in conn.execute(f"SELECT {_POOL_COLUMNS} FROM fleet_pools")]  # noqa: S608
+            now = db_now(conn)
+            rows = [PoolRow(*r) for r in conn.execute(f"SELECT {POOL_COLUMNS} FROM fleet_pools")]  # noqa: S608
             holds = {
                 str(r[0]): (float(r[1]), int(r[2]))
                 for r in conn.execute(
@@ -314,7 +271,7 @@ class SharedLedger:
             }
             pools = {}
             for row in rows:
-                start, end = _window(row, now)
+                start, end = window_of(row, now)
                 used = row.used if start == row.window_start or row.window_start is None else 0.0
                 reserved, count = holds.get(row.name, (0.0, 0))
                 limited = row.limited_until if (row.limited_until or 0) > now else None
@@ -352,10 +309,10 @@ class SharedLedger:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _roll(self, conn: Conn, rows: Iterable[_Row], now: float) -> None:
+    def _roll(self, conn: Conn, rows: Iterable[PoolRow], now: float) -> None:
         """Move locked pools into the window that contains `now`, once for the fleet."""
         for row in rows:
-            start, end = _window(row, now)
+            start, end = window_of(row, now)
             if start is None or (row.window_start == start and row.window_end == end):
                 continue
             if row.window_start is not None and start != row.window_start:
@@ -379,61 +336,3 @@ class SharedLedger:
                 (pools,),
             )
         }
-
-
-def _lock(conn: Conn, names: Iterable[str]) -> dict[str, _Row]:
-    """Lock the named pool rows in name order (the one order every writer uses)."""
-    ordered = sorted(set(names))
-    if not ordered:
-        return {}
-    cur = conn.execute(
-        f"SELECT {_POOL_COLUMNS} FROM fleet_pools WHERE name = ANY(%s) "  # noqa: S608
-        "ORDER BY name FOR UPDATE",
-        (ordered,),
-    )
-    return {str(r[0]): _Row(*r) for r in cur}
-
-
-def _now(conn: Conn) -> float:
-    row = conn.execute("SELECT fleet_now()").fetchone()
-    assert row is not None
-    return float(row[0])
-
-
-def _period(window: Period | None) -> tuple[int, float]:
-    return (0, 0.0) if window is None else (window.months, window.seconds)
-
-
-def _window(row: _Row, now: float) -> tuple[float | None, float | None]:
-    if not row.window_months and not row.window_seconds:
-        return None, None
-    period = Period(months=row.window_months, seconds=row.window_seconds)
-    return window_bounds(row.anchor, period, now)
-
-
-def _refusal(row: _Row, reserved: float, amount: float, now: float) -> Refusal | None:
-    """The in-memory ledger's refusal rules, on the fleet's numbers."""
-    if row.limited_until is not None and now < row.limited_until:
-        return Refusal(
-            row.name,
-            RejectReason.POOL_LIMITED,
-            f"pool {row.name} limited until {iso(row.limited_until)}"
-            + (f" ({row.limited_reason})" if row.limited_reason else "")
-            + (f", reported by {row.limited_by}" if row.limited_by else ""),
-        )
-    remaining = row.cap - row.used - reserved
-    if remaining <= 0:
-        return Refusal(
-            row.name,
-            RejectReason.POOL_EXHAUSTED,
-            f"pool {row.name} exhausted fleet-wide ({row.used:.6g} used + {reserved:.6g} "
-            f"reserved of {row.cap:.6g} {row.unit}"
-            + (f", resets {iso(row.window_end)})" if row.window_end else ")"),
-        )
-    if amount > remaining:
-        return Refusal(
-            row.name,
-            RejectReason.POOL_INSUFFICIENT,
-            f"pool {row.name} cannot afford {amount:.6g} {row.unit} ({remaining:.6g} left)",
-        )
-    return None

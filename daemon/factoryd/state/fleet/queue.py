@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
 from factoryd.state.fleet.db import Conn, Database
 from factoryd.state.fleet.errors import FleetUnavailable
 
@@ -169,13 +170,15 @@ class DurableQueue:
     def cancel(self, sub_id: str, reason: str = "cancelled") -> bool:
         """Withdraw a queued or claimed item (a claimed one's holder loses it)."""
         return self.db.run(
-            lambda conn: conn.execute(
-                "UPDATE fleet_queue SET state = 'cancelled', reason = %s, lease_until = NULL, "
-                "updated_at = fleet_now() WHERE sub_id = %s AND state IN ('queued', 'claimed') "
-                "RETURNING id",
-                (reason, sub_id),
-            ).fetchone()
-            is not None
+            lambda conn: (
+                conn.execute(
+                    "UPDATE fleet_queue SET state = 'cancelled', reason = %s, lease_until = NULL, "
+                    "updated_at = fleet_now() WHERE sub_id = %s AND state IN ('queued', 'claimed') "
+                    "RETURNING id",
+                    (reason, sub_id),
+                ).fetchone()
+                is not None
+            )
         )
 
     def items(self, states: Iterable[str] = ("queued", "claimed")) -> list[dict[str, Any]]:
@@ -195,11 +198,13 @@ class DurableQueue:
     def prune(self, older_than: float) -> int:
         """Forget ended items older than `older_than` seconds."""
         return self.db.run(
-            lambda conn: conn.execute(
-                "DELETE FROM fleet_queue WHERE state IN ('done', 'failed', 'cancelled') "
-                "AND updated_at < fleet_now() - %s",
-                (older_than,),
-            ).rowcount
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM fleet_queue WHERE state IN ('done', 'failed', 'cancelled') "
+                    "AND updated_at < fleet_now() - %s",
+                    (older_than,),
+                ).rowcount
+            )
         )
 
 
