@@ -62,7 +62,6 @@ class PgServer:
         self._as_root = os.getuid() == 0
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
-        self._first = True
         if self._as_root:
             pw = pwd.getpwnam("postgres")
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
@@ -94,6 +93,8 @@ class PgServer:
                 "shared_buffers = 32MB\n"
             )
         self.start()
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {TEST_DB}".encode())
 
     def _run(self, *argv: str) -> None:
         cmd = ["runuser", "-u", "postgres", "--", *argv] if self._as_root else list(argv)
@@ -123,10 +124,6 @@ class PgServer:
         database, and isolates just as well: every fleet name is unqualified)."""
         with self._lock:
             name = f"t{os.getpid()}_{next(self._counter)}"
-            with psycopg.connect(self.url(), autocommit=True) as conn:
-                if self._first:
-                    conn.execute(f"CREATE DATABASE {TEST_DB}".encode())
-                    self._first = False
             with psycopg.connect(self.url(TEST_DB), autocommit=True) as conn:
                 conn.execute(f"CREATE SCHEMA {name}".encode())
         return make_conninfo(self.url(TEST_DB), options=f"-csearch_path={name}")

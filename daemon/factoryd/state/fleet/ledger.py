@@ -46,6 +46,10 @@ from factoryd.state.fleet.pools import (
 )
 
 
+class _AlreadySettled(Exception):
+    """Raised inside a settlement's transaction to roll it back."""
+
+
 class Settled(StrEnum):
     """What a commit or rollback found."""
 
@@ -72,8 +76,7 @@ class SharedLedger:
         specs = sorted(specs, key=lambda s: s.name)
 
         def op(conn: Conn) -> list[str]:
-            rows = lock_pools(conn, [s.name for s in specs])
-            now = db_now(conn)
+            rows, now = lock_pools(conn, [s.name for s in specs])
             changed: list[str] = []
             for spec in specs:
                 months, seconds = period_of(spec.window)
@@ -127,8 +130,7 @@ class SharedLedger:
         charges = dict(charges)
 
         def op(conn: Conn) -> Reservation | Refusal:
-            rows = lock_pools(conn, list(charges))
-            now = db_now(conn)
+            rows, now = lock_pools(conn, charges)
             self._roll(conn, rows.values(), now)
             reserved = self._live_holds(conn, list(rows), now)
             for pool, amount in charges.items():
@@ -140,12 +142,12 @@ class SharedLedger:
                 refused = refusal(row, reserved.get(pool, 0.0), amount, now)
                 if refused is not None:
                     return refused
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO fleet_holds (res_id, pool, amount, arm, task, host, created_at, "
-                    "expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(rid, p, a, arm, task, self.host, now, now + ttl) for p, a in charges.items()],
-                )
+            conn.execute(
+                "INSERT INTO fleet_holds (res_id, pool, amount, arm, task, host, created_at, "
+                "expires_at) SELECT %s, p, a, %s, %s, %s, %s, %s "
+                "FROM unnest(%s::text[], %s::float8[]) AS t(p, a)",
+                (rid, arm, task, self.host, now, now + ttl, list(charges), list(charges.values())),
+            )
             return Reservation(rid, arm, task, charges, created_at=now, expires_at=now + ttl)
 
         return self.db.run(op)
@@ -160,22 +162,8 @@ class SharedLedger:
 
     def _settle(self, res_id: str, kind: str, actual: dict[str, float]) -> Settled:
         def op(conn: Conn) -> Settled:
-            first = conn.execute(
-                "INSERT INTO fleet_settlements (res_id, kind, host, actual, held, at) "
-                "VALUES (%s, %s, %s, %s, false, fleet_now()) ON CONFLICT (res_id) DO NOTHING "
-                "RETURNING res_id",
-                (res_id, kind, self.host, json.dumps(actual)),
-            ).fetchone()
-            if first is None:
-                return Settled.DUPLICATE
-            held_pools = [
-                str(r[0])
-                for r in conn.execute("SELECT pool FROM fleet_holds WHERE res_id = %s", (res_id,))
-            ]
-            rows = lock_pools(
-                conn, sorted(set(held_pools) | {p for p, a in actual.items() if a > 0})
-            )
-            now = db_now(conn)
+            charged = {p: a for p, a in actual.items() if a > 0}
+            rows, now = lock_pools(conn, charged, holds_of=res_id)
             self._roll(conn, rows.values(), now)
             live = conn.execute(
                 "WITH gone AS (DELETE FROM fleet_holds WHERE res_id = %s RETURNING expires_at) "
@@ -183,19 +171,26 @@ class SharedLedger:
                 (res_id, now),
             ).fetchone()
             held = bool(live and live[0])
-            for pool, amount in actual.items():
-                if amount > 0 and pool in rows:
-                    conn.execute(
-                        "UPDATE fleet_pools SET used = used + %s, updated_at = %s WHERE name = %s",
-                        (amount, now, pool),
-                    )
-            if held:
+            used = {p: a for p, a in charged.items() if p in rows}
+            if used:
                 conn.execute(
-                    "UPDATE fleet_settlements SET held = true WHERE res_id = %s", (res_id,)
+                    "UPDATE fleet_pools SET used = used + t.a, updated_at = %s "
+                    "FROM unnest(%s::text[], %s::float8[]) AS t(p, a) WHERE name = t.p",
+                    (now, list(used), list(used.values())),
                 )
+            first = conn.execute(
+                "INSERT INTO fleet_settlements (res_id, kind, host, actual, held, at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (res_id) DO NOTHING RETURNING 1",
+                (res_id, kind, self.host, json.dumps(actual), held, now),
+            ).fetchone()
+            if first is None:
+                raise _AlreadySettled  # undo the above: this reservation was settled before
             return Settled.HELD if held else Settled.EXPIRED
 
-        return self.db.run(op)
+        try:
+            return self.db.run(op)
+        except _AlreadySettled:
+            return Settled.DUPLICATE
 
     # -- limits ------------------------------------------------------------------
 
@@ -223,8 +218,7 @@ class SharedLedger:
         names = sorted(set(pools))
 
         def op(conn: Conn) -> float:
-            rows = lock_pools(conn, names)
-            now = db_now(conn)
+            rows, now = lock_pools(conn, names)
             latest = now
             for row in rows.values():
                 if row.limited_until is not None and row.limited_until > now:
@@ -246,7 +240,7 @@ class SharedLedger:
         names = sorted(set(pools))
 
         def op(conn: Conn) -> None:
-            rows = lock_pools(conn, names)
+            rows, _ = lock_pools(conn, names)
             struck = [r.name for r in rows.values() if r.strikes]
             if struck:
                 conn.execute("UPDATE fleet_pools SET strikes = 0 WHERE name = ANY(%s)", (struck,))
@@ -325,14 +319,19 @@ class SharedLedger:
             )
 
     def _live_holds(self, conn: Conn, pools: list[str], now: float) -> dict[str, float]:
-        gone = conn.execute(
-            "DELETE FROM fleet_holds WHERE pool = ANY(%s) AND expires_at <= %s", (pools, now)
-        ).rowcount
-        self.expired_total += max(gone, 0)
-        return {
-            str(r[0]): float(r[1])
-            for r in conn.execute(
-                "SELECT pool, sum(amount) FROM fleet_holds WHERE pool = ANY(%s) GROUP BY pool",
-                (pools,),
-            )
-        }
+        """Drop the pools' lapsed holds and sum the live ones, in one round trip."""
+        cur = conn.execute(
+            "WITH gone AS (DELETE FROM fleet_holds WHERE pool = ANY(%(p)s) "
+            "  AND expires_at <= %(now)s RETURNING 1) "
+            "SELECT NULL, (SELECT count(*) FROM gone)::float8 "
+            "UNION ALL SELECT pool, sum(amount) FROM fleet_holds "
+            "  WHERE pool = ANY(%(p)s) AND expires_at > %(now)s GROUP BY pool",
+            {"p": pools, "now": now},
+        )
+        sums: dict[str, float] = {}
+        for pool, value in cur:
+            if pool is None:
+                self.expired_total += int(value)
+            else:
+                sums[str(pool)] = float(value)
+        return sums

@@ -71,17 +71,26 @@ class LedgerView:
     pools: dict[str, SharedPool]
 
 
-def lock_pools(conn: Conn, names: Iterable[str]) -> dict[str, PoolRow]:
-    """Lock the named pool rows in name order (the one order every writer uses)."""
+def lock_pools(
+    conn: Conn, names: Iterable[str], *, holds_of: str | None = None
+) -> tuple[dict[str, PoolRow], float]:
+    """Lock the named pool rows (and, with `holds_of`, those a reservation holds)
+    in name order, the one order every writer uses; returns them and the
+    database's clock, read in the same round trip."""
     ordered = sorted(set(names))
-    if not ordered:
-        return {}
+    if not ordered and holds_of is None:
+        return {}, db_now(conn)
     cur = conn.execute(
-        f"SELECT {POOL_COLUMNS} FROM fleet_pools WHERE name = ANY(%s) "  # noqa: S608
+        f"SELECT {POOL_COLUMNS}, fleet_now() FROM fleet_pools "  # noqa: S608
+        "WHERE name = ANY(%s) OR name IN (SELECT pool FROM fleet_holds WHERE res_id = %s) "
         "ORDER BY name FOR UPDATE",
-        (ordered,),
+        (ordered, holds_of),
     )
-    return {str(r[0]): PoolRow(*r) for r in cur}
+    rows = cur.fetchall()
+    if not rows:
+        return {}, db_now(conn)
+    # The clock is read as each row is produced; the latest reading is the freshest.
+    return {str(r[0]): PoolRow(*r[:-1]) for r in rows}, max(float(r[-1]) for r in rows)
 
 
 def db_now(conn: Conn) -> float:
