@@ -19,6 +19,9 @@ def test_no_fleet_table_means_no_fleet() -> None:
 def test_fleet_settings_defaults_and_errors_name_the_key() -> None:
     got = parse_fleet({"database": "env:FLEET_DB"}, default_host="build-07")
     assert got is not None and (got.host, got.lease, got.heartbeat) == ("build-07", 30.0, 10.0)
+    assert got.outage_allowance == {}
+    spare = parse_fleet({"database": "env:X", "outage_allowance": {"plan": 2}})
+    assert spare is not None and spare.outage_allowance == {"plan": 2.0}
     assert parse_fleet({"database": "file:/x", "host": "b2", "lease": "1m"}).lease == 60.0  # type: ignore[union-attr]
     for table, key in [
         ({}, "fleet.database"),
@@ -27,6 +30,8 @@ def test_fleet_settings_defaults_and_errors_name_the_key() -> None:
         ({"database": "env:X", "lease": "1s"}, "fleet.lease"),
         ({"database": "env:X", "host": "bad host!"}, "fleet.host"),
         ({"database": "env:X", "hosts": 3}, "fleet.hosts: unknown key"),
+        ({"database": "env:X", "outage_allowance": {"plan": -1}}, "fleet.outage_allowance"),
+        ({"database": "env:X", "outage_allowance": 2}, "fleet.outage_allowance"),
     ]:
         with pytest.raises(FleetConfigError, match=key):
             parse_fleet(table)

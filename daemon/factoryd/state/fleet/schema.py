@@ -18,7 +18,7 @@ from __future__ import annotations
 from factoryd.state.fleet.db import Conn, Database
 from factoryd.state.fleet.errors import FleetSchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: pg_advisory_xact_lock key of schema migrations ("factoryd" in ASCII, truncated).
 _LOCK_KEY = 0x66616374_6F727964 & 0x7FFFFFFFFFFFFFFF
 
@@ -114,6 +114,23 @@ MIGRATIONS: dict[int, list[str]] = {
             last_at float8 NOT NULL,
             last_host text NOT NULL,
             PRIMARY KEY (arm, task_type)
+        )""",
+    ],
+    1: [
+        # `fleet = "once"` tasks: a scheduled fire happens once per fleet...
+        """CREATE TABLE fleet_fires (
+            task text NOT NULL,
+            due float8 NOT NULL,
+            host text NOT NULL,
+            at float8 NOT NULL,
+            PRIMARY KEY (task, due)
+        )""",
+        # ...and a service runs on one host at a time, under a lease.
+        """CREATE TABLE fleet_singletons (
+            task text PRIMARY KEY,
+            host text NOT NULL,
+            attempt int NOT NULL,
+            lease_until float8 NOT NULL
         )""",
     ],
 }

@@ -3,10 +3,12 @@
 `FleetStore.open()` connects, creates or migrates the schema and registers
 the host; then the daemon uses `ledger` (reserve and settle on shared
 pools, report limits), `queue` (enqueue, claim, renew, finish), `learning`
-(outcomes per arm and task type), `heartbeat()` (host liveness and lease
-renewal in one call, every `settings.heartbeat` seconds), `waiter()` (a
-LISTEN connection that wakes an idle claimer) and `outbox` (settlements
-made during an outage, replayed by `flush()`). Every call may raise
+(outcomes per arm and task type), `once` (fleet-wide fires and services),
+`heartbeat()` (host liveness and lease renewal in one call, every
+`settings.heartbeat` seconds), `waiter()` (a LISTEN connection that wakes
+an idle claimer), `outbox` (settlements made during an outage, replayed by
+`flush()`) and `allowance` (what the operator lets this host spend alone
+during an outage). Every call may raise
 `FleetUnavailable`; none blocks longer than the connect timeout.
 """
 
@@ -16,11 +18,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from factoryd.state.fleet.allowance import OutageAllowance
 from factoryd.state.fleet.db import Conn, Database
 from factoryd.state.fleet.dsn import resolve_dsn
 from factoryd.state.fleet.hosts import HostRegistry
 from factoryd.state.fleet.learning import SharedLearning
 from factoryd.state.fleet.ledger import SharedLedger
+from factoryd.state.fleet.once import FleetOnce
 from factoryd.state.fleet.outbox import SettlementOutbox
 from factoryd.state.fleet.queue import DurableQueue, QueueWaiter
 from factoryd.state.fleet.schema import migrate
@@ -44,7 +48,9 @@ class FleetStore:
         self.queue = DurableQueue(self.db, host, settings.lease)
         self.hosts = HostRegistry(self.db, host)
         self.learning = SharedLearning(self.db, host, quality_alpha)
+        self.once = FleetOnce(self.db, host, settings.lease)
         self.outbox = SettlementOutbox(state_dir / "fleet-outbox.db")
+        self.allowance = OutageAllowance(settings.outage_allowance)
 
     def open(self, version: str = "", info: dict[str, Any] | None = None) -> None:
         """Migrate the schema and register this host (at start; retried on FleetUnavailable)."""
