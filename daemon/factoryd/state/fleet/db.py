@@ -10,7 +10,9 @@ connection pool library:
   doubling to 10 s, jittered, so a dozen hosts do not reconnect in step);
 * knowing the state: `connected` and one `on_change` call per transition,
   which the daemon turns into `factoryd_fleet_connected` and one log event;
-* a broken connection is dropped, never handed out again.
+* a broken connection is dropped, never handed out again;
+* over TCP, a server that stops answering (a partition) fails the call
+  after `io_timeout` (TCP user timeout and keepalives) instead of hanging.
 
 Connections are kept in a small free list (one per concurrent caller, up to
 `max_connections`), each in autocommit mode so that `run` owns the
@@ -42,6 +44,7 @@ class Database:
         *,
         max_connections: int = 4,
         connect_timeout: float = 5.0,
+        io_timeout: float = 10.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         on_change: Callable[[bool, str], None] | None = None,
@@ -52,6 +55,7 @@ class Database:
         self._secret = secret_of(dsn)
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.on_change = on_change
@@ -103,6 +107,13 @@ class Database:
                 autocommit=True,
                 connect_timeout=max(1, round(self.connect_timeout)),
                 application_name="factoryd",
+                # Over TCP, a peer that vanished (a partition, a dead server
+                # host) fails the call after io_timeout instead of hanging it.
+                tcp_user_timeout=round(self.io_timeout * 1000),
+                keepalives=1,
+                keepalives_idle=max(1, round(self.io_timeout / 2)),
+                keepalives_interval=max(1, round(self.io_timeout / 6)),
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             reason = self._scrub(str(exc)) or type(exc).__name__
