@@ -80,12 +80,19 @@ def lock_pools(
     ordered = sorted(set(names))
     if not ordered and holds_of is None:
         return {}, db_now(conn)
-    cur = conn.execute(
-        f"SELECT {POOL_COLUMNS}, fleet_now() FROM fleet_pools "  # noqa: S608
-        "WHERE name = ANY(%s) OR name IN (SELECT pool FROM fleet_holds WHERE res_id = %s) "
-        "ORDER BY name FOR UPDATE",
-        (ordered, holds_of),
-    )
+    if holds_of is None:
+        cur = conn.execute(
+            f"SELECT {POOL_COLUMNS}, fleet_now() FROM fleet_pools "  # noqa: S608
+            "WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+            (ordered,),
+        )
+    else:
+        cur = conn.execute(
+            f"SELECT {POOL_COLUMNS}, fleet_now() FROM fleet_pools "  # noqa: S608
+            "WHERE name = ANY(%s) OR name IN (SELECT pool FROM fleet_holds WHERE res_id = %s) "
+            "ORDER BY name FOR UPDATE",
+            (ordered, holds_of),
+        )
     rows = cur.fetchall()
     if not rows:
         return {}, db_now(conn)
