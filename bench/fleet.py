@@ -51,6 +51,18 @@ def _open(dsn: str) -> Database:
     return db
 
 
+def round_trips(pg: PgServer, n: int) -> float:
+    """Empty transactions (BEGIN; SELECT 1; COMMIT) per second on one connection:
+    the machine's floor for any database call, measured in the same run."""
+    db = _open(pg.fresh_db())
+    t0 = time.perf_counter()
+    for _ in range(n):
+        db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+    rate = n / (time.perf_counter() - t0)
+    db.close()
+    return rate
+
+
 def reserve_settle(pg: PgServer, ops: int) -> tuple[float, float]:
     """(fleet ops/s across 3 hosts, one host's in-memory ops/s)."""
     dsn = pg.fresh_db()
@@ -75,6 +87,10 @@ def reserve_settle(pg: PgServer, ops: int) -> tuple[float, float]:
     fleet = 3 * ops / (time.perf_counter() - t0)
     for led in ledgers:
         led.db.close()
+    return fleet, _in_memory()
+
+
+def _in_memory() -> float:
     local = PoolLedger(POOLS)
     n = 20000
     t0 = time.perf_counter()
@@ -82,7 +98,7 @@ def reserve_settle(pg: PgServer, ops: int) -> tuple[float, float]:
         res = local.reserve("arm", "t", {"tok": 1000.0, "plan": 1.0}, now=float(i), ttl=600)
         assert isinstance(res, Reservation)
         local.commit(res.id, {"tok": 800.0, "plan": 1.0})
-    return fleet, n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
 
 
 def claim_latency(pg: PgServer, items: int) -> list[float]:
@@ -186,6 +202,9 @@ def run(results: common.Results, quick: bool = False) -> None:
     print("fleet (PostgreSQL, 3 hosts on one machine)", flush=True)
     pg = PgServer()
     try:
+        floor = round_trips(pg, 500 if quick else 2000)
+        results.add(common.Row("fleet", "empty transactions /s (1 client; the floor)",
+                               f"{floor:.0f}", "-", "-", "-"))  # fmt: skip
         fleet, local = reserve_settle(pg, 200 if quick else 1000)
         results.add(common.Row("fleet", "reserve + settle /s (3 hosts, 2 pools)",
                                f"{fleet:.0f}", f"{local:.0f} (1 host, in memory)",
