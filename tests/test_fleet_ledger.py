@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from factoryd.routing.ledger import Refusal, Reservation
 from factoryd.routing.model import RejectReason
-from factoryd.state.fleet.errors import FleetSchemaError
+from factoryd.state.fleet.errors import FleetError, FleetSchemaError
 from factoryd.state.fleet.ledger import Settled, SharedLedger
 from factoryd.state.fleet.schema import SCHEMA_VERSION, migrate
 from fleet_kit import pool, shift_clock
@@ -85,6 +85,11 @@ def test_reserve_is_all_or_nothing_across_an_arms_pools(connect) -> None:
     assert isinstance(ok, Reservation)
     unknown = ledger.reserve("arm", "t", {"nope": 1.0}, ttl=HOUR)
     assert isinstance(unknown, Refusal) and "not in the fleet" in unknown.detail
+    # An id rolled back before its reserve arrived (an outbox replay) cannot be reused.
+    assert ledger.rollback("h1/reused") is Settled.EXPIRED
+    with pytest.raises(FleetError, match="already settled"):
+        ledger.reserve("arm", "t", {"a": 1.0}, ttl=HOUR, res_id="h1/reused")
+    assert ledger.view().pools["a"].reserved == 50.0
 
 
 def test_holds_expire_on_the_databases_clock_not_the_hosts(connect, dsn) -> None:

@@ -33,6 +33,7 @@ from enum import StrEnum
 from factoryd.routing.ledger import Refusal, Reservation
 from factoryd.routing.model import PoolSpec, RejectReason
 from factoryd.state.fleet.db import Conn, Database
+from factoryd.state.fleet.errors import FleetError
 from factoryd.state.fleet.pools import (
     POOL_COLUMNS,
     LedgerView,
@@ -142,12 +143,17 @@ class SharedLedger:
                 refused = refusal(row, reserved.get(pool, 0.0), amount, now)
                 if refused is not None:
                     return refused
-            conn.execute(
+            added = conn.execute(
                 "INSERT INTO fleet_holds (res_id, pool, amount, arm, task, host, created_at, "
                 "expires_at) SELECT %s, p, a, %s, %s, %s, %s, %s "
-                "FROM unnest(%s::text[], %s::float8[]) AS t(p, a)",
-                (rid, arm, task, self.host, now, now + ttl, list(charges), list(charges.values())),
-            )
+                "FROM unnest(%s::text[], %s::float8[]) AS t(p, a) "
+                "WHERE NOT EXISTS (SELECT 1 FROM fleet_settlements WHERE res_id = %s)",
+                (rid, arm, task, self.host, now, now + ttl, list(charges), list(charges.values()),
+                 rid),
+            ).rowcount  # fmt: skip
+            if charges and added == 0:
+                # A hold under a settled id could never be settled again.
+                raise FleetError(f"reservation id {rid} was already settled; ids must be new")
             return Reservation(rid, arm, task, charges, created_at=now, expires_at=now + ttl)
 
         return self.db.run(op)
