@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,13 +147,23 @@ def test_a_partitioned_host_stops_before_another_takes_over_and_cannot_finish(
         )  # fmt: skip
         assert proc.stdout is not None and proc.stdin is not None
 
-        def next_event(*kinds: str) -> dict:
+        events: list[dict] = []
+
+        def read() -> None:
+            for line in proc.stdout:
+                events.append(json.loads(line))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+
+        def next_event(kind: str, timeout: float = 30.0) -> dict:
+            end = time.monotonic() + timeout
             while True:
-                line = proc.stdout.readline()
-                assert line, "the cut-off host exited"
-                event = json.loads(line)
-                if event["ev"] in kinds:
-                    return event
+                found = [e for e in events if e["ev"] == kind]
+                if found:
+                    return found[0]
+                assert time.monotonic() < end, f"no {kind} event; the host said {events}"
+                time.sleep(0.02)
 
         claimed = next_event("claimed")
         assert claimed["attempt"] == 1
@@ -160,7 +171,7 @@ def test_a_partitioned_host_stops_before_another_takes_over_and_cannot_finish(
         cut_at = time.time()
         deadline = time.monotonic() + lease + 5
         while not (taken := survivor.claim()):
-            assert time.monotonic() < deadline, "no other host took the claim over"
+            assert time.monotonic() < deadline, f"no other host took the claim over: {events}"
             time.sleep(0.05)
         taken_at = time.time()
         stopped = next_event("stopped")

@@ -165,3 +165,18 @@ def test_a_released_item_is_claimable_again_and_cancel_withdraws(connect) -> Non
     assert again[0].attempt == 2
     assert a.cancel("s2")
     assert not DurableQueue(connect(), "b").renew([(again[1].item, again[1].attempt)])
+
+
+def test_a_host_gone_mid_transaction_does_not_keep_its_row_locks(connect) -> None:
+    q = DurableQueue(connect(), "b")
+    q.enqueue("s1", "t", {})
+    vanished = connect(io_timeout=1.0)
+    with vanished.connection() as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT id FROM fleet_queue FOR UPDATE")  # then the host is gone
+        assert q.claim() == []  # the locked row is skipped while its session lives
+        deadline = time.monotonic() + 10
+        while not (claims := q.claim()):
+            assert time.monotonic() < deadline, "the vanished session kept its lock"
+            time.sleep(0.05)
+        assert claims[0].sub_id == "s1"

@@ -12,7 +12,9 @@ connection pool library:
   which the daemon turns into `factoryd_fleet_connected` and one log event;
 * a broken connection is dropped, never handed out again;
 * over TCP, a server that stops answering (a partition) fails the call
-  after `io_timeout` (TCP user timeout and keepalives) instead of hanging.
+  after `io_timeout` (TCP user timeout and keepalives) instead of hanging,
+  and the server ends a session left idle inside a transaction after as
+  long, so a vanished host's row locks do not block the fleet.
 
 Connections are kept in a small free list (one per concurrent caller, up to
 `max_connections`), each in autocommit mode so that `run` owns the
@@ -124,6 +126,21 @@ class Database:
                 self._last_error = reason
             self._transition(False, reason)
             raise FleetUnavailable(f"fleet database {self.where} unreachable: {reason}") from None
+        try:
+            # The server's side of the same rule: a session whose host vanished in
+            # the middle of a transaction must not keep its row locks (a claim, a
+            # pool) until the server's keepalive notices hours later.
+            ms = str(max(1000, round(self.io_timeout * 1000)))
+            conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+                "set_config('tcp_user_timeout', %s, false), "
+                "set_config('tcp_keepalives_idle', %s, false)",
+                (ms, ms, str(max(1, round(self.io_timeout / 2)))),
+            )
+        except psycopg.Error as exc:
+            conn.close()
+            reason = self._scrub(str(exc)) or type(exc).__name__
+            raise FleetUnavailable(f"fleet database {self.where}: {reason}") from None
         with self._cond:
             self.connects += 1
             self._delay = 0.0
