@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
 import exit_latency  # noqa: E402
+import fleet  # noqa: E402
 import idle  # noqa: E402
 import memory  # noqa: E402
 import orphans  # noqa: E402
@@ -41,6 +42,7 @@ def main() -> None:
     memory.run(results)
     output.run(results, reps=2 if args.quick else 3)
     orphans.run(results)
+    fleet.run(results, quick=args.quick)
     elapsed = time.monotonic() - t0
     lines = [
         "# factoryd benchmark results",
