@@ -328,3 +328,36 @@ def test_git_lock_files_are_waited_for(tmp_path: Path, repo: Path) -> None:
     g.run(repo, "add", "new.txt")
     assert g.lock_retries > 0
     assert "new.txt" in git(repo, "diff", "--cached", "--name-only")
+
+
+def test_a_commit_that_fails_leaves_the_worktree_and_its_work_in_place(
+    tmp_path: Path, repo: Path
+) -> None:
+    ws = _ws(tmp_path)
+    p = plan(_spec(repo, tmp_path, keep=Keep.NEVER), "t", "r1", "a", tmp_path / "state")
+    assert ws.create(p, env=ENV, log_path=None).ok
+    (p.path / "precious.txt").write_text("the agent's work\n")
+    index = Path(git(p.path, "rev-parse", "--git-dir")) / "index"
+    index.write_bytes(b"not an index")  # the agent broke its index
+    done = ws.finish(p, Outcome.SUCCEEDED, "exit 0", env=ENV, log_path=None)
+    assert done.left_at == str(p.path) and done.kept
+    assert done.problems and done.problems[0].startswith("commit failed: git add failed:")
+    assert (p.path / "precious.txt").read_text() == "the agent's work\n"
+    assert branches(repo) == ["factoryd/t/r1"]  # keep = never does not drop unsaved work
+    assert ws.records.read("r1")["phase"] == "left"  # type: ignore[index]
+    # Once repaired, the next start's sweep saves it and cleans up.
+    index.unlink()
+    git(p.path, "reset", "--quiet")
+    [swept] = ws.sweep(live=set()).finished
+    assert swept.left_at is None and not swept.kept  # keep = never, work now committed first
+    assert worktrees(repo) == [str(repo)] and ws.records.read("r1") is None
+
+
+def test_unreadable_records_are_reported_not_fatal(tmp_path: Path) -> None:
+    ws = _ws(tmp_path)
+    ws.records_dir.mkdir(parents=True)
+    (ws.records_dir / "junk.json").write_text("{not json")
+    (ws.records_dir / "odd.json").write_text('{"spec": 1}')
+    report = ws.sweep(live=set())
+    assert len(report.problems) == 2 and report.finished == []
+    assert all("unreadable workspace record" in p for p in report.problems)

@@ -20,14 +20,19 @@ different worktree and locking semantics (libgit2). Every call gets:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from factoryd.proc import process
 
 #: Variables that redirect git away from the repository it is pointed at.
 _REDIRECTING = (
@@ -55,6 +60,23 @@ DEFAULT_TIMEOUT = 300.0
 RETRY_FIRST = 0.02
 RETRY_MAX = 1.0
 RETRY_FOR = 30.0
+
+
+_ADMIN_LOCKS: dict[Path, threading.Lock] = {}
+_ADMIN_GUARD = threading.Lock()
+
+
+def admin_lock(repo: Path) -> threading.Lock:
+    """One repository's worktree administration, one thread at a time.
+
+    git writes a new worktree's administrative files (`.git/worktrees/NAME`)
+    without a lock, and a concurrent `worktree add` or `branch -D` that lists
+    the worktrees meanwhile fails ("failed to read .../commondir"). Adding,
+    removing and pruning worktrees and deleting branches are quick and are
+    serialized per repository here; checkouts and commits run in parallel.
+    """
+    with _ADMIN_GUARD:
+        return _ADMIN_LOCKS.setdefault(repo, threading.Lock())
 
 
 class GitError(Exception):
@@ -119,16 +141,7 @@ class Git:
         retries = 0
         while True:
             try:
-                done = subprocess.run(
-                    argv,
-                    env=full_env,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=self.timeout,
-                    check=False,
-                )
+                done = _run(argv, full_env, self.timeout)
             except FileNotFoundError:
                 raise GitError(f"git is not installed (no {self.executable!r} on PATH)") from None
             except subprocess.TimeoutExpired:
@@ -148,6 +161,44 @@ class Git:
             if check and done.returncode != 0:
                 raise GitError(f"{what or 'git ' + args[0]} failed: {first_error(done.stderr)}")
             return result
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> GitResult:
+    """One git process, its pid registered as the daemon's own while it lives.
+
+    The daemon is a subreaper and reaps zombie children it does not know
+    (`reconcile.strays`); a git process it reaped first would report exit
+    status 0 to us (Python's answer to ECHILD): a failed command would pass.
+    """
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # a timeout stops git and the children it started
+    )
+    with owned(proc.pid):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return GitResult(proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def owned(pid: int) -> Iterator[None]:
+    """Mark a child of ours as no stray while it runs (see `_run`)."""
+    process.LEADERS.add(pid)
+    try:
+        yield
+    finally:
+        process.LEADERS.discard(pid)
 
 
 def first_error(stderr: str) -> str:

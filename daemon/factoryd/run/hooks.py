@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factoryd.core.workspace_spec import Hook
+from factoryd.run.gitcmd import owned
 
 #: Output kept per hook in the run log; the rest is counted.
 HOOK_OUTPUT_CAP = 1024 * 1024
@@ -128,16 +129,16 @@ def run_hook(
         log.note(f"hook {name} could not start: {error}")
         log.close()
         return HookResult(name, None, time.monotonic() - t0, error=error)
-    assert proc.stdout is not None
-    timed_out = _pump(proc, log, deadline=t0 + hook.timeout)
-    if timed_out:
-        _kill_group(proc)
-    else:
-        # Whatever the hook left in its group goes with it (its leader is not
-        # reaped yet, so the group id cannot belong to anyone else).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    status = proc.wait()
+    with owned(proc.pid):  # not a stray for the daemon's reaper to collect
+        timed_out = _pump(proc, log, deadline=t0 + hook.timeout)
+        if timed_out:
+            _kill_group(proc)
+        else:
+            # Whatever the hook left in its group goes with it (its leader is
+            # not reaped yet, so the group id cannot belong to anyone else).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        status = proc.wait()
     duration = time.monotonic() - t0
     if log.dropped:
         log.note(f"hook {name}: {log.dropped} more bytes of output counted, not kept")

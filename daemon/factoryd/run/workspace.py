@@ -24,22 +24,17 @@ every worktree this daemon made, and only those.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from factoryd.core.outcome import Outcome
 from factoryd.core.workspace_spec import (
     Hook,
-    Hooks,
-    Keep,
     WorkspaceSpec,
     branch_name,
     checked_outcome,
@@ -49,8 +44,9 @@ from factoryd.core.workspace_spec import (
     ref_problem,
     runs_after_run,
 )
-from factoryd.run.gitcmd import Git, GitError
+from factoryd.run.gitcmd import Git, GitError, admin_lock
 from factoryd.run.hooks import HookResult, run_hook
+from factoryd.run.wsrecords import Records, spec_from_dict, spec_to_dict
 
 
 class WorkspaceError(Exception):
@@ -143,6 +139,7 @@ class Workspaces:
 
     def __init__(self, records_dir: Path, git: Git | None = None) -> None:
         self.records_dir = records_dir
+        self.records = Records(records_dir)
         self.git = git or Git()
 
     # -- create -------------------------------------------------------------------
@@ -159,7 +156,7 @@ class Workspaces:
             self._write_record(p, phase="creating")
             base = self._resolve(p)
             p.path.parent.mkdir(parents=True, exist_ok=True)
-            with _admin(p.repo):
+            with admin_lock(p.repo):
                 self.git.run(
                     p.repo, "worktree", "add", "--quiet", "--no-checkout", "-b", p.branch,
                     str(p.path), base, what="git worktree add",
@@ -198,9 +195,9 @@ class Workspaces:
         """A failed create leaves nothing: no worktree, no branch, no record."""
         if made:
             self._remove_worktree(p, [])
-            with _admin(p.repo):
+            with admin_lock(p.repo):
                 self.git.run(p.repo, "branch", "-D", "--", p.branch, check=False)
-        self._drop_record(p.run_id)
+        self.records.drop(p.run_id)
 
     # -- finish -------------------------------------------------------------------
 
@@ -215,7 +212,7 @@ class Workspaces:
         run_hooks: bool = True,
     ) -> Finished:
         """After the run: verdict, commit, before_remove, remove, keep. Never raises."""
-        record = self._read_record(p.run_id) or {}
+        record = self.records.read(p.run_id) or {}
         base = record.get("base")
         problems: list[str] = []
         hooks: list[HookResult] = []
@@ -251,13 +248,13 @@ class Workspaces:
             self._remove_worktree(p, problems)
         kept = keeps_branch(p.spec.keep, outcome) or left_at is not None
         if not kept and commit is not None:
-            with _admin(p.repo):
+            with admin_lock(p.repo):
                 deleted = self.git.run(p.repo, "branch", "-D", "--", p.branch, check=False)
             if deleted.returncode != 0:
                 problems.append(f"branch {p.branch} not deleted: {deleted.stderr.strip()[:200]}")
                 kept = True
         if left_at is None:
-            self._drop_record(p.run_id)
+            self.records.drop(p.run_id)
         else:
             self._write_record(p, phase="left", base=base, outcome=str(outcome))
         return Finished(
@@ -306,12 +303,12 @@ class Workspaces:
         return got.stdout.strip() or None if got.returncode == 0 else None
 
     def _remove_worktree(self, p: WorkspacePlan, problems: list[str]) -> None:
-        with _admin(p.repo):
+        with admin_lock(p.repo):
             gone = self.git.run(p.repo, "worktree", "remove", "--force", "--force", str(p.path),
                                 check=False)  # fmt: skip
         if gone.returncode != 0 or p.path.exists():
             shutil.rmtree(p.path, ignore_errors=True)
-            with _admin(p.repo):
+            with admin_lock(p.repo):
                 self.git.run(p.repo, "worktree", "prune", check=False)
             if p.path.exists():
                 problems.append(f"worktree {p.path} could not be removed")
@@ -358,17 +355,17 @@ class Workspaces:
         """
         report = SweepReport()
         seen: set[str] = set(repos)
-        for rec in self._records():
+        for path, rec in self.records.all():
             try:
-                p = _plan_of(rec)
+                p = _plan_of(rec or {})
+                outcome = Outcome(rec.get("outcome") or Outcome.LOST) if rec else Outcome.LOST
             except (KeyError, TypeError, ValueError) as exc:
-                report.problems.append(f"unreadable workspace record {rec.get('_file')}: {exc}")
+                report.problems.append(f"unreadable workspace record {path}: {exc!r}")
                 continue
             seen.add(str(p.repo))
             if p.run_id in live:
                 report.skipped.append(p.run_id)
                 continue
-            outcome = Outcome(rec.get("outcome") or Outcome.LOST)
             done = self.finish(
                 p, outcome, "workspace swept after a daemon restart", env={}, log_path=None,
                 run_hooks=False,
@@ -376,93 +373,41 @@ class Workspaces:
             report.finished.append(done)
         for repo in sorted(seen):
             if Path(repo).is_dir():
-                with _admin(Path(repo)):
+                with admin_lock(Path(repo)):
                     self.git.run(Path(repo), "worktree", "prune", check=False)
                 report.pruned.append(repo)
         return report
 
     def recorded(self, run_id: str) -> WorkspacePlan | None:
         """The plan of a run's workspace from its record (an adopted run's finish)."""
-        rec = self._read_record(run_id)
+        rec = self.records.read(run_id)
         try:
             return _plan_of(rec) if rec else None
         except (KeyError, TypeError, ValueError):
             return None
 
-    # -- records ------------------------------------------------------------------
-
-    def _record_path(self, run_id: str) -> Path:
-        return self.records_dir / f"{run_id}.json"
-
     def _write_record(self, p: WorkspacePlan, *, phase: str, **extra: Any) -> None:
-        data = {
-            "version": 1,
-            "run_id": p.run_id,
-            "task": p.task,
-            "arm": p.arm,
-            "repo": str(p.repo),
-            "path": str(p.path),
-            "branch": p.branch,
-            "phase": phase,
-            "spec": asdict(p.spec),
-            **extra,
-        }
-        self.records_dir.mkdir(parents=True, exist_ok=True)
-        path = self._record_path(p.run_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
-
-    def _read_record(self, run_id: str) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self._record_path(run_id).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _drop_record(self, run_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._record_path(run_id).unlink()
-
-    def _records(self) -> list[dict[str, Any]]:
-        out = []
-        with contextlib.suppress(FileNotFoundError):
-            for path in sorted(self.records_dir.glob("*.json")):
-                try:
-                    data = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    data = None
-                out.append(data if isinstance(data, dict) else {})
-                out[-1]["_file"] = str(path)
-        return out
+        self.records.write(
+            p.run_id,
+            {
+                "run_id": p.run_id,
+                "task": p.task,
+                "arm": p.arm,
+                "repo": str(p.repo),
+                "path": str(p.path),
+                "branch": p.branch,
+                "phase": phase,
+                "spec": spec_to_dict(p.spec),
+                **extra,
+            },
+        )
 
 
-_ADMIN_LOCKS: dict[Path, threading.Lock] = {}
-_ADMIN_GUARD = threading.Lock()
-
-
-def _admin(repo: Path) -> threading.Lock:
-    """One repository's worktree administration, one thread at a time.
-
-    git writes a new worktree's administrative files (`.git/worktrees/NAME`)
-    without a lock, and a concurrent `worktree add` or `branch -D` that lists
-    the worktrees meanwhile fails ("failed to read .../commondir"). Adding,
-    removing and pruning worktrees and deleting branches are quick and are
-    serialized per repository here; checkouts and commits run in parallel.
-    """
-    with _ADMIN_GUARD:
-        return _ADMIN_LOCKS.setdefault(repo, threading.Lock())
-
-
-def _plan_of(rec: Mapping[str, Any]) -> WorkspacePlan:
-    s = dict(rec["spec"])
-    h = s.pop("hooks", None) or {}
-    hooks = Hooks(**{k: Hook(tuple(v["argv"]), float(v["timeout"])) if v else None
-                     for k, v in h.items()})  # fmt: skip
-    spec = WorkspaceSpec(**{**s, "keep": Keep(s["keep"]), "hooks": hooks})
+def _plan_of(rec: dict[str, Any]) -> WorkspacePlan:
+    """Raises KeyError, TypeError or ValueError on a record that is not ours."""
     return WorkspacePlan(
-        spec, rec["task"], rec["run_id"], rec["arm"], Path(rec["repo"]), Path(rec["path"]),
-        rec["branch"],
+        spec_from_dict(rec["spec"]), str(rec["task"]), str(rec["run_id"]), str(rec["arm"]),
+        Path(rec["repo"]), Path(rec["path"]), str(rec["branch"]),
     )  # fmt: skip
 
 
