@@ -137,7 +137,7 @@ def test_what_the_agent_committed_and_what_it_left_both_end_on_the_branch(
     (p.path / "left.txt").write_text("not committed\n")
     done = ws.finish(p, Outcome.SUCCEEDED, "exit 0", env=ENV, log_path=None)
     log = git(repo, "log", "--format=%s", f"{created.base}..factoryd/t/r1").splitlines()
-    assert log == ["factoryd: t run r1 on arm-a (succeeded)", "agent's own commit"]
+    assert log == ["factoryd: t run r1 on arm-a", "agent's own commit"]
     assert changed_files(repo, done.commit or "", created.base or "") == [
         "committed.txt",
         "left.txt",
@@ -159,11 +159,11 @@ def test_author_and_message_are_configurable(tmp_path: Path, repo: Path) -> None
         keep=Keep.ALWAYS,
         author_name="Build Bot",
         author_email="bot@example.org",
-        message="{task}: automated fix by {arm}",
+        message="{task}: automated fix by {arm} ({outcome})",
     )
     _one_run(_ws(tmp_path), spec, "lint", "r1", tmp_path, write={"f": "1"})
     out = git(repo, "log", "-1", "--format=%an <%ae>|%cn|%s", "factoryd/lint/r1")
-    assert out == "Build Bot <bot@example.org>|Build Bot|lint: automated fix by arm-a"
+    assert out == "Build Bot <bot@example.org>|Build Bot|lint: automated fix by arm-a (succeeded)"
 
 
 def test_hooks_run_in_order_in_the_worktree_with_their_output_in_the_run_log(
@@ -361,3 +361,43 @@ def test_unreadable_records_are_reported_not_fatal(tmp_path: Path) -> None:
     report = ws.sweep(live=set())
     assert len(report.problems) == 2 and report.finished == []
     assert all("unreadable workspace record" in p for p in report.problems)
+
+
+def test_the_readme_example_an_agent_fixes_a_failing_test(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "calc",
+        {
+            "calc.py": "def add(a, b):\n    return a - b\n",
+            "test_calc.py": (
+                "import unittest\nfrom calc import add\n\n"
+                "class T(unittest.TestCase):\n"
+                "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n"
+            ),
+        },
+    )
+    tests = Hook(("python3", "-m", "unittest", "-q"), timeout=60)
+    spec = _spec(
+        repo, tmp_path, keep=Keep.ON_SUCCESS, hooks=Hooks(after_run=tests), success_check=True
+    )
+    ws = _ws(tmp_path)
+
+    def agent_run(run_id: str, fix: bool):  # type: ignore[no-untyped-def]
+        p = plan(spec, "fix-calc", run_id, "claude-sonnet", tmp_path / "state")
+        log = tmp_path / "logs" / f"{run_id}.log"
+        assert ws.create(p, env=ENV, log_path=log).ok
+        if fix:  # what the agent does through its edit tool
+            (p.path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+        # the agent exits 0 either way: only the tests say whether it fixed anything
+        return ws.finish(p, Outcome.SUCCEEDED, "exit 0", env=ENV, log_path=log), log
+
+    fixed, _ = agent_run("r1", fix=True)
+    assert fixed.outcome is Outcome.SUCCEEDED and fixed.kept
+    assert "return a + b" in git(repo, "show", "factoryd/fix-calc/r1:calc.py")
+    # the commit holds the agent's change, not what the tests left behind
+    assert changed_files(repo, "factoryd/fix-calc/r1", "main") == ["calc.py"]
+    idle, log = agent_run("r2", fix=False)
+    assert idle.outcome is Outcome.FAILED and not idle.kept
+    assert idle.reason == "success_check failed: after_run exited 1"
+    assert "AssertionError: -1 != 5" in log.read_text()
+    assert branches(repo) == ["factoryd/fix-calc/r1"]
+    assert (repo / "calc.py").read_text().endswith("a - b\n")  # main is untouched

@@ -34,7 +34,7 @@ HOOK_NAMES = ("after_create", "before_run", "after_run", "before_remove")
 #: task name cannot reach attributes or other values through them).
 PLACEHOLDERS = ("{task}", "{run_id}", "{arm}", "{outcome}")
 DEFAULT_BRANCH = "factoryd/{task}/{run_id}"
-DEFAULT_MESSAGE = "factoryd: {task} run {run_id} on {arm} ({outcome})"
+DEFAULT_MESSAGE = "factoryd: {task} run {run_id} on {arm}"
 DEFAULT_AUTHOR = "factoryd <factoryd@localhost>"
 DEFAULT_HOOK_TIMEOUT = 600.0
 #: Longest task part of a directory or branch name; longer names are cut

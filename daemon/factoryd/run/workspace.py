@@ -211,21 +211,18 @@ class Workspaces:
         log_path: Path | None,
         run_hooks: bool = True,
     ) -> Finished:
-        """After the run: verdict, commit, before_remove, remove, keep. Never raises."""
+        """After the run: commit, verdict, before_remove, remove, keep. Never raises.
+
+        The commit comes first so that it holds the agent's work and nothing
+        of what `after_run` leaves (test caches, coverage files); `{outcome}`
+        in its message is how the agent's process ended.
+        """
         record = self.records.read(p.run_id) or {}
         base = record.get("base")
         problems: list[str] = []
         hooks: list[HookResult] = []
         left_at: str | None = None
         exists = (p.path / ".git").exists()
-        if exists and run_hooks and runs_after_run(outcome):
-            check = self._hook(p, "after_run", env, log_path, base=base, outcome=outcome)
-            if check is not None:
-                hooks.append(check)
-                if p.spec.success_check:
-                    outcome, reason = checked_outcome(outcome, reason, check.ok, check.describe())
-                elif not check.ok:
-                    problems.append(f"hook {check.describe()}")
         self._write_record(p, phase="finishing", base=base, outcome=str(outcome))
         commit: str | None = None
         if exists:
@@ -236,6 +233,15 @@ class Workspaces:
                 left_at = str(p.path)
         if commit is None:
             commit = self._branch_head(p)
+        if exists and run_hooks and runs_after_run(outcome):
+            check = self._hook(p, "after_run", env, log_path, base=base, outcome=outcome)
+            if check is not None:
+                hooks.append(check)
+                if p.spec.success_check:
+                    outcome, reason = checked_outcome(outcome, reason, check.ok, check.describe())
+                    self._write_record(p, phase="finishing", base=base, outcome=str(outcome))
+                elif not check.ok:
+                    problems.append(f"hook {check.describe()}")
         if exists and run_hooks and left_at is None:
             done = self._hook(
                 p, "before_remove", env, log_path, base=base, outcome=outcome, commit=commit
@@ -286,9 +292,8 @@ class Workspaces:
                 "GIT_COMMITTER_NAME": s.author_name,
                 "GIT_COMMITTER_EMAIL": s.author_email,
             }
-            trailer = (
-                f"Factoryd-Run: {p.run_id}\nFactoryd-Arm: {p.arm}\nFactoryd-Outcome: {outcome}"
-            )
+            task = " ".join(p.task.split())  # one line, whatever the name holds
+            trailer = f"Factoryd-Task: {task}\nFactoryd-Run: {p.run_id}\nFactoryd-Arm: {p.arm}"
             g.run(p.path, "commit", "--quiet", "--no-verify", "-m", expand(s.message, values),
                   "-m", trailer, env=identity, what="git commit")  # fmt: skip
         head = g.run(p.path, "rev-parse", "--verify", "HEAD", what="git rev-parse").stdout.strip()
