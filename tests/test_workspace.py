@@ -353,6 +353,21 @@ def test_a_commit_that_fails_leaves_the_worktree_and_its_work_in_place(
     assert worktrees(repo) == [str(repo)] and ws.records.read("r1") is None
 
 
+def test_the_sweep_settles_by_the_outcome_recovery_gave(tmp_path: Path, repo: Path) -> None:
+    spec = _spec(repo, tmp_path, keep=Keep.ON_SUCCESS)
+    before = _ws(tmp_path)
+    for run_id in ("ended-ok", "lost"):
+        p = plan(spec, "t", run_id, "a", tmp_path / "state")
+        assert before.create(p, env=ENV, log_path=None).ok
+        (p.path / f"{run_id}.txt").write_text("done\n")
+    report = _ws(tmp_path).sweep(live=(), outcomes={"ended-ok": Outcome.SUCCEEDED})
+    assert sorted((f.branch, f.outcome, f.kept) for f in report.finished) == [
+        ("factoryd/t/ended-ok", Outcome.SUCCEEDED, True),
+        ("factoryd/t/lost", Outcome.LOST, False),
+    ]
+    assert branches(repo) == ["factoryd/t/ended-ok"] and worktrees(repo) == [str(repo)]
+
+
 def test_unreadable_records_are_reported_not_fatal(tmp_path: Path) -> None:
     ws = _ws(tmp_path)
     ws.records_dir.mkdir(parents=True)

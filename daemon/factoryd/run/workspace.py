@@ -351,19 +351,27 @@ class Workspaces:
 
     # -- sweep --------------------------------------------------------------------
 
-    def sweep(self, live: Collection[str], repos: Iterable[str] = ()) -> SweepReport:
+    def sweep(
+        self,
+        live: Collection[str],
+        repos: Iterable[str] = (),
+        outcomes: Mapping[str, Outcome] | None = None,
+    ) -> SweepReport:
         """Finish what a crashed daemon left (its records), then `git worktree prune`.
 
         `live`: run ids still running (adopted); their workspaces stay. Others
-        are committed (never lose work) and settled as `lost` by their `keep`
-        (or by the outcome the record already holds); no hooks run.
+        are committed (never lose work) and their branch kept by `keep`, for
+        the outcome recovery gave the run (`outcomes`), else the one the
+        record holds, else `lost`. No hooks run. `repos`: repositories to
+        prune besides those the records name (every configured one).
         """
         report = SweepReport()
         seen: set[str] = set(repos)
         for path, rec in self.records.all():
             try:
                 p = _plan_of(rec or {})
-                outcome = Outcome(rec.get("outcome") or Outcome.LOST) if rec else Outcome.LOST
+                given = (outcomes or {}).get(p.run_id)
+                outcome = given or Outcome((rec or {}).get("outcome") or Outcome.LOST)
             except (KeyError, TypeError, ValueError) as exc:
                 report.problems.append(f"unreadable workspace record {path}: {exc!r}")
                 continue
