@@ -99,6 +99,7 @@ class Created:
 class Finished:
     """What the run left: its (possibly re-judged) outcome, branch and commit."""
 
+    run_id: str
     outcome: Outcome
     reason: str
     branch: str
@@ -264,6 +265,7 @@ class Workspaces:
         else:
             self._write_record(p, phase="left", base=base, outcome=str(outcome))
         return Finished(
+            run_id=p.run_id,
             outcome=outcome,
             reason=reason,
             branch=p.branch,
