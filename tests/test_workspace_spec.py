@@ -111,6 +111,10 @@ def test_a_full_table_with_both_hook_forms() -> None:
             "tasks[0].workspace.hooks.before_run: must not be empty",
         ),
         (
+            'workspace = { repo = "/r", hooks = { before_run = [" "] } }',
+            "tasks[0].workspace.hooks.before_run: must not be empty",
+        ),
+        (
             'workspace = { repo = "/r", hooks = { after_run = { argv = ["t"], timeout = "x" } } }',
             "tasks[0].workspace.hooks.after_run.timeout:",
         ),

@@ -131,7 +131,7 @@ def _hook(h: Table, name: str, base: Hook | None) -> Hook | None:
             name, f"expected an argv list or {{ argv = [...], timeout = ... }}, got {describe(raw)}"
         )
         return base
-    if not argv or not argv[0]:
+    if not argv or not argv[0].strip():
         where.problem(key, "must not be empty (its first element is the program)")
         return base
     return Hook(argv=argv, timeout=float(timeout or DEFAULT_HOOK_TIMEOUT))
