@@ -103,8 +103,16 @@ def test_keep_on_success_drops_a_failed_runs_branch_and_keeps_a_good_one(
     ws, spec = _ws(tmp_path), _spec(repo, tmp_path, keep=Keep.ON_SUCCESS)
     _, _, bad = _one_run(ws, spec, "t", "r1", tmp_path, Outcome.FAILED, {"x": "1"})
     _, _, good = _one_run(ws, spec, "t", "r2", tmp_path, Outcome.SUCCEEDED, {"y": "2"})
-    assert not bad.kept and bad.changed and bad.event_fields()["branch"] is None
-    assert good.kept and good.event_fields()["branch"] == "factoryd/t/r2"
+    assert not bad.kept and bad.changed
+    assert bad.event_fields()["branch_kept"] is False  # named, and said to be gone
+    assert good.event_fields() | {"commit": None} == {
+        "branch": "factoryd/t/r2",
+        "commit": None,
+        "branch_kept": True,
+        "changed": True,
+        "workspace_problems": None,
+        "workspace_left_at": None,
+    }
     assert branches(repo) == ["factoryd/t/r2"]
     assert worktrees(repo) == [str(repo)]
 

@@ -117,7 +117,7 @@ class Finished:
     def event_fields(self) -> dict[str, Any]:
         """The fields `run.finished` and `factoryd show` carry."""
         return {
-            "branch": self.branch if self.kept else None,
+            "branch": self.branch,
             "commit": self.commit,
             "branch_kept": self.kept,
             "changed": self.changed,
