@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 READ_CHUNK = 256 * 1024
 MAX_LINE = 1024 * 1024
+
+
+#: Told when a run's log cannot be written (`error`) and when it can again
+#: (None), with the bytes counted as dropped meanwhile: once per run each
+#: way, never per chunk. Set by the daemon's wiring (this layer logs nothing).
+WriteFailureHook = Callable[[Path, "str | None", int], None]
+write_failure_hook: WriteFailureHook | None = None
+
+#: After a failed write, the next attempt waits this long (a full disk is
+#: not asked again for every chunk a flooding run writes).
+RETRY_AFTER = 1.0
 
 
 class RunLog:
@@ -30,6 +44,14 @@ class RunLog:
     largest part of starting a short command), and no empty file per run of
     a silent cron job. Its directory is made only when the open finds it
     missing, so an operator's cleanup of empty log directories is harmless.
+
+    Output moves from the pipe to the file inside the kernel (`take`:
+    splice, then the same bytes read back for the parser), so no byte is
+    ever only in the daemon's memory: killed at any instant, each byte the
+    run wrote is either in the file or still in the pipe, where the next
+    daemon reads it. A write that fails (a full disk) never stops the run:
+    its output is still drained from the pipe, counted as dropped, and the
+    file is tried again a second later, so logging resumes by itself.
     """
 
     def __init__(self, path: Path, cap: int) -> None:
@@ -41,53 +63,154 @@ class RunLog:
         self.error: str | None = None
         #: True once the file exists (it was opened at least once).
         self.created = False
-        self._file: BinaryIO | None = None
-        self._done = False
+        self._fd: int | None = None
+        self._pos = 0
+        self._capped = False
+        self._retry_at = 0.0
+        self._failing = False
+        self._failed_bytes = 0
+        self._splice = True
 
-    def _open(self) -> BinaryIO | None:
-        if self._done:
+    # -- the file ----------------------------------------------------------
+
+    def _open(self) -> int | None:
+        if self._fd is not None:
+            return self._fd
+        if self._capped or (self._failing and time.monotonic() < self._retry_at):
             return None
+        # Not O_APPEND: splice refuses such a file. The offset is ours to keep.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             try:
-                self._file = self.path.open("ab", buffering=0)
+                fd = os.open(self.path, flags, 0o644)
             except FileNotFoundError:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab", buffering=0)
+                fd = os.open(self.path, flags, 0o644)
+            self._pos = os.fstat(fd).st_size
         except OSError as exc:
-            self.error = f"cannot write run log {self.path}: {exc.strerror or exc}"
-            self._done = True
+            self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
             return None
+        self._fd = fd
         self.created = True
-        return self._file
+        return fd
+
+    def _failed(self, error: str, lost: int) -> None:
+        self.dropped += lost
+        self._failed_bytes += lost
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if not self._failing:
+            self._failing = True
+            self.error = error
+            if write_failure_hook is not None:
+                write_failure_hook(self.path, error, 0)
+
+    def _succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            if write_failure_hook is not None:
+                write_failure_hook(self.path, None, self._failed_bytes)
+            self._failed_bytes = 0
+
+    def _put(self, fd: int, data: bytes) -> bool:
+        try:
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], self._pos + done)
+        except OSError as exc:
+            self._pos += done
+            self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
+            return False
+        self._pos += done
+        return True
+
+    def _cap_reached(self) -> None:
+        fd = self._fd
+        if fd is not None:
+            self._put(fd, b"\n[factoryd: log capped; further output is counted, not kept]\n")
+        self.close()
+
+    # -- output ------------------------------------------------------------
+
+    def take(self, pipe: int, size: int) -> bytes:
+        """Move up to `size` bytes from `pipe` into the log and return them
+        (b"" at EOF). Raises BlockingIOError when the pipe has nothing."""
+        room = self.cap - self.written
+        fd = None
+        if room > 0 and self._splice and (self._fd is not None or _pending(pipe)):
+            fd = self._open()  # only once there is output: a silent run makes no file
+        if fd is not None:
+            try:
+                moved = os.splice(
+                    pipe, fd, min(size, room), offset_dst=self._pos, flags=os.SPLICE_F_NONBLOCK
+                )
+            except BlockingIOError:
+                raise
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self._splice = False  # a file system without splice: read and write
+                else:
+                    self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
+            else:
+                if moved == 0:
+                    return b""
+                data = os.pread(fd, moved, self._pos)
+                self._pos += moved
+                self.written += moved
+                self._succeeded()
+                if self.written >= self.cap:
+                    self._cap_reached()
+                return data
+        data = os.read(pipe, size)
+        if data:
+            self.write(data)
+        return data
 
     def write(self, data: bytes) -> None:
-        file = self._file or self._open()
-        if file is None:
+        if self._capped:
             self.dropped += len(data)
             return
-        room = self.cap - self.written
-        if room >= len(data):
-            file.write(data)
-            self.written += len(data)
+        fd = self._open()
+        if fd is None:
+            self.dropped += len(data)
+            self._failed_bytes += len(data) if self._failing else 0
             return
-        if room > 0:
-            file.write(data[:room])
-            self.written += room
-        self.dropped += len(data) - max(room, 0)
-        file.write(b"\n[factoryd: log capped; further output is counted, not kept]\n")
-        self.close()
+        room = self.cap - self.written
+        keep = data if room >= len(data) else data[: max(room, 0)]
+        if keep and not self._put(fd, keep):
+            self.dropped += len(data)
+            self._failed_bytes += len(data)
+            return
+        self.written += len(keep)
+        self._succeeded()
+        if len(keep) < len(data):
+            self.dropped += len(data) - len(keep)
+            self._cap_reached()
 
     def note(self, text: str) -> None:
         """A line from factoryd itself, outside the cap (it is small and rare)."""
-        file = self._file or self._open()
-        if file is not None:
-            file.write(f"[factoryd] {text}\n".encode())
+        fd = self._fd if self._fd is not None else self._open()
+        if fd is not None:
+            self._put(fd, f"[factoryd] {text}\n".encode())
 
     def close(self) -> None:
-        self._done = True
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._capped = True
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _pending(pipe: int) -> bool:
+    """Whether the pipe holds bytes now (at EOF, or on error, it does not)."""
+    try:
+        buf = fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(buf, sys.byteorder) > 0
 
 
 class LineSplitter:
@@ -222,7 +345,8 @@ class PipeReader:
 
     def _readable(self) -> None:
         try:
-            data = os.read(self._fd, READ_CHUNK)
+            # Pipe to file in the kernel: a kill -9 never finds bytes only here.
+            data = self._log.take(self._fd, READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -238,7 +362,6 @@ class PipeReader:
                 self._widened = True
                 widen_pipe(self._fd)
             self._on_data()
-            self._log.write(data)
             block, count = self._splitter.feed_block(data)
             if count:
                 self._on_lines(block, count)

@@ -30,7 +30,8 @@ from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
-from factoryd.service import control, http
+from factoryd.service import control, http, preflight
+from factoryd.service.lock import StateLock
 from factoryd.service.sdnotify import Notifier
 from factoryd.service.spool import watch_spool
 from factoryd.service.status import build_status
@@ -50,6 +51,7 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.metrics_port: int | None = None
         self._last_watchdog = 0.0
+        self._state_lock: StateLock | None = None
 
     @property
     def rec(self) -> Reconciler:
@@ -149,7 +151,13 @@ class Service:
             "reload": reload,
         }
 
+    def _claim_state_dir(self) -> None:
+        """Start-up checks and the state dir's lock, before anything is touched
+        (raises preflight.StartupError: one line, exit 1)."""
+        self._state_lock = preflight.claim(self.config)
+
     async def run(self) -> int:
+        self._claim_state_dir()
         become_subreaper()
         runs_nofile, _ = raise_soft_limit()
         daemon = self.config.daemon
@@ -195,6 +203,8 @@ class Service:
         rec.store.close()
         self.log.info("daemon.stopped")
         self.notifier.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
         return 0
 
 
