@@ -36,14 +36,18 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from factoryd.service.preflight import claim
+
+    config = _config(args)
+    held = claim(config)  # one daemon per state dir: refused before the heavy imports
+
     import anyio
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
 
-    config = _config(args)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
-    service = Service(config)
+    service = Service(config, state_lock=held)
     return anyio.run(service.run)
 
 

@@ -40,7 +40,13 @@ from factoryd.state.journal import Journal
 
 
 class Service:
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        state_lock: StateLock | None = None,
+    ) -> None:
         self.config = config
         self.path = config.path
         self.log = get_logger()
@@ -51,7 +57,8 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.metrics_port: int | None = None
         self._last_watchdog = 0.0
-        self._state_lock: StateLock | None = None
+        #: The state dir's lock, if the caller took it already (see `_claim_state_dir`).
+        self._state_lock = state_lock
 
     @property
     def rec(self) -> Reconciler:
@@ -154,7 +161,8 @@ class Service:
     def _claim_state_dir(self) -> None:
         """Start-up checks and the state dir's lock, before anything is touched
         (raises preflight.StartupError: one line, exit 1)."""
-        self._state_lock = preflight.claim(self.config)
+        if self._state_lock is None:
+            self._state_lock = preflight.claim(self.config)
 
     async def run(self) -> int:
         self._claim_state_dir()
