@@ -70,6 +70,10 @@ class RunLog:
         self._failing = False
         self._failed_bytes = 0
         self._splice = True
+        #: The file ends inside a line (a daemon killed mid-line, or output in
+        #: flight): factoryd's own notes wait for its end, never split it.
+        self._mid_line = False
+        self._notes: list[bytes] = []
 
     # -- the file ----------------------------------------------------------
 
@@ -87,6 +91,7 @@ class RunLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, flags, 0o644)
             self._pos = os.fstat(fd).st_size
+            self._mid_line = self._pos > 0 and os.pread(fd, 1, self._pos - 1) != b"\n"
         except OSError as exc:
             self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
             return None
@@ -161,6 +166,7 @@ class RunLog:
                 self._pos += moved
                 self.written += moved
                 self._succeeded()
+                self._line_ended(fd, data)
                 if self.written >= self.cap:
                     self._cap_reached()
                 return data
@@ -186,17 +192,34 @@ class RunLog:
             return
         self.written += len(keep)
         self._succeeded()
+        if keep:
+            self._line_ended(fd, keep)
         if len(keep) < len(data):
             self.dropped += len(data) - len(keep)
             self._cap_reached()
 
+    def _line_ended(self, fd: int, data: bytes) -> None:
+        self._mid_line = not data.endswith(b"\n")
+        if not self._mid_line and self._notes:
+            notes, self._notes = self._notes, []
+            self._put(fd, b"".join(notes))
+
     def note(self, text: str) -> None:
-        """A line from factoryd itself, outside the cap (it is small and rare)."""
+        """A line from factoryd itself, outside the cap (it is small and rare);
+        held back while the run's output is inside a line."""
+        line = f"[factoryd] {text}\n".encode()
         fd = self._fd if self._fd is not None else self._open()
-        if fd is not None:
-            self._put(fd, f"[factoryd] {text}\n".encode())
+        if fd is None:
+            return
+        if self._mid_line:
+            self._notes.append(line)
+        else:
+            self._put(fd, line)
 
     def close(self) -> None:
+        if self._notes and self._fd is not None:  # the line never ended: notes go last
+            notes, self._notes = self._notes, []
+            self._put(self._fd, b"\n" + b"".join(notes))
         self._capped = True
         if self._fd is not None:
             with contextlib.suppress(OSError):
