@@ -24,6 +24,7 @@ children running: they are adopted as after a daemon crash.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -70,8 +71,10 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
     out_w, err_w, out_r, err_r = fds
     stdin: Any = subprocess.DEVNULL
     if stdin_path:
+        # Non-blocking: a FIFO with no writer must not stall every other spawn.
         try:
-            stdin = open(stdin_path, "rb")  # noqa: SIM115, PTH123 - closed below
+            stdin = os.open(stdin_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.set_blocking(stdin, True)
         except (OSError, ValueError) as exc:
             return {"errno": getattr(exc, "errno", None) or errno.EINVAL, "step": "stdin"}, [], None
     try:
@@ -91,10 +94,11 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
         return _refused(exc), [], None
     finally:
         if stdin is not subprocess.DEVNULL:
-            stdin.close()
+            os.close(stdin)
     log, run = request.get("log"), request.get("run")
     if isinstance(log, str) and isinstance(run, str):
-        _record(log, spawn_line(run, proc.pid, (out_r, err_r)))
+        with contextlib.suppress(ValueError):  # text that cannot be encoded: not recorded
+            _record(log, spawn_line(run, proc.pid, (out_r, err_r)))
     pidfd = os.pidfd_open(proc.pid)
     # The start time, read while the leader cannot have been collected: its
     # identity beyond the pid.
@@ -123,14 +127,15 @@ def _record(path: str, line: bytes) -> None:
     it would be judged never started, and run twice). Opened per line: the
     daemon may have compacted the file (a new inode) since the last one.
     Best effort, as the daemon's own record."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    # Non-blocking: a FIFO put in its place must not stall the helper.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         try:
             fd = os.open(path, flags, 0o600)
         except FileNotFoundError:  # the first spawn: its directory is not there yet
             os.makedirs(os.path.dirname(path), exist_ok=True)  # noqa: PTH103, PTH120
             fd = os.open(path, flags, 0o600)
-    except OSError:
+    except (OSError, ValueError):
         return
     try:
         os.write(fd, line)
