@@ -326,6 +326,9 @@ def _internal_error(exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from factoryd.service.preflight import StartupError
 
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 print escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
