@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from prometheus_client import Counter
 
 from factoryd.config.loader import Config, load_config
 from factoryd.config.submission import SubmitError
 from factoryd.observe.logs import get_logger
 from factoryd.observe.metrics import Metrics, StateCollector
+from factoryd.proc import capture
 from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
 from factoryd.reconcile.reconciler import Reconciler
@@ -164,8 +166,32 @@ class Service:
         if self._state_lock is None:
             self._state_lock = preflight.claim(self.config)
 
+    def _watch_run_logs(self, on: bool) -> None:
+        """Say when a run's log cannot be written (a full disk) and when it can
+        again: once per run each way. The run is still drained meanwhile, and
+        what it wrote is counted in factoryd_output_dropped_bytes_total."""
+        if not on:
+            capture.write_failure_hook = None
+            return
+        log = self.log
+        failures = Counter(
+            "factoryd_run_log_write_failures_total",
+            "Times a run's log could not be written (its output is dropped until it can).",
+            registry=self.metrics.registry,
+        )
+
+        def hook(path: Path, error: str | None, dropped: int) -> None:
+            if error is not None:
+                failures.inc()
+                log.error("run.log_write_failed", log=str(path), error=error)
+            else:
+                log.info("run.log_write_resumed", log=str(path), bytes_dropped=dropped)
+
+        capture.write_failure_hook = hook
+
     async def run(self) -> int:
         self._claim_state_dir()
+        self._watch_run_logs(True)
         become_subreaper()
         runs_nofile, _ = raise_soft_limit()
         daemon = self.config.daemon
@@ -210,6 +236,7 @@ class Service:
             tg.cancel_scope.cancel()
         rec.store.close()
         self.log.info("daemon.stopped")
+        self._watch_run_logs(False)
         self.notifier.close()
         if self._state_lock is not None:
             self._state_lock.release()
