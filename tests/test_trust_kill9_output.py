@@ -95,3 +95,4 @@ def test_no_line_is_lost_when_the_daemon_is_killed_at_any_moment(tmp_path: Path)
         assert len(numbers) in (written, written + 50)  # killed between write and count
         total += len(numbers)
     assert total > WRITERS * 100
+    print(f"kill -9 rounds: {ROUNDS}, writers: {WRITERS}, lines checked: {total}, lost: 0")
