@@ -19,10 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+from daemon_kit import count_events, events, header, start_daemon, tagged, task, write_config
 from factoryd.proc import spawner
+from factoryd.service.control import ControlError, call
+from proc_kit import wait_for
 
 SERVICE = (
     "import itertools, time\n"
@@ -218,3 +222,42 @@ def test_fuzzed_spawn_requests_fail_alone_and_leave_a_live_service_untouched(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         helper.close()
+
+
+def test_unspawnable_submissions_beside_a_live_service_fail_alone(tmp_path: Path) -> None:
+    """Through the whole daemon: each is refused at submit or fails its own run;
+    the service run keeps its pid and is never restarted."""
+    tag = uuid.uuid4().hex
+    text = header(tmp_path) + task("svc", SERVICE, env={"TEST_TAG": tag})
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(write_config(tmp_path, text), log)
+    sock = tmp_path / "state" / "control.sock"
+    hostile = [
+        {"argv": ["true\0", "x"]},
+        {"argv": [sys.executable, "-c", "pass\0"]},
+        {"argv": [""]},
+        {"argv": ["true"], "env": {"A=B": "x"}},
+        {"argv": ["true"], "env": {"A": "x\0y"}},
+        {"argv": ["true"], "workdir": "/tmp\0x"},
+    ]
+    try:
+        wait_for(lambda: len(tagged(tag)) == 1, timeout=30, what="service up")
+        pid = tagged(tag)[0].pid
+        accepted = []
+        for spec in hostile:
+            with contextlib.suppress(ControlError):  # refused up front: as good
+                accepted.append(call(sock, {"op": "submit", "spec": spec})["id"])
+        wait_for(
+            lambda: count_events(log, "run.finished") >= len(accepted),
+            timeout=20,
+            what="every hostile submission to end",
+        )
+        assert [p.pid for p in tagged(tag)] == [pid]
+        assert (
+            sum(e.get("task") == "svc" for e in events(log) if e.get("event") == "run.started") == 1
+        )
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
