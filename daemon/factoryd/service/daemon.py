@@ -1,7 +1,9 @@
 """The daemon process: wires journal, recovery, reconciler, signals, HTTP, control
 socket, spool directory and systemd.
 
-Start-up order: open the journal, recover (adopt or account for every run
+Start-up order: check what can be checked and lock the state dir (see
+preflight.py: a second daemon, a taken port or an unwritable dir is refused
+before anything is touched), open the journal, recover (adopt or account for every run
 the journal says is live, reap strays), start the loop; READY=1 goes to
 systemd after recovery and the first pass. The loop itself pings the
 watchdog after every pass, and never sleeps longer than half the watchdog
