@@ -241,6 +241,7 @@ def _run_all(tmp: Path, cases: list[list[str]], stdin: str) -> list[tuple[list[s
         text=True,
         timeout=240,
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},  # the debug log goes here, not to /tmp
     )
     assert done.returncode == 0, done.stderr[-3000:]
     codes = json.loads(done.stdout)
@@ -271,3 +272,9 @@ def test_no_verb_shows_a_traceback_whatever_it_is_given(tmp_path: Path) -> None:
     for argv, code, out in results:
         if code in (1, 2) and argv and argv[0] != "route":  # errors are short, never a dump
             assert len(out.splitlines()) <= 12, (shown(argv), out[:500])
+    internal = [out for _, _, out in results if "internal error" in out]
+    if internal:  # what is left unforeseen points at a log that holds the traceback
+        debug_log = tmp_path / f"factoryd-debug-{os.getuid()}.log"
+        assert str(debug_log) in internal[0]
+        entries = [ln for ln in debug_log.read_text().splitlines() if ln.startswith("--- ")]
+        assert len(entries) == len(internal)  # one traceback entry per internal error
