@@ -62,3 +62,16 @@ class RunResult:
     @property
     def duration(self) -> float:
         return max(0.0, self.ended - self.started)
+
+
+#: Outcomes that say something about the arm. A limit, an operator's cancel
+#: (or a shutdown) and a run lost while no daemon watched say nothing about
+#: its quality, so they never count for or against it.
+_JUDGED = frozenset(
+    {Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED, Outcome.SPAWN_FAILED}
+)
+
+
+def teaches_router(outcome: Outcome) -> bool:
+    """Whether a run that ended so feeds the arm's telemetry and observed quality."""
+    return outcome in _JUDGED

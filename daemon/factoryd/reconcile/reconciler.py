@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from factoryd.config.loader import Config
 from factoryd.core.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
-from factoryd.core.outcome import Outcome, RunResult, StopRequest
+from factoryd.core.outcome import Outcome, RunResult, StopRequest, teaches_router
 from factoryd.core.schedule import catch_up, next_fire
 from factoryd.core.taskspec import TaskKind, TaskSpec
 from factoryd.observe.logs import get_logger
@@ -774,7 +774,8 @@ class Reconciler:
                 duration=result.duration,
                 task_type=str(spec.route.type) if spec else "generation",
                 arm_fault=result.outcome is Outcome.SPAWN_FAILED and run.cli != "command",
-                limited=limited,
+                # Limits, operator cancels and shutdowns teach the router nothing.
+                limited=not teaches_router(result.outcome),
             )
         self.store.run_ended(
             run.run_id,
