@@ -123,3 +123,24 @@ def after_exit(
         retry_at=now + delay,
         counts_restart=True,
     )
+
+
+#: After these outcomes a task's next run avoids the arm that just ran it.
+#: A limit, as the seeds did; and a failure, when another arm may take the
+#: task: a cascade that escalates instead of repeating on the arm that just
+#: failed. The routing simulator showed that repeating is how a router that
+#: misjudged an arm (or prefers a free weak one) loses tasks outright.
+_ESCALATE_ON_FAILURE = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED})
+
+
+def exclusions_after(
+    exclude: set[str], outcome: Outcome, arm: str, *, alternatives: bool
+) -> set[str]:
+    """The arms the task's next run must not use, after a run on `arm` ended so.
+
+    `alternatives`: the task may use some arm besides `arm`. The set grows
+    while runs keep failing; the router clears it when it leaves no arm.
+    """
+    if outcome is Outcome.LIMITED or (outcome in _ESCALATE_ON_FAILURE and alternatives):
+        return exclude | {arm}
+    return set()

@@ -31,7 +31,14 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from factoryd.config.loader import Config
-from factoryd.core.lifecycle import TERMINAL, RestartBook, TaskPhase, Verdict, after_exit
+from factoryd.core.lifecycle import (
+    TERMINAL,
+    RestartBook,
+    TaskPhase,
+    Verdict,
+    after_exit,
+    exclusions_after,
+)
 from factoryd.core.outcome import Outcome, RunResult, StopRequest, teaches_router
 from factoryd.core.schedule import catch_up, next_fire
 from factoryd.core.taskspec import TaskKind, TaskSpec
@@ -837,10 +844,9 @@ class Reconciler:
         verdict: Verdict = after_exit(
             rt.spec, rt.book, result.outcome, result.reason, result.duration, now_m, self.rng
         )
-        if result.outcome is Outcome.LIMITED:
-            rt.exclude.add(arm)
-        else:
-            rt.exclude.clear()
+        arms = self.engine.arms
+        others = any(a != arm and a in arms and arms[a].enabled for a in rt.spec.route.arms or arms)
+        rt.exclude = exclusions_after(rt.exclude, result.outcome, arm, alternatives=others)
         if verdict.counts_restart:
             rt.restarts += 1
             self.metrics.restarts.labels(rt.label).inc()

@@ -4,7 +4,8 @@ One `Simulation` plays one policy over one seed's world. It does for the
 engine what the reconciler does for it, in the same order and with the
 same arguments: tasks wanting a run are taken in priority order up to
 `max_concurrent`; `route` gets the task's excluded arms (the one that just
-hit a limit) and the arms at their concurrency cap; a run's end is settled
+hit a limit or failed it: `core.lifecycle.exclusions_after`) and the arms at
+their concurrency cap; a run's end is settled
 with what it used; a limit is reported with the provider's reset time (or
 none); the task's next phase comes from the daemon's own state machine
 (`core.lifecycle.after_exit`). Nothing runs: each run's end is an event on
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from factoryd.config.loader import Config
-from factoryd.core.lifecycle import RestartBook, TaskPhase, after_exit
+from factoryd.core.lifecycle import RestartBook, TaskPhase, after_exit, exclusions_after
 from factoryd.core.outcome import Outcome, teaches_router
 from factoryd.core.taskspec import TaskKind, TaskSpec
 from factoryd.routing.decision import Decision
@@ -207,10 +208,12 @@ class Simulation:
                 )
             )
         if decision is None or decision.arm is None:
+            excluded = bool(task.exclude)
             task.exclude.clear()
             if self._capacity_only(task, decision, busy):
                 return
-            task.retry_at, task.blocked = now + self.loop_interval, True
+            # Without its exclusions the next attempt may well find an arm.
+            task.retry_at, task.blocked = now + self.loop_interval, not excluded
             return
         task.blocked = False
         arm = self.engine.arms[decision.arm]
@@ -290,10 +293,9 @@ class Simulation:
             self.pending[task.id] = task
             return
         verdict = after_exit(task.spec, task.book, outcome, "simulated", duration, now, self.rng)
-        if outcome is Outcome.LIMITED:
-            task.exclude.add(run.arm)
-        else:
-            task.exclude.clear()
+        arms = self.engine.arms
+        others = any(a != run.arm and a in arms and arms[a].enabled for a in task.req.arms or arms)
+        task.exclude = exclusions_after(task.exclude, outcome, run.arm, alternatives=others)
         task.retry_at, task.waiting_since = verdict.retry_at, now
         if verdict.phase in (TaskPhase.PENDING, TaskPhase.BACKING_OFF):
             self.pending[task.id] = task
