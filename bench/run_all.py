@@ -26,6 +26,7 @@ import memory  # noqa: E402
 import orphans  # noqa: E402
 import output  # noqa: E402
 import scale  # noqa: E402
+import simulate  # noqa: E402
 import spawn  # noqa: E402
 import worktree  # noqa: E402
 
@@ -69,6 +70,8 @@ def main() -> None:
         lines.append(
             f"| {r.bench} | {r.metric} | {r.ours} | {r.peer} | {r.ratio} | {r.target} | {met} |"
         )
+    # The router against baselines and a hindsight oracle, on the bundled scenarios.
+    lines += ["", simulate.simulate_section(3 if args.quick else None, HERE / "simulate")]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 
