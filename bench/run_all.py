@@ -22,6 +22,7 @@ import common  # noqa: E402
 import exit_latency  # noqa: E402
 import fleet  # noqa: E402
 import idle  # noqa: E402
+import instructions  # noqa: E402
 import memory  # noqa: E402
 import orphans  # noqa: E402
 import output  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> None:
         )
         idle.run(results, window=20.0 if args.quick else 60.0)
         scale.run(results)
+        instructions.run(results, decisions=100 if args.quick else 300)
         memory.run(results)
         output.run(results, reps=2 if args.quick else 3)
         orphans.run(results)
