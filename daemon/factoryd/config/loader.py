@@ -26,6 +26,7 @@ from factoryd.config.tomltable import (
     Table,
     describe,
 )
+from factoryd.config.web import WebSettings, parse_web
 from factoryd.core.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.ledger import ScarcityPolicy
 from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit, Priority, RouteRequest, TaskType
@@ -84,6 +85,7 @@ class Config:
     launch: dict[str, ArmLaunch]
     tasks: tuple[TaskSpec, ...]
     templates: dict[str, TaskSpec] = field(default_factory=dict)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def arm(self, name: str) -> ArmSpec:
         return next(a for a in self.arms if a.name == name)
@@ -552,6 +554,7 @@ class _Loader:
         task_tables = self.items(root, "tasks")
         tasks = [self.task(t, arms, launch) for t in task_tables]
         self.unique(task_tables, [t.data.get("name") for t in task_tables], "task")
+        web = parse_web(root.sub("web"), self.path_of, daemon.metrics_listen)
         root.done()
         if self.problems:
             return None
@@ -569,6 +572,7 @@ class _Loader:
             launch=launch,
             tasks=tuple(t for t in tasks if t is not None),
             templates=templates,
+            web=web,
         )
 
 
