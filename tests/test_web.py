@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from daemon_kit import factoryd, header, task, write_config
 from factoryd.service.web.hub import KEEP_DECISIONS, Hub, RecordingMetrics
 from web_kit import live_daemon, request, wait_for
@@ -201,3 +202,12 @@ def test_a_page_that_never_reads_costs_the_hub_nothing_but_a_resync() -> None:
     others = [hub.subscribe() for _ in range(hub.max_clients + 5)]
     assert others.count(None) == 6
     assert hub.decisions_since(3 * KEEP_DECISIONS - 1) == (False, [])
+
+
+def test_a_missing_chromium_fails_in_ci_and_says_how_to_install(monkeypatch) -> None:
+    import web_kit
+
+    monkeypatch.setattr(web_kit, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="install-system-deps"):
+        web_kit.need_chromium()
