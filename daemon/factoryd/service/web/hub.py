@@ -7,7 +7,7 @@ long a page stays open: a client holds no queue, only which views changed
 since its last write and the sequence number of the last routing decision
 it was sent. A client that falls further behind than the kept decisions
 gets the whole list again (a resync) instead of a backlog. Pushes are
-throttled to a few per second so a busy daemon spends its loop on work, not
+throttled to one a second so a busy daemon spends its loop on work, not
 on pages.
 """
 
@@ -36,7 +36,7 @@ KEEP_RUNS = 40
 #: Ranked arms kept per decision (the rest are counted).
 KEEP_RANKED = 8
 #: Fewest seconds between two pushes to the pages.
-MIN_PUSH_INTERVAL = 0.5
+MIN_PUSH_INTERVAL = 1.0
 #: Points of pool use kept for each pool's sparkline, one per SPARK_EVERY
 #: seconds (two hours), sampled whether or not a page is open.
 SPARK_POINTS = 120

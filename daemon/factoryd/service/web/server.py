@@ -10,6 +10,7 @@ this daemon has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from factoryd.observe.logs import get_logger
 from factoryd.service import control
-from factoryd.service.web.hub import Hub, dumps
+from factoryd.service.web.hub import Client, Hub, dumps
 from factoryd.service.web.logtail import DEFAULT_TAIL, MAX_TAIL, follow, log_path, read_tail
 from factoryd.service.web.security import COOKIE, Guard
 
@@ -183,7 +184,10 @@ class Page:
 
     async def api_log_stream(self, request: web.Request) -> web.StreamResponse:
         path, size = self._log_path(request)
-        return await follow(await self._stream(request), path, size)
+        resp = await self._stream(request)
+        with contextlib.suppress(ConnectionResetError):  # the page went away
+            await follow(resp, path, size)
+        return resp
 
     # -- live ----------------------------------------------------------------
 
@@ -196,32 +200,37 @@ class Page:
             raise web.HTTPServiceUnavailable(text="too many pages open\n")
         try:
             resp = await self._stream(request)
-            await resp.write(b"retry: 2000\n\n")
-            if "status" not in self.hub.views:
-                await self.hub.render()
-            first = True
-            while True:
-                dirty, client.dirty = client.dirty, set()
-                out = []
-                for view in ("status", "runs"):
-                    if view in dirty and view in self.hub.views:
-                        out.append(b"event: " + view.encode() + b"\ndata: " + self.hub.views[view])
-                resync, fresh = self.hub.decisions_since(client.decision_seq)
-                if fresh or first:
-                    name = b"decisions-reset" if resync or first else b"decisions"
-                    out.append(b"event: " + name + b"\ndata: " + dumps(fresh))
-                    if fresh:
-                        client.decision_seq = fresh[-1]["seq"]
-                first = False
-                if out:
-                    await resp.write(b"\n\n".join(out) + b"\n\n")
-                client.wake.clear()
-                try:
-                    await asyncio.wait_for(client.wake.wait(), HEARTBEAT)
-                except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
+            with contextlib.suppress(ConnectionResetError):  # the page went away
+                await self._events(resp, client)
         finally:
             self.hub.unsubscribe(client)
+        return resp
+
+    async def _events(self, resp: web.StreamResponse, client: Client) -> None:
+        await resp.write(b"retry: 2000\n\n")
+        if "status" not in self.hub.views:
+            await self.hub.render()
+        first = True
+        while True:
+            client.wake.clear()  # before reading what changed: a later change re-sets it
+            dirty, client.dirty = client.dirty, set()
+            out = []
+            for view in ("status", "runs"):
+                if view in dirty and view in self.hub.views:
+                    out.append(b"event: " + view.encode() + b"\ndata: " + self.hub.views[view])
+            resync, fresh = self.hub.decisions_since(client.decision_seq)
+            if fresh or first:
+                name = b"decisions-reset" if resync or first else b"decisions"
+                out.append(b"event: " + name + b"\ndata: " + dumps(fresh))
+                if fresh:
+                    client.decision_seq = fresh[-1]["seq"]
+            first = False
+            if out:
+                await resp.write(b"\n\n".join(out) + b"\n\n")
+            try:
+                await asyncio.wait_for(client.wake.wait(), HEARTBEAT)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
 
     # -- actions -------------------------------------------------------------
 

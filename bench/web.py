@@ -1,0 +1,255 @@
+"""The status page's cost: /metrics scrape time with pages open and streaming vs
+without, and the daemon's RSS while pages stream from 200 tasks changing state.
+
+Part A (in process, bench/scrape.py's 100 tasks x 20 arms x 10 pools): the
+page's app serves /metrics; a ticker marks the views stale every 100 ms (a
+busy reconcile loop), and N clients read /api/events. Scrapes alternate in
+blocks with and without the clients, on the same loop, in the same run.
+
+Part B (a real `factoryd run`): 200 `sleep` tasks restarting all the time;
+N pages stream /api/events and one follows a run's log while /metrics is
+scraped once a second. Prints the daemon's RSS after warm-up and at the end.
+
+    python bench/web.py [--seconds 60] [--clients 3] [--rounds 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import anyio  # noqa: E402
+import psutil  # noqa: E402
+import scrape  # noqa: E402
+from aiohttp import web  # noqa: E402
+from common import PY, ROOT  # noqa: E402
+from factoryd.service import http as fhttp  # noqa: E402
+from factoryd.service.status import build_status  # noqa: E402
+from factoryd.service.web.hub import Hub, RecordingMetrics  # noqa: E402
+from factoryd.service.web.security import Guard  # noqa: E402
+from factoryd.service.web.server import Page  # noqa: E402
+
+
+class Reader(threading.Thread):
+    """One open page: reads an event stream until told to stop; counts bytes."""
+
+    def __init__(self, port: int, path: str = "/api/events") -> None:
+        super().__init__(daemon=True)
+        self.port, self.path = port, path
+        self.bytes = 0
+        self.events = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", self.path)
+        resp = conn.getresponse()
+        while not self.stop.is_set():
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            self.bytes += len(chunk)
+            self.events += chunk.count(b"\nevent: ") + chunk.startswith(b"event: ")
+        conn.close()
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> float:
+    t0 = time.perf_counter()
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    resp.read()
+    return time.perf_counter() - t0
+
+
+def ms(samples: list[float]) -> str:
+    p90 = sorted(samples)[int(len(samples) * 0.9)]
+    return f"median {statistics.median(samples) * 1e3:.2f} ms (p90 {p90 * 1e3:.2f})"
+
+
+def part_a(rounds: int, clients: int) -> None:
+    rec = scrape.build()
+    box: list[int] = []
+    ready = threading.Event()
+
+    async def serve() -> None:
+        async def status(_req: dict | None = None) -> dict:
+            return build_status(rec)
+
+        async def runs() -> list:
+            return []
+
+        metrics = RecordingMetrics()
+        hub = Hub(lambda: status(), runs, metrics)
+        guard = Guard(listen="127.0.0.1:0", token=None, actions=False)
+        page = Page(rec, hub, guard, {"status": status}, Path("/nonexistent/journal.db"))
+        app = web.Application()
+        fhttp.add_metrics_routes(app, rec.metrics.exposition, lambda: (True, "ok"))
+        page.add_routes(app)
+
+        async def ticker() -> None:
+            while True:
+                hub.changed()
+                await asyncio.sleep(0.1)
+
+        async with anyio.create_task_group() as tg:
+            box.append(await tg.start(fhttp.serve_app, "127.0.0.1:0", app))
+            tg.start_soon(hub.run)
+            tg.start_soon(ticker)
+            ready.set()
+            await anyio.sleep_forever()
+
+    threading.Thread(target=lambda: anyio.run(serve), daemon=True).start()
+    ready.wait(10)
+    port = box[0]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    quiet: list[float] = []
+    streaming: list[float] = []
+    readers: list[Reader] = []
+    block = max(10, rounds // 10)
+    pushed = 0
+    for i in range(0, rounds, block):
+        on = (i // block) % 2 == 1
+        if on and not readers:
+            readers = [Reader(port) for _ in range(clients)]
+            for r in readers:
+                r.start()
+            time.sleep(0.5)
+        if not on and readers:
+            for r in readers:
+                r.stop.set()
+                pushed += r.bytes
+            readers = []
+            time.sleep(0.6)
+        for _ in range(block):
+            (streaming if on else quiet).append(get(conn, "/metrics"))
+    for r in readers:
+        r.stop.set()
+        pushed += r.bytes
+    print("A. in process, bench/scrape.py's state (100 tasks x 20 arms x 10 pools)")
+    print(f"   GET /metrics, no page open:            {ms(quiet)}")
+    print(f"   GET /metrics, {clients} pages streaming:      {ms(streaming)}")
+    print(f"   pages received {pushed / 1024:.0f} KiB of events meanwhile")
+
+
+def part_b(seconds: float, clients: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="factoryd-bench-web-"))
+    port = scrape_free_port()
+    text = (
+        f'[daemon]\nstate_dir = "{work / "state"}"\nlog_dir = "{work / "logs"}"\n'
+        f'metrics_listen = "127.0.0.1:{port}"\nmax_concurrent = 200\nloop_interval = "5s"\n\n'
+        '[[pools]]\nname = "local"\nunit = "runs"\nlimit = 1000000000\nwindow = "5h"\n\n'
+        '[[arms]]\nname = "local"\ncli = "command"\npools = ["local"]\n\n'
+    )
+    for i in range(200):
+        text += (
+            f'[[tasks]]\nname = "t{i:03}"\nargv = ["sleep", "{5 + i % 6}"]\n'
+            'backoff = { initial = "1s", max = "2s" }\n\n'
+        )
+    config = work / "factoryd.toml"
+    config.write_text(text)
+    log = work / "daemon.log"
+    proc = psutil.Popen(
+        [PY, "-m", "factoryd", "run", "--config", str(config), "--log-format", "json"],
+        stdout=log.open("wb"),
+        stderr=log.open("ab"),
+        cwd=ROOT,
+    )
+    try:
+        conn = wait_up(port)
+        quiet = [get_sleep(conn, "/metrics") for _ in range(10)]
+        rss0 = proc.memory_info().rss
+        readers = [Reader(port) for _ in range(clients)]
+        status = json.loads(fetch(conn, "/api/status"))
+        run_id = next(t["run_id"] for t in status["tasks"] if t["run_id"])
+        readers.append(Reader(port, f"/api/runs/{run_id}/log/stream"))
+        for r in readers:
+            r.start()
+        streaming: list[float] = []
+        rss = [rss0]
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            streaming.append(get_sleep(conn, "/metrics"))
+            rss.append(proc.memory_info().rss)
+        events = sum(r.events for r in readers)
+        got = sum(r.bytes for r in readers)
+        for r in readers:
+            r.stop.set()
+        started = sum(
+            1 for line in log.read_text(errors="replace").splitlines() if '"run.started"' in line
+        )
+        print(f"B. real daemon, 200 tasks, {seconds:.0f} s with {clients} pages + 1 log tail")
+        print(f"   GET /metrics before pages:      {ms(quiet)}")
+        print(f"   GET /metrics while streaming:   {ms(streaming)}")
+        print(
+            f"   runs started during the bench: {started}; events pushed: {events} "
+            f"({got / 1024:.0f} KiB)"
+        )
+        print(
+            f"   daemon RSS: {rss0 / 2**20:.1f} MiB before pages, max {max(rss) / 2**20:.1f}, "
+            f"{rss[-1] / 2**20:.1f} MiB after {seconds:.0f} s of streaming"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except psutil.TimeoutExpired:
+            proc.kill()
+
+
+def scrape_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(port: int) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            if get(conn, "/healthz") < 10:
+                time.sleep(2.0)  # let the first runs start
+                return conn
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the daemon did not come up")
+
+
+def fetch(conn: http.client.HTTPConnection, path: str) -> bytes:
+    conn.request("GET", path)
+    return conn.getresponse().read()
+
+
+def get_sleep(conn: http.client.HTTPConnection, path: str) -> float:
+    took = get(conn, path)
+    time.sleep(1.0)
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=200)
+    args = parser.parse_args()
+    part_a(args.rounds, args.clients)
+    part_b(args.seconds, args.clients)
+    print("target: scrape median <= 10 ms (bench/scrape.py); RSS flat while pages stream")
+
+
+if __name__ == "__main__":
+    main()
