@@ -91,8 +91,8 @@ function renderTasks(tasks) {
     el("td", {}, badge(t.phase)),
     el("td", {}, t.arm || "-"),
     el("td", { class: "num" }, t.run_id ? runLink(t.run_id, ago(t.run_age)) : "-"),
-    el("td", { class: "num" }, t.runs),
-    el("td", { class: "num" }, t.restarts),
+    el("td", { class: "num opt" }, t.runs),
+    el("td", { class: "num opt" }, t.restarts),
     el("td", {}, t.next_fire ? until(t.next_fire) : "-"),
     el("td", { class: "reason" }, t.reason || ""),
     ...(TASK_ACTIONS.length ? [el("td", { class: "act" }, ...actionButtons(t.name, TASK_ACTIONS))] : [])));
@@ -156,8 +156,8 @@ function renderArms(arms) {
       el("td", {}, a.name, el("small", {}, ` ${a.cli}${a.model ? " " + a.model : ""}`)),
       el("td", {}, badge(a.health)),
       el("td", { class: "num" }, a.running),
-      el("td", { class: "num" }, a.success_rate == null ? "-" : Math.round(100 * a.success_rate) + "%"),
-      el("td", {}, a.pools.join(", ") || "-"),
+      el("td", { class: "num opt" }, a.success_rate == null ? "-" : Math.round(100 * a.success_rate) + "%"),
+      el("td", { class: "opt" }, a.pools.join(", ") || "-"),
       el("td", { class: "reason" }, why));
   });
   replaceRows(document.querySelector("#arms tbody"), rows);
@@ -171,11 +171,11 @@ function renderRuns(runs) {
   const rows = runs.map((r) => el("tr", { "data-run": r.id },
     el("td", {}, runLink(r.id)),
     el("td", {}, r.task),
-    el("td", {}, r.arm),
+    el("td", { class: "opt" }, r.arm),
     el("td", {}, badge(r.outcome || r.state)),
     el("td", { class: "num" }, ago(r.duration)),
-    el("td", { class: "num" }, fmt(r.tokens)),
-    el("td", { class: "num" }, r.cost_usd == null ? "-" : "$" + r.cost_usd.toFixed(4)),
+    el("td", { class: "num opt" }, r.tokens ? fmt(r.tokens) : "-"),
+    el("td", { class: "num opt" }, r.cost_usd ? "$" + r.cost_usd.toFixed(4) : "-"),
     el("td", { class: "reason" }, r.reason)));
   replaceRows(document.querySelector("#runs tbody"), rows);
 }
