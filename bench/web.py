@@ -7,8 +7,9 @@ busy reconcile loop), and N clients read /api/events. Scrapes alternate in
 blocks with and without the clients, on the same loop, in the same run.
 
 Part B (a real `factoryd run`): 200 `sleep` tasks restarting all the time;
-N pages stream /api/events and one follows a run's log while /metrics is
-scraped once a second. Prints the daemon's RSS after warm-up and at the end.
+in alternating 10 s blocks, N pages stream /api/events and one follows a
+run's log, or none; /metrics is scraped twice a second throughout. Prints
+the daemon's RSS after the first streaming block and at the end.
 
     python bench/web.py [--seconds 60] [--clients 3] [--rounds 200]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
 import json
 import signal
 import statistics
@@ -57,7 +59,10 @@ class Reader(threading.Thread):
         conn.request("GET", self.path)
         resp = conn.getresponse()
         while not self.stop.is_set():
-            chunk = resp.read1(65536)
+            try:
+                chunk = resp.read1(65536)
+            except (OSError, http.client.HTTPException):
+                break  # the daemon stopped
             if not chunk:
                 break
             self.bytes += len(chunk)
@@ -155,7 +160,7 @@ def part_b(seconds: float, clients: int) -> None:
     for i in range(200):
         text += (
             f'[[tasks]]\nname = "t{i:03}"\nargv = ["sleep", "{5 + i % 6}"]\n'
-            'backoff = { initial = "1s", max = "2s" }\n\n'
+            'max_restarts = 100000\nbackoff = { initial = "1s", max = "2s" }\n\n'
         )
     config = work / "factoryd.toml"
     config.write_text(text)
@@ -168,37 +173,52 @@ def part_b(seconds: float, clients: int) -> None:
     )
     try:
         conn = wait_up(port)
-        quiet = [get_sleep(conn, "/metrics") for _ in range(10)]
-        rss0 = proc.memory_info().rss
-        readers = [Reader(port) for _ in range(clients)]
         status = json.loads(fetch(conn, "/api/status"))
         run_id = next(t["run_id"] for t in status["tasks"] if t["run_id"])
-        readers.append(Reader(port, f"/api/runs/{run_id}/log/stream"))
-        for r in readers:
-            r.start()
+        quiet: list[float] = []
         streaming: list[float] = []
-        rss = [rss0]
-        t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
-            streaming.append(get_sleep(conn, "/metrics"))
-            rss.append(proc.memory_info().rss)
-        events = sum(r.events for r in readers)
-        got = sum(r.bytes for r in readers)
-        for r in readers:
-            r.stop.set()
+        rss: list[tuple[float, int]] = []
+        events = got = 0
+        t0 = time.monotonic()
+        block = 10.0
+        while time.monotonic() - t0 < seconds:
+            on = int((time.monotonic() - t0) // block) % 2 == 1
+            readers = []
+            if on:
+                readers = [Reader(port) for _ in range(clients)]
+                readers.append(Reader(port, f"/api/runs/{run_id}/log/stream"))
+                for r in readers:
+                    r.start()
+            end = t0 + (int((time.monotonic() - t0) // block) + 1) * block
+            while time.monotonic() < min(end, t0 + seconds):
+                (streaming if on else quiet).append(get_sleep(conn, "/metrics", 0.5))
+                rss.append((time.monotonic() - t0, proc.memory_info().rss))
+            for r in readers:
+                r.stop.set()
+                events += r.events
+                got += r.bytes
         started = sum(
             1 for line in log.read_text(errors="replace").splitlines() if '"run.started"' in line
         )
-        print(f"B. real daemon, 200 tasks, {seconds:.0f} s with {clients} pages + 1 log tail")
-        print(f"   GET /metrics before pages:      {ms(quiet)}")
-        print(f"   GET /metrics while streaming:   {ms(streaming)}")
+        first = next(m for t, m in rss if t >= 2 * block)
+        grew = {True: 0, False: 0}
+        for (t_a, m_a), (_, m_b) in itertools.pairwise(rss):
+            if t_a >= 2 * block:  # the first two blocks are the daemon's own warm-up
+                grew[int(t_a // block) % 2 == 1] += m_b - m_a
         print(
-            f"   runs started during the bench: {started}; events pushed: {events} "
-            f"({got / 1024:.0f} KiB)"
+            f"B. real daemon, 200 tasks, {seconds:.0f} s, {block:.0f} s blocks alternating "
+            f"no page / {clients} pages + 1 log tail"
+        )
+        print(f"   GET /metrics, no page open:     {ms(quiet)}")
+        print(f"   GET /metrics, pages streaming:  {ms(streaming)}")
+        print(f"   runs started: {started}; events pushed: {events} ({got / 1024:.0f} KiB)")
+        print(
+            f"   daemon RSS: {first / 2**20:.1f} MiB after the first streaming block, "
+            f"{rss[-1][1] / 2**20:.1f} MiB at the end (max {max(m for _, m in rss) / 2**20:.1f})"
         )
         print(
-            f"   daemon RSS: {rss0 / 2**20:.1f} MiB before pages, max {max(rss) / 2**20:.1f}, "
-            f"{rss[-1] / 2**20:.1f} MiB after {seconds:.0f} s of streaming"
+            f"   RSS growth after warm-up, summed over blocks: {grew[True] / 2**20:+.1f} MiB "
+            f"with pages, {grew[False] / 2**20:+.1f} MiB without"
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -234,9 +254,9 @@ def fetch(conn: http.client.HTTPConnection, path: str) -> bytes:
     return conn.getresponse().read()
 
 
-def get_sleep(conn: http.client.HTTPConnection, path: str) -> float:
+def get_sleep(conn: http.client.HTTPConnection, path: str, pause: float = 1.0) -> float:
     took = get(conn, path)
-    time.sleep(1.0)
+    time.sleep(pause)
     return took
 
 
