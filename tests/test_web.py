@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -211,3 +212,85 @@ def test_a_missing_chromium_fails_in_ci_and_says_how_to_install(monkeypatch) -> 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="install-system-deps"):
         web_kit.need_chromium()
+
+
+@pytest.mark.anyio
+async def test_pages_opening_streaming_and_leaving_leave_the_heap_flat(tmp_path: Path) -> None:
+    """Many pushes to pages that come and go: the Python heap the daemon keeps
+    (traced, after a collection) does not grow with them."""
+    import gc
+    import http.client
+    import tracemalloc
+
+    import anyio
+    from aiohttp import web as aioweb
+    from factoryd.config.loader import load_config
+    from factoryd.reconcile.reconciler import Reconciler
+    from factoryd.service import http as fhttp
+    from factoryd.service.status import build_status
+    from factoryd.service.web.security import Guard
+    from factoryd.service.web.server import Page
+
+    body = "".join(task(f"t{i:02}", SLEEPER) for i in range(40))
+    rec = Reconciler(load_config(write_config(tmp_path, header(tmp_path) + body)))
+
+    async def status(_req: dict | None = None) -> dict:
+        return build_status(rec)
+
+    async def runs() -> list:
+        return []
+
+    hub = Hub(status, runs, RecordingMetrics(), min_interval=0.02)
+    guard = Guard(listen="127.0.0.1:0", token=None, actions=False)
+    page = Page(rec, hub, guard, {"status": status}, tmp_path / "no-journal.db")
+    app = aioweb.Application()
+    page.add_routes(app)
+
+    def read_events(port: int, seconds: float) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/events")
+        resp = conn.getresponse()
+        got, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got += len(resp.read1(65536))
+        conn.close()
+        return got
+
+    async def pages(port: int, n: int) -> int:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append(await anyio.to_thread.run_sync(read_events, port, 0.4))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(one)
+            while True:  # the views go stale as a busy loop makes them
+                hub.changed()
+                await anyio.sleep(0.01)
+                if len(results) == n:
+                    tg.cancel_scope.cancel()
+        return sum(results)
+
+    tracemalloc.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(fhttp.serve_app, "127.0.0.1:0", app)
+            tg.start_soon(hub.run)
+            for _ in range(3):  # warm up: first views, thread pool, connections
+                await pages(port, 4)
+            await anyio.sleep(0.1)
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            sent = 0
+            for _ in range(8):
+                sent += await pages(port, 4)
+            await anyio.sleep(0.1)
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+            tg.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    assert sent > 20 * len(hub.views["status"]), "the pages were not streamed to"
+    assert not hub.clients
+    assert after - before < 256 * 1024, f"the heap grew {after - before} bytes"
