@@ -294,3 +294,27 @@ async def test_pages_opening_streaming_and_leaving_leave_the_heap_flat(tmp_path:
     assert sent > 20 * len(hub.views["status"]), "the pages were not streamed to"
     assert not hub.clients
     assert after - before < 256 * 1024, f"the heap grew {after - before} bytes"
+
+
+def test_the_pushed_status_adds_sparklines_and_quality_per_task_type(tmp_path: Path) -> None:
+    import http.client
+
+    with live_daemon(tmp_path, task("quick", "pass")) as live:
+        wait_for(lambda: live.task("quick")["runs"] >= 2, what="two runs of quick")
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+        conn.request("GET", "/api/events")
+        resp = conn.getresponse()
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        buf = b""
+        deadline = time.monotonic() + 20
+        status: dict = {}
+        while time.monotonic() < deadline and not status.get("quality", {}).get("local"):
+            buf += resp.read1(65536)
+            for block in buf.split(b"\n\n"):
+                if block.startswith(b"event: status\ndata: "):
+                    status = json.loads(block.split(b"data: ", 1)[1])
+            buf = buf[buf.rfind(b"\n\n") + 2 :] if b"\n\n" in buf else buf
+        conn.close()
+        assert status["quality"]["local"]["generation"]["n"] >= 1
+        assert status["sparklines"]["local"]
+        assert status["tasks"][0]["name"] == "quick"

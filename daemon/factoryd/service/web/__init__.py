@@ -47,7 +47,12 @@ def _page(rec: Reconciler, metrics: RecordingMetrics, handlers: dict[str, contro
         return await anyio.to_thread.run_sync(read_runs, journal, dict(arms))
 
     async def status() -> dict[str, Any]:
+        """`status --json`, plus each arm's learned quality per task type."""
         result: dict[str, Any] = await handlers["status"]({"op": "status"})
+        quality: dict[str, dict[str, Any]] = {}
+        for (arm, task_type), stat in rec.engine.quality.stats.items():
+            quality.setdefault(arm, {})[task_type] = {"ema": round(stat.ema, 3), "n": stat.n}
+        result["quality"] = quality
         return result
 
     hub = Hub(status, runs, metrics)

@@ -144,7 +144,12 @@ function renderPools(pools, sparks) {
   document.getElementById("pools").replaceChildren(...cards);
 }
 
-function renderArms(arms) {
+function qualityText(byType) {
+  const parts = Object.entries(byType || {}).map(([type, q]) => `${type} ${q.ema.toFixed(2)} (${q.n})`);
+  return parts.join(" · ") || "-";
+}
+
+function renderArms(arms, quality) {
   const rows = arms.map((a) => {
     let why = "yes";
     if (a.health === "disabled") why = "disabled";
@@ -157,6 +162,7 @@ function renderArms(arms) {
       el("td", {}, badge(a.health)),
       el("td", { class: "num" }, a.running),
       el("td", { class: "num opt" }, a.success_rate == null ? "-" : Math.round(100 * a.success_rate) + "%"),
+      el("td", { class: "opt" }, qualityText(quality[a.name])),
       el("td", { class: "opt" }, a.pools.join(", ") || "-"),
       el("td", { class: "reason" }, why));
   });
@@ -236,7 +242,7 @@ function connect() {
     renderDaemon(s.daemon);
     renderTasks(s.tasks);
     renderPools(s.pools, s.sparklines);
-    renderArms(s.arms);
+    renderArms(s.arms, s.quality || {});
   });
   source.addEventListener("runs", (e) => renderRuns(JSON.parse(e.data)));
   source.addEventListener("decisions-reset", (e) => renderDecisions(JSON.parse(e.data), true));
