@@ -165,6 +165,8 @@ class Hub:
         self.min_interval = min_interval
         self.clients: set[Client] = set()
         self.views: dict[str, bytes] = {}
+        #: Each view framed as one SSE event, made once and written to every page.
+        self.frames: dict[str, bytes] = {}
         self.spark: dict[str, deque[float]] = {}
         self._dirty = asyncio.Event()
         self._next_sample = 0.0
@@ -196,6 +198,10 @@ class Hub:
         status["sparklines"] = {name: list(points) for name, points in self.spark.items()}
         self.views["status"] = dumps(status)
         self.views["runs"] = dumps(await self._runs())
+        for view in ("status", "runs"):
+            self.frames[view] = (
+                b"event: " + view.encode() + b"\ndata: " + self.views[view] + b"\n\n"
+            )
 
     def _sample(self, status: dict[str, Any]) -> None:
         for pool in status.get("pools", []):
