@@ -318,3 +318,19 @@ def test_the_pushed_status_adds_sparklines_and_quality_per_task_type(tmp_path: P
         assert status["quality"]["local"]["generation"]["n"] >= 1
         assert status["sparklines"]["local"]
         assert status["tasks"][0]["name"] == "quick"
+
+
+def test_web_listen_moves_the_page_off_the_metrics_port(tmp_path: Path) -> None:
+    from daemon_kit import free_port
+
+    port = free_port()
+    with live_daemon(tmp_path, task("alpha", SLEEPER), web=f'listen = "127.0.0.1:{port}"') as live:
+        assert request(live.url + "/").status == 404
+        assert request(live.url + "/api/status").status == 404
+        assert request(live.url + "/metrics").status == 200
+        page = f"http://127.0.0.1:{port}"
+        assert b'name="csrf-token"' in request(page + "/").body
+        assert request(page + "/api/status").json()["tasks"][0]["name"] == "alpha"
+        assert request(page + "/metrics").status == 404
+        listening = live.events("web.listening")
+        assert listening and listening[0]["port"] == port
