@@ -11,7 +11,11 @@ in alternating 10 s blocks, N pages stream /api/events and one follows a
 run's log, or none; /metrics is scraped twice a second throughout. Prints
 the daemon's RSS after the first streaming block and at the end.
 
-    python bench/web.py [--seconds 60] [--clients 3] [--rounds 200]
+Part C (with --rss SECONDS): two daemons one after the other, without pages
+and with pages connected throughout, their RSS every 15 s: whether pages
+add memory, separated from the daemon's own warm-up.
+
+    python bench/web.py [--seconds 60] [--clients 3] [--rounds 200] [--rss 240]
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import itertools
 import json
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ import anyio  # noqa: E402
 import psutil  # noqa: E402
 import scrape  # noqa: E402
 from aiohttp import web  # noqa: E402
-from common import PY, ROOT  # noqa: E402
+from common import PY, ROOT, tmpdir  # noqa: E402
 from factoryd.service import http as fhttp  # noqa: E402
 from factoryd.service.status import build_status  # noqa: E402
 from factoryd.service.web.hub import Hub, RecordingMetrics  # noqa: E402
@@ -148,8 +150,9 @@ def part_a(rounds: int, clients: int) -> None:
     print(f"   pages received {pushed / 1024:.0f} KiB of events meanwhile")
 
 
-def part_b(seconds: float, clients: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="factoryd-bench-web-"))
+def start_busy_daemon() -> tuple[psutil.Popen, int, Path]:
+    """A real daemon with 200 `sleep` tasks that restart for as long as it runs."""
+    work = tmpdir("web")
     port = scrape_free_port()
     text = (
         f'[daemon]\nstate_dir = "{work / "state"}"\nlog_dir = "{work / "logs"}"\n'
@@ -171,6 +174,42 @@ def part_b(seconds: float, clients: int) -> None:
         stderr=log.open("ab"),
         cwd=ROOT,
     )
+    return proc, port, log
+
+
+def stop(proc: psutil.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except psutil.TimeoutExpired:
+        proc.kill()
+
+
+def part_c(seconds: float, clients: int) -> None:
+    """RSS over time of two daemons, one without pages and one with pages
+    connected throughout (no reconnects), one after the other."""
+    print(f"C. daemon RSS (MiB) every 15 s, 200 tasks restarting, {seconds:.0f} s each")
+    for pages in (0, clients):
+        proc, port, _ = start_busy_daemon()
+        try:
+            wait_up(port)
+            readers = [Reader(port) for _ in range(pages)]
+            for r in readers:
+                r.start()
+            t0, line = time.monotonic(), []
+            while time.monotonic() - t0 < seconds:
+                time.sleep(15.0)
+                line.append(f"{proc.memory_info().rss / 2**20:.1f}")
+            got = sum(r.bytes for r in readers)
+            for r in readers:
+                r.stop.set()
+            print(f"   {pages} pages ({got / 1024:.0f} KiB pushed): {' '.join(line)}")
+        finally:
+            stop(proc)
+
+
+def part_b(seconds: float, clients: int) -> None:
+    proc, port, log = start_busy_daemon()
     try:
         conn = wait_up(port)
         status = json.loads(fetch(conn, "/api/status"))
@@ -201,10 +240,6 @@ def part_b(seconds: float, clients: int) -> None:
             1 for line in log.read_text(errors="replace").splitlines() if '"run.started"' in line
         )
         first = next(m for t, m in rss if t >= 2 * block)
-        grew = {True: 0, False: 0}
-        for (t_a, m_a), (_, m_b) in itertools.pairwise(rss):
-            if t_a >= 2 * block:  # the first two blocks are the daemon's own warm-up
-                grew[int(t_a // block) % 2 == 1] += m_b - m_a
         print(
             f"B. real daemon, 200 tasks, {seconds:.0f} s, {block:.0f} s blocks alternating "
             f"no page / {clients} pages + 1 log tail"
@@ -216,16 +251,8 @@ def part_b(seconds: float, clients: int) -> None:
             f"   daemon RSS: {first / 2**20:.1f} MiB after the first streaming block, "
             f"{rss[-1][1] / 2**20:.1f} MiB at the end (max {max(m for _, m in rss) / 2**20:.1f})"
         )
-        print(
-            f"   RSS growth after warm-up, summed over blocks: {grew[True] / 2**20:+.1f} MiB "
-            f"with pages, {grew[False] / 2**20:+.1f} MiB without"
-        )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except psutil.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def scrape_free_port() -> int:
@@ -265,9 +292,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument(
+        "--rss", type=float, default=0.0, help="also run part C for this many seconds per daemon"
+    )
     args = parser.parse_args()
     part_a(args.rounds, args.clients)
     part_b(args.seconds, args.clients)
+    if args.rss:
+        part_c(args.rss, args.clients)
     print("target: scrape median <= 10 ms (bench/scrape.py); RSS flat while pages stream")
 
 
