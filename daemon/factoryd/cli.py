@@ -48,11 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket)
-    if args.config:
-        return _config(args).daemon.control_socket
-    raise UsageError("give --config FILE (to find the control socket) or --socket PATH")
+    from factoryd.service.verbs import VerbUsage, socket_path
+
+    try:
+        path, warning = socket_path(args)  # a config with errors still names it
+    except VerbUsage as exc:
+        raise UsageError(str(exc)) from None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return path
 
 
 def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
@@ -76,12 +80,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_state_dump(args: argparse.Namespace) -> int:
     print(json.dumps(_control(args, {"op": "state_dump"}), indent=2))
-    return EXIT_OK
-
-
-def cmd_reset(args: argparse.Namespace) -> int:
-    _control(args, {"op": "reset", "task": args.task})
-    print(f"task {args.task} reset")
     return EXIT_OK
 
 
@@ -289,10 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
-    control_args(p)
-    p.add_argument("task")
-    p.set_defaults(func=cmd_reset)
+    from factoryd.service import verbs
+
+    verbs.register(sub, control_args)  # logs show wait stop start restart reset release reload
     return parser
 
 

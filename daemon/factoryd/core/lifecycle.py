@@ -24,6 +24,7 @@ class TaskPhase(enum.StrEnum):
     BACKING_OFF = "backing_off"
     BLOCKED = "blocked"  # no arm can take it right now (limits, caps, filters)
     WAITING = "waiting"  # scheduled: between fire times
+    STOPPED = "stopped"  # held by the operator (`factoryd stop`) until `factoryd start`
     SUCCEEDED = "succeeded"  # done: a oneshot (or non-restarting service) that succeeded
     FAILED = "failed"  # done: failed and its policy says never restart
     GAVE_UP = "gave_up"  # exhausted its restart budget

@@ -137,6 +137,8 @@ class Reconciler:
         self._pending_reload = False
         self._next_prune = 0.0
         self.last_pass_wall: float | None = None
+        #: The last reload's result (ok, at, errors); None: none since start.
+        self.last_reload: dict[str, Any] | None = None
         self.passes = 0
         self.started = anyio.Event()
         self._adopt_config(config, first=True)
@@ -345,6 +347,14 @@ class Reconciler:
         else:
             self.logger.info("config.applied", tasks=count)
 
+    def reload_now(self, loader: Callable[[], Config]) -> dict[str, Any]:
+        """Reload inside the loop (a command from the socket), as SIGHUP does;
+        returns the result that `last_reload` keeps."""
+        self._reload = loader
+        self._do_reload()
+        assert self.last_reload is not None
+        return self.last_reload
+
     def _do_reload(self) -> None:
         assert self._reload is not None
         try:
@@ -357,10 +367,12 @@ class Reconciler:
             self.logger.error(
                 "config.reload_failed", errors=errors, note="keeping the running config"
             )
+            self.last_reload = {"ok": False, "at": self.clock.wall(), "errors": errors}
             return
         self.apply_config(config)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_reload_ok.set(1)
+        self.last_reload = {"ok": True, "at": self.clock.wall(), "errors": []}
 
     def apply_config(self, config: Config) -> None:
         self.config = config

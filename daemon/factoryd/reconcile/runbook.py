@@ -214,6 +214,7 @@ class RunBook:
         if rt is not None:
             rt.run = run_id
             rt.last_arm = spec.arm
+            rt.last_log = None if log_path is None else str(log_path)
             rt.retry_at = None
             if adoption is None:
                 rt.runs += 1
@@ -383,7 +384,11 @@ class RunBook:
             return
         if run.spec is not None and rt.spec != spec:
             return  # the new spec starts on the next pass
-        if rt.phase is TaskPhase.CANCELLED:
+        if rt.phase is TaskPhase.CANCELLED or rt.phase is TaskPhase.STOPPED:
+            return
+        if run.restart:
+            # `factoryd restart`: no verdict, no backoff, no restart counted.
+            self.table.restarted(rt)
             return
         limited = run.arm if result.outcome is Outcome.LIMITED else None
         self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), limited, now_m)

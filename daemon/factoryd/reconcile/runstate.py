@@ -111,6 +111,8 @@ class ActiveRun:
     state: RunState = "starting"
     pid: int | None = None
     stop_reason: str | None = None
+    #: Stopped by `factoryd restart`: its task starts again at once when it ends.
+    restart: bool = False
     #: A logger bound to the run's task, id, arm and pools: every event about
     #: a run carries them.
     logger: FilteringBoundLogger = field(init=False)
@@ -136,6 +138,8 @@ class TaskState:
     run: str | None = None
     last_arm: str | None = None
     last_outcome: str | None = None
+    #: The log of its current or last run (None: no run yet in this daemon).
+    last_log: str | None = None
     runs: int = 0
     restarts: int = 0
     pending_fires: int = 0

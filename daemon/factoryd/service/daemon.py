@@ -28,12 +28,12 @@ from factoryd.observe.logs import get_logger
 from factoryd.observe.metrics import Metrics, StateCollector
 from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
+from factoryd.reconcile.operator import restore_holds
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
-from factoryd.service import control, http
+from factoryd.service import control, http, ops
 from factoryd.service.sdnotify import Notifier
 from factoryd.service.spool import watch_spool
-from factoryd.service.status import build_status
 from factoryd.service.submit import submit
 from factoryd.state.journal import Journal
 
@@ -107,11 +107,6 @@ class Service:
     def _control_handlers(self) -> dict[str, control.Handler]:
         rec = self.rec
 
-        async def status(_req: dict[str, Any]) -> Any:
-            result = build_status(rec)
-            result["recent"] = list(rec.table.recent)
-            return result
-
         async def state_dump(_req: dict[str, Any]) -> Any:
             return rec.engine.snapshot(rec.clock.wall())
 
@@ -141,12 +136,14 @@ class Service:
             return {"reload": "requested"}
 
         return {
-            "status": status,
             "state_dump": state_dump,
             "reset": reset,
             "cancel": cancel,
             "submit": submit_op,
             "reload": reload,
+            # status, and the operator's verbs (logs, show, wait, stop, start,
+            # restart, release; reset and reload say more): service/ops.py.
+            **ops.handlers(rec, self.load),
         }
 
     async def run(self) -> int:
@@ -176,6 +173,7 @@ class Service:
         )
         self.notifier.status("recovering")
         recover(rec, self.journal, os.environ.get("INVOCATION_ID", ""))
+        restore_holds(rec, self.journal)
         spool = daemon.spool_dir or daemon.state_dir / "spool"
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
