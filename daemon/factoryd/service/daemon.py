@@ -123,7 +123,7 @@ class Service:
             return {"id": name, "cancelled": True}
 
         async def submit_op(req: dict[str, Any]) -> Any:
-            request = {k: v for k, v in req.items() if k != "op"}
+            request = {k: v for k, v in req.items() if k not in ("op", "_peer")}
             try:
                 accepted = await submit(rec, request, "socket", "request")
             except SubmitError as exc:
