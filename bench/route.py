@@ -20,7 +20,7 @@ from factoryd.routing.ledger import ScarcityPolicy
 from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit, RouteRequest, TaskType, Usage
 from factoryd.routing.quality import QualityPolicy
 from factoryd.routing.scoring import RoutingPolicy
-from factoryd.routing.telemetry import HealthPolicy, Outcome
+from factoryd.routing.telemetry import HealthPolicy, RunSample
 from factoryd.units.durations import Period
 
 
@@ -52,7 +52,7 @@ def build(n_arms: int, n_pools: int = 10) -> RoutingEngine:
     for a in arms:  # every arm has telemetry, as in a daemon that has run a while
         for k in range(5):
             engine.telemetry.record(
-                a.name, Outcome(at=now - k * 30, ok=k != 2, duration=40.0, tokens=5000)
+                a.name, RunSample(at=now - k * 30, ok=k != 2, duration=40.0, tokens=5000)
             )
             engine.quality.observe(a.name, "debug", k != 2)
     return engine

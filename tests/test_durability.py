@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import journal_kit
 import psutil
 import pytest
 from daemon_kit import (
@@ -105,9 +106,9 @@ def test_kill_minus_nine_with_twenty_runs_then_restart(tmp_path: Path) -> None:
         if second.poll() is None:
             second.kill()
     assert tagged(tag) == []
-    db = Journal(tmp_path / "state" / "journal.db")
-    outcomes = {o for _, _, o in db.run_outcomes()}
-    assert outcomes == {"cancelled"} and db.count_runs() == 20
+    journal = tmp_path / "state" / "journal.db"
+    outcomes = {o for _, _, o in journal_kit.run_outcomes(journal)}
+    assert outcomes == {"cancelled"} and journal_kit.count_runs(journal) == 20
 
 
 def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
@@ -200,9 +201,9 @@ def test_submission_survives_a_crash_between_accept_and_start(tmp_path: Path) ->
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
     assert marks.read_text() == "ran\n"
-    db = Journal(tmp_path / "state" / "journal.db")
-    assert db.count_runs(sub_id) == 1
-    assert db.submission(sub_id).state == "succeeded"
+    journal = tmp_path / "state" / "journal.db"
+    assert journal_kit.count_runs(journal, sub_id) == 1
+    assert journal_kit.submission_state(journal, sub_id) == "succeeded"
 
 
 def test_spool_accepts_good_files_and_quarantines_bad_ones(tmp_path: Path) -> None:
@@ -256,7 +257,7 @@ def test_spool_accepts_good_files_and_quarantines_bad_ones(tmp_path: Path) -> No
 def test_journal_schema_is_versioned_and_a_newer_one_refused(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     db = Journal(path)
-    assert db.schema_version == j.SCHEMA_VERSION
+    assert journal_kit.schema_version(path) == j.SCHEMA_VERSION
     db.apply_sync([j.op_pool("p", 5.0, None, None, "", 0)])
     db.close()
     db = Journal(path)  # reopening migrates nothing and keeps data
@@ -285,7 +286,7 @@ def test_retention_prunes_old_finished_runs(tmp_path: Path) -> None:
         ]
     )
     db.apply_sync([j.op_prune(now - 7 * 86400)])
-    assert [r[0] for r in db.run_outcomes()] == ["live", "new"]
+    assert [r[0] for r in journal_kit.run_outcomes(db.path)] == ["live", "new"]
 
 
 def test_systemd_unit_verifies_and_is_hardened() -> None:
@@ -500,6 +501,31 @@ def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path
         rows = {r.id: r for r in db.live_runs()}
         assert rows["mine"].create_time == proctime.start_time(child.pid)
         assert rows["gone"].create_time is None and rows["gone"].pid == child.pid
+    finally:
+        child.kill()
+        child.wait()
+        db.close()
+
+
+def test_the_journal_thread_asks_the_kernel_whether_a_pid_is_still_ours(tmp_path: Path) -> None:
+    """By default the op reads no state of the loop's (no shared table across
+    threads): waitid without reaping says whether the pid is still our child."""
+    from factoryd.proc import proctime
+
+    db = Journal(tmp_path / "journal.db")
+    child = subprocess.Popen(["sleep", "30"])
+    reaped = subprocess.Popen(["true"])
+    reaped.wait()
+    try:
+        db.apply_sync(
+            [j.op_run_intent(r, "t", "a", time.time(), None, "") for r in ("ours", "gone")]
+        )
+        db.apply_sync(
+            [j.op_run_started("ours", child.pid, None), j.op_run_started("gone", reaped.pid, None)]
+        )
+        rows = {r.id: r for r in db.live_runs()}
+        assert rows["ours"].create_time == proctime.start_time(child.pid)
+        assert rows["gone"].create_time is None
     finally:
         child.kill()
         child.wait()

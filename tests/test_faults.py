@@ -11,9 +11,9 @@ import time
 import uuid
 from pathlib import Path
 
+import journal_kit
 from daemon_kit import count_events, events, header, start_daemon, tagged, task, write_config
 from factoryd.service.control import ControlError, call
-from factoryd.state.journal import Journal
 from proc_kit import wait_for
 
 KILL_POINTS = ("before_start", "after_spawn", "mid_run", "exit_handling")
@@ -104,8 +104,7 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(tmp_path:
         assert lines == ["start", "end"], (name, lines)  # ran once: not lost, not twice
     assert tagged(tag) == []  # no orphans
     assert dump["reservations"] == []  # no leaked holds
-    db = Journal(tmp_path / "state" / "journal.db")
-    outcomes = db.run_outcomes()
+    outcomes = journal_kit.run_outcomes(tmp_path / "state" / "journal.db")
     started = [o for _, _, o in outcomes if o not in ("lost",)]
     assert len(started) == len(names)  # one real run per job; lost ones never ran
     # Each run that ran is charged exactly once. The lost ones here all died

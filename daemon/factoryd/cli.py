@@ -1,4 +1,5 @@
-"""The `factoryd` command line: run | check | route | status | state | submit | cancel.
+"""The `factoryd` command line: run | check | route | status | state | submit | cancel |
+reset | journal.
 
 Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
 file, arguments). Errors are one line per problem, never a traceback.
@@ -40,11 +41,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
+    from factoryd.state.journal import JournalError
 
     config = _config(args)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     service = Service(config)
-    return anyio.run(service.run)
+    try:
+        return anyio.run(service.run)
+    except JournalError as exc:  # damaged or missing: one line, never a traceback
+        raise RuntimeFailure(str(exc)) from None
 
 
 def _socket(args: argparse.Namespace) -> Path:
@@ -90,18 +95,20 @@ def _toml_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise UsageError(f"--set {text[:40]}...: nested too deeply") from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import tomllib
+    from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
+    from factoryd.config.loader import parse_toml
 
     if args.file:
+        raw = read_regular_file(Path(args.file), MAX_CONFIG_BYTES)
         try:
-            data = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            data = parse_toml(raw.decode("utf-8"), args.file)
+        except UnicodeDecodeError as exc:
             raise UsageError(f"{args.file}: cannot read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{args.file}: invalid TOML: {exc}") from None
         request: dict[str, Any] = (
             data if {"template", "spec", "set"} & set(data) else {"spec": data}
         )
@@ -133,15 +140,60 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_json(path: str, what: str) -> Any:
+def _journal_path(args: argparse.Namespace) -> Path:
+    return _config(args).daemon.state_dir / "journal.db"
+
+
+def cmd_journal_check(args: argparse.Namespace) -> int:
+    from factoryd.state import salvage
+    from factoryd.state.journal import JournalError
+
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        report = salvage.check(_journal_path(args))
+    except JournalError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    print(report.summary() if report.absent else f"{report.summary()}: OK")
+    return EXIT_OK
+
+
+def cmd_journal_recover(args: argparse.Namespace) -> int:
+    from factoryd.state import salvage
+    from factoryd.state.journal import JournalError
+
+    try:
+        report = salvage.recover(_journal_path(args))
+    except JournalError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    print(f"recovered {report.summary()}")
+    return EXIT_OK
+
+
+#: A routing state snapshot is a few megabytes for hundreds of arms.
+MAX_STATE_BYTES = 64 * 1024 * 1024
+
+
+def _read_json(path: str, what: str) -> Any:
+    from factoryd.config.files import read_regular_file
+
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:  # a regular file of bounded size: never a FIFO that hangs or /dev/zero
+            text = read_regular_file(Path(path), MAX_STATE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read {what}: {exc}") from None
+    except ConfigError as exc:  # not a regular file, too large, unreadable
+        raise UsageError(f"{path}: cannot read {what}: {exc.problems[0].message}") from None
+    return _json(text, f"{path}: {what}")
+
+
+def _json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: {what} is not valid JSON: {exc}") from None
+        raise UsageError(f"{where}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply") from None
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -154,10 +206,7 @@ def cmd_route(args: argparse.Namespace) -> int:
             known = ", ".join([t.name for t in config.tasks] + list(config.templates))
             raise UsageError(f"--task: no task or template named {args.task!r} (known: {known})")
     else:
-        try:
-            data = json.loads(args.task_json)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--task-json: not valid JSON: {exc}") from None
+        data = _json(args.task_json, "--task-json")
         if not isinstance(data, dict):
             raise UsageError("--task-json: expected a JSON object of task attributes")
         data.setdefault("name", "adhoc")
@@ -182,41 +231,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
-        print(render_decision(decision.to_dict()))
+        print(decision.render())
     return EXIT_OK if decision.arm else EXIT_FAIL
-
-
-def render_decision(d: dict[str, Any]) -> str:
-    lines = [
-        f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
-        f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
-    ]
-    if d["reservation"]:
-        charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
-        lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
-    if d["ranking"]:
-        lines.append("")
-        head = (
-            f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
-            f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
-        )
-        lines.append(head)
-        for r in d["ranking"]:
-            c = r["components"]
-            lines.append(
-                f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
-                f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
-                f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
-                + ("  below quality floor" if r["below_quality"] else "")
-            )
-    if d["rejections"]:
-        lines.append("")
-        lines.append("rejected:")
-        for r in d["rejections"]:
-            lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
-    lines.append("")
-    lines.append(d["rationale"])
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and print a summary")
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("journal", help="check a stopped daemon's journal, or salvage it")
+    journal_sub = p.add_subparsers(dest="journal_command", required=True)
+    jp = journal_sub.add_parser("check", help="integrity and row counts (exit 1 if damaged)")
+    jp.add_argument("--config", "-c", required=True)
+    jp.set_defaults(func=cmd_journal_check)
+    jp = journal_sub.add_parser(
+        "recover", help="salvage readable rows into a new journal; the damaged one is kept"
+    )
+    jp.add_argument("--config", "-c", required=True)
+    jp.set_defaults(func=cmd_journal_recover)
 
     p = sub.add_parser("route", help="explain the routing decision for a task, running nothing")
     p.add_argument("--config", "-c", required=True)

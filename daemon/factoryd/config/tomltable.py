@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from factoryd.units.durations import DurationError, parse_duration, parse_size
 
 MAX_COUNT = 100_000
+#: No argument, path or environment entry can carry a NUL byte to the kernel.
+NUL_MESSAGE = "contains a NUL byte, which no argument, path or environment value can carry"
 MAX_AMOUNT = 1e15
 
 
@@ -89,6 +91,9 @@ class Table:
             return default if default is not MISSING else None
         if len(value) > 1_000_000:
             self.problem(name, "string is too long (over 1,000,000 characters)")
+            return default if default is not MISSING else None
+        if "\0" in value:
+            self.problem(name, NUL_MESSAGE)
             return default if default is not MISSING else None
         return value
 
@@ -190,21 +195,27 @@ class Table:
                 self.owner.problem(
                     f"{self.key(name)}[{i}]", f"expected a string, got {describe(item)}"
                 )
+            elif "\0" in item:
+                self.owner.problem(f"{self.key(name)}[{i}]", NUL_MESSAGE)
             else:
                 out.append(item)
         return tuple(out)
 
     def str_map(self, name: str) -> tuple[tuple[str, str], ...]:
+        """A table of strings (environment variables, secret sources). Its values
+        may be credentials, so no message here ever shows one: only its kind."""
         value = self._get(name)
         if value is MISSING:
             return ()
         if not isinstance(value, dict):
-            self.problem(name, f"expected a table of strings, got {describe(value)}")
+            self.problem(name, f"expected a table of strings, got {kind(value)}")
             return ()
         out: list[tuple[str, str]] = []
         for k, v in value.items():
             if not isinstance(v, str):
-                self.owner.problem(f"{self.key(name)}.{k}", f"expected a string, got {describe(v)}")
+                self.owner.problem(f"{self.key(name)}.{k}", f"expected a string, got {kind(v)}")
+            elif "\0" in v:
+                self.owner.problem(f"{self.key(name)}.{k}", NUL_MESSAGE + " (value not shown)")
             else:
                 out.append((k, v))
         return tuple(sorted(out))
@@ -221,6 +232,23 @@ class Table:
             close = difflib.get_close_matches(name, sorted(self.seen), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             self.problem(name, f"unknown key{hint}")
+
+
+def kind(value: Any) -> str:
+    """What sort of value this is, without showing it (for values that may be secret)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime | date | time):
+        return "a date/time"
+    return type(value).__name__
 
 
 def describe(value: Any) -> str:

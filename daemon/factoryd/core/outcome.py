@@ -53,7 +53,6 @@ class RunResult:
     log_kept: bool = False
     log_error: str | None = None
     parse_errors: int = 0
-    lines_truncated: int = 0
     sigkilled: bool = False
     orphans_killed: int = 0
     #: Whether the process got far enough to consume anything.

@@ -15,11 +15,15 @@ that changes its internals fails loudly instead of silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_go_float
+
+#: prometheus_client's own number format ("+Inf", "1e+06"), which it leaves unannotated.
+_go_float: Callable[[float], str] = _untyped_go_float
 
 _TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
@@ -76,7 +80,7 @@ class Renderer:
                 self._histogram(metric._name, names, values, child, out)
                 continue
             block = self._block(names, values) if names else ""
-            out.append(f"{name}{block} {floatToGoString(child._value.get())}\n")
+            out.append(f"{name}{block} {_go_float(child._value.get())}\n")
 
     def _histogram(
         self, base: str, names: tuple[str, ...], values: tuple[str, ...], child: Any, out: list[str]
@@ -84,11 +88,11 @@ class Renderer:
         acc = 0.0
         for bound, bucket in zip(child._upper_bounds, child._buckets, strict=True):
             acc += bucket.get()
-            le = floatToGoString(bound)
-            out.append(f"{base}_bucket{self._block(names, values, le)} {floatToGoString(acc)}\n")
+            le = _go_float(bound)
+            out.append(f"{base}_bucket{self._block(names, values, le)} {_go_float(acc)}\n")
         block = self._block(names, values) if names else ""
-        out.append(f"{base}_count{block} {floatToGoString(acc)}\n")
-        out.append(f"{base}_sum{block} {floatToGoString(child._sum.get())}\n")
+        out.append(f"{base}_count{block} {_go_float(acc)}\n")
+        out.append(f"{base}_sum{block} {_go_float(child._sum.get())}\n")
 
     # -- everything else ----------------------------------------------------------
 
@@ -112,4 +116,4 @@ class Renderer:
                     keys = tuple(s.labels)
                     block = self._block(keys, tuple(s.labels[k] for k in keys))
                 stamp = "" if s.timestamp is None else f" {int(float(s.timestamp) * 1000):d}"
-                out.append(f"{s.name}{block} {floatToGoString(s.value)}{stamp}\n")
+                out.append(f"{s.name}{block} {_go_float(s.value)}{stamp}\n")

@@ -5,10 +5,9 @@ enums (outcome, reason, phase, result): never run ids or free text, so
 cardinality is fixed by the config, not by how many runs come and go.
 Submitted one-shot tasks are labelled with their template name.
 
-Counters are updated as things happen; state that already lives elsewhere
-(pool usage, task phases, runs by state) is read at scrape time by a
-collector, so it can never drift from the truth. Scrapes are served on the
-event loop (see `http.py`), so the collector reads state without locks.
+Counters are updated as things happen, here; state that already lives
+elsewhere (pool usage, task phases, runs by state) is read at scrape time by
+the collector in scrape.py, so it can never drift from the truth.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -28,15 +27,14 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from factoryd import __version__
 from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome, RunResult
 from factoryd.observe.exposition import Renderer
+from factoryd.observe.scrape import StateCollector
 from factoryd.routing.decision import Decision
-from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.model import Usage
 
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400)
@@ -76,7 +74,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # `_created` series double the exposition and no dashboard or alert uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.renderer = Renderer()
         ProcessCollector(registry=r)
@@ -321,103 +319,11 @@ class Metrics:
         self.registry.register(collector)
 
 
-class StateCollector(Collector):
-    """Reads live state at scrape time: pools, tasks by phase, runs by state."""
-
-    def __init__(
-        self,
-        engine: Callable[[], RoutingEngine],
-        task_phases: Callable[[], dict[str, int]],
-        run_states: Callable[[], dict[str, int]],
-        blocked: Callable[[], dict[str, int]],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.engine = engine
-        self.task_phases = task_phases
-        self.run_states = run_states
-        self.blocked = blocked
-        self.clock = clock
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        now = self.clock()
-        engine = self.engine()
-        ledger = engine.ledger
-        ledger.advance(now)
-        used = GaugeMetricFamily(
-            "factoryd_pool_used", "Pool usage in the current window.", labels=["pool", "unit"]
-        )
-        reserved = GaugeMetricFamily(
-            "factoryd_pool_reserved", "Pool capacity held by runs.", labels=["pool", "unit"]
-        )
-        limit = GaugeMetricFamily(
-            "factoryd_pool_limit", "Pool capacity per window.", labels=["pool", "unit"]
-        )
-        mult = GaugeMetricFamily(
-            "factoryd_pool_scarcity_multiplier",
-            "Cost multiplier from pool scarcity (capped; the cap when exhausted).",
-            labels=["pool"],
-        )
-        exhausted = GaugeMetricFamily(
-            "factoryd_pool_exhausted",
-            "1 if the pool cannot take runs (used up or limited).",
-            labels=["pool"],
-        )
-        reset = GaugeMetricFamily(
-            "factoryd_pool_reset_seconds",
-            "Seconds until the pool's window resets.",
-            labels=["pool"],
-        )
-        limited = GaugeMetricFamily(
-            "factoryd_pool_limited_seconds",
-            "Seconds until a provider-reported limit on the pool lifts (0 if none).",
-            labels=["pool"],
-        )
-        for name, st in ledger.pools.items():
-            unit = str(st.spec.unit)
-            used.add_metric([name, unit], st.used)
-            reserved.add_metric([name, unit], st.reserved)
-            limit.add_metric([name, unit], st.spec.limit)
-            m = ledger.multiplier(name, now)
-            mult.add_metric([name], ledger.scarcity_policy.max_multiplier if m is None else m)
-            exhausted.add_metric([name], 1.0 if m is None else 0.0)
-            if st.window_end is not None:
-                reset.add_metric([name], max(0.0, st.window_end - now))
-            until = st.limited_until if st.is_limited(now) else None
-            limited.add_metric([name], 0.0 if until is None else until - now)
-        yield from (used, reserved, limit, mult, exhausted, reset, limited)
-        expired = CounterMetricFamily(
-            "factoryd_reservations_expired", "Reservations released because nobody settled them."
-        )
-        expired.add_metric([], ledger.expired_total)
-        yield expired
-        arms_limited = GaugeMetricFamily(
-            "factoryd_arm_available",
-            "1 if the arm could be routed to now (health, backoff, "
-            "arm-level limits and enabled; pools not included).",
-            labels=["arm"],
-        )
-        for arm_name, arm in engine.arms.items():
-            ok = arm.enabled and engine.telemetry.condition(arm_name, now) == "ok"
-            arms_limited.add_metric([arm_name], 1.0 if ok else 0.0)
-        yield arms_limited
-        phases = GaugeMetricFamily("factoryd_tasks", "Tasks by phase.", labels=["phase"])
-        for phase, count in sorted(self.task_phases().items()):
-            phases.add_metric([phase], count)
-        yield phases
-        states = GaugeMetricFamily(
-            "factoryd_runs", "Runs currently alive, by state.", labels=["state"]
-        )
-        for state, count in sorted(self.run_states().items()):
-            states.add_metric([state], count)
-        yield states
-        blocked = GaugeMetricFamily(
-            "factoryd_tasks_blocked",
-            "Tasks no arm can take right now (every allowed arm limited, resting or full).",
-            labels=["task"],
-        )
-        for label, count in sorted(self.blocked().items()):
-            blocked.add_metric([label], count)
-        yield blocked
+__all__ = [
+    "DECISION_BUCKETS",
+    "DURATION_BUCKETS",
+    "PASS_BUCKETS",
+    "PASS_REASONS",
+    "Metrics",
+    "StateCollector",
+]

@@ -10,53 +10,47 @@ Why these choices:
   event loop for leaders that are our own children: no thread per child
   (asyncio's default watcher in 3.11 spends one), and a grandchild that
   keeps the output pipe open cannot hide the exit.
-* The daemon makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`), so
-  a descendant that double-forks with `setsid` is re-parented to us rather
-  than to init; each run's environment carries `FACTORYD_RUN_ID`, which
-  such a descendant inherits, so we can tell whose it was and kill it.
+* What lies beyond the leader (its group, escaped descendants, orphans
+  re-parented to the daemon as a subreaper) is tree.py's; its names are
+  re-exported here for the callers that think of "the process layer".
 * Each leader inherits the read ends of its own stdout and stderr pipes
   (it never reads them). If the daemon dies, the pipes keep a reader, so the
   agent's writes fill the pipe buffer and block instead of killing it with
   SIGPIPE; a restarted daemon reopens the same pipes through
   /proc/PID/fd/N and resumes reading where the dead one stopped.
-* Nothing here ever calls `waitpid(-1)`: that would steal exit statuses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import stat
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 from factoryd.proc import proctime
 from factoryd.proc.leaderstart import popen_leader
 from factoryd.proc.spawner import HelperUnavailable, Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.proc.tree import (
+    LEADERS,
+    RUN_ID_ENV,
+    become_subreaper,
+    descendants,
+    describe_status,
+    direct_children,
+    group_alive,
+    kill_processes,
+    orphans_of_run,
+    reap_orphan_zombies,
+    reap_pid,
+    run_marker,
+    signal_group,
+)
 
-RUN_ID_ENV = "FACTORYD_RUN_ID"
-#: Pids of the run leaders this process spawned and still watches. It mirrors
-#: the kernel's own table for one purpose: telling our children that are
-#: run leaders from orphans re-parented to us, without reading /proc for each.
-LEADERS: set[int] = set()
 STATE_DIR_ENV = "FACTORYD_STATE_DIR"
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Ask Linux to re-parent orphaned descendants to this process. Best effort."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 class SpawnError(Exception):
@@ -310,105 +304,25 @@ def _spawn_error(exc: OSError, argv: Sequence[str], cwd: str, stdin_path: str | 
     return SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}")
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Signal a whole process group; False if it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    """Every live descendant of `pid` (empty if it is gone)."""
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def run_marker(proc: psutil.Process) -> str | None:
-    """The FACTORYD_RUN_ID a process inherited, if we may read it."""
-    try:
-        return proc.environ().get(RUN_ID_ENV)
-    except (psutil.Error, OSError):
-        return None
-
-
-def kill_processes(procs: Iterable[psutil.Process], sig: int = signal.SIGKILL) -> int:
-    """Signal each still-living process (checked by pid AND create time)."""
-    count = 0
-    for proc in procs:
-        try:
-            if proc.is_running():
-                proc.send_signal(sig)
-                count += 1
-        except psutil.Error:
-            continue
-    return count
-
-
-def direct_children() -> list[int]:
-    """Pids of our own children, from /proc/self/task/*/children (cheap: no full
-    /proc scan); psutil's scan where the kernel does not offer that file."""
-    pids: list[int] = []
-    try:
-        for task in Path("/proc/self/task").iterdir():
-            pids.extend(int(x) for x in (task / "children").read_text().split())
-    except (OSError, ValueError):
-        try:
-            return [p.pid for p in psutil.Process().children()]
-        except psutil.Error:
-            return []
-    return pids
-
-
-def orphans_of_run(run_id: str) -> list[psutil.Process]:
-    """Live processes re-parented to us (we are a subreaper) that carry this run's marker.
-
-    Run leaders are skipped by pid without reading their environment, so the
-    cost is one small /proc read when nothing escaped.
-    """
-    found: list[psutil.Process] = []
-    for pid in direct_children():
-        if pid in LEADERS:
-            continue
-        try:
-            proc = psutil.Process(pid)
-        except psutil.Error:
-            continue
-        if run_marker(proc) == run_id:
-            found.append(proc)
-            found.extend(descendants(pid))
-    return found
-
-
-def reap_orphan_zombies() -> None:
-    """Collect the exit status of dead processes re-parented to us (never of a
-    run leader, whose status belongs to its runner). Without this, a killed
-    group member stays a zombie and its group looks alive."""
-    for pid in direct_children():
-        if pid not in LEADERS:
-            reap_pid(pid)
-
-
-def reap_pid(pid: int) -> None:
-    """Collect one specific child's status, ignoring a pid that is not ours."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def describe_status(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
-    return f"exit status {code}"
+__all__ = [
+    "LEADERS",
+    "RUN_ID_ENV",
+    "STATE_DIR_ENV",
+    "Child",
+    "SpawnError",
+    "adopt",
+    "become_subreaper",
+    "descendants",
+    "describe_status",
+    "direct_children",
+    "group_alive",
+    "kill_processes",
+    "orphans_of_run",
+    "reap_orphan_zombies",
+    "reap_pid",
+    "run_marker",
+    "same_process",
+    "signal_group",
+    "spawn",
+    "start",
+]

@@ -16,7 +16,10 @@ import time
 BOOT_TIME_TTL = 60.0
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_boot: tuple[float, float] = (0.0, -BOOT_TIME_TTL)  # (boot time, monotonic when read)
+#: (boot time, monotonic when read): a cache the loop and the journal's thread
+#: both read. It is an immutable pair rebound whole, never mutated in place,
+#: so a reader sees the old pair or the new one; at worst both threads re-read.
+_boot: tuple[float, float] = (0.0, -BOOT_TIME_TTL)
 
 
 def _boot_time() -> float:

@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from factoryd.routing.decision import Rejection
 from factoryd.routing.ledger import PoolState
-from factoryd.routing.model import ArmSpec, RejectReason, RouteRequest, charge_estimate
+from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest, charge_estimate
 from factoryd.routing.quality import QualityTracker
 from factoryd.routing.scoring import (
     Components,

@@ -7,31 +7,26 @@ pools' multipliers at that instant, and `Candidate` objects with their
 score breakdown are built from it on first read. What a reader sees is
 exactly what the router saw: the arms' views are immutable and the
 multipliers are a copy.
+
+`Rejection` lives with the request model (model.py), below both the arm
+views that make rejections and this module that reports them, so the two
+need not import each other; it is re-exported here for readers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from factoryd.routing.armview import ArmView
 from factoryd.routing.ledger import Reservation
-from factoryd.routing.model import RejectReason
+from factoryd.routing.model import Rejection
 from factoryd.routing.scoring import Components
 from factoryd.units.timefmt import iso
 
-if TYPE_CHECKING:
-    from factoryd.routing.armview import ArmView
-
 #: Runners-up named in a rationale; the full ranking is in `to_dict`.
 RATIONALE_RUNNERS_UP = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    arm: str
-    reason: RejectReason
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +39,7 @@ class Candidate:
 
 #: One scored arm as the router sorted it: (-score, tie-break rank, view).
 #: A plain tuple because one is made per arm per decision and sorts natively.
-Ranked = tuple[float, int, "ArmView"]
+Ranked = tuple[float, int, ArmView]
 
 
 def _candidate(entry: Ranked, multipliers: Mapping[str, float]) -> Candidate:
@@ -145,3 +140,40 @@ class Decision:
             ],
             "rationale": self.rationale(),
         }
+
+    def render(self) -> str:
+        """The whole decision as a table a person reads (`factoryd route`)."""
+        d = self.to_dict()
+        lines = [
+            f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
+            f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
+        ]
+        if d["reservation"]:
+            charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
+            lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+        if d["ranking"]:
+            lines.append("")
+            head = (
+                f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
+                f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
+            )
+            lines.append(head)
+            for r in d["ranking"]:
+                c = r["components"]
+                lines.append(
+                    f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
+                    f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
+                    f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
+                    + ("  below quality floor" if r["below_quality"] else "")
+                )
+        if d["rejections"]:
+            lines.append("")
+            lines.append("rejected:")
+            for r in d["rejections"]:
+                lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
+        lines.append("")
+        lines.append(d["rationale"])
+        return "\n".join(lines)
+
+
+__all__ = ["RATIONALE_RUNNERS_UP", "Candidate", "Decision", "Ranked", "Rejection"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from factoryd.routing.decision import Decision
 from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
@@ -18,7 +18,7 @@ from factoryd.routing.quality import QualityPolicy, QualityTracker
 from factoryd.routing.router import Router
 from factoryd.routing.scoring import RoutingPolicy
 from factoryd.routing.snapshot import dump_state, load_state
-from factoryd.routing.telemetry import HealthPolicy, Outcome, TelemetryBook
+from factoryd.routing.telemetry import HealthPolicy, RunSample, TelemetryBook
 from factoryd.routing.versions import ArmVersions
 
 
@@ -31,6 +31,26 @@ class EngineSettings:
     quality: QualityPolicy
     health: HealthPolicy
     telemetry_window: float = 3600.0
+
+
+class RoutingConfig(Protocol):
+    """The parts of a config the engine reads. The router sits below the
+    config layer and may not import it; `config.Config` satisfies this."""
+
+    @property
+    def arms(self) -> tuple[ArmSpec, ...]: ...
+    @property
+    def pools(self) -> tuple[PoolSpec, ...]: ...
+    @property
+    def routing(self) -> RoutingPolicy: ...
+    @property
+    def scarcity(self) -> ScarcityPolicy: ...
+    @property
+    def quality(self) -> QualityPolicy: ...
+    @property
+    def health(self) -> HealthPolicy: ...
+    @property
+    def telemetry_window(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +75,7 @@ class RoutingEngine:
         )
 
     @classmethod
-    def from_config(cls, config: Any) -> RoutingEngine:
+    def from_config(cls, config: RoutingConfig) -> RoutingEngine:
         return cls(settings_from_config(config))
 
     def reconfigure(self, settings: EngineSettings) -> None:
@@ -120,7 +140,7 @@ class RoutingEngine:
         tokens = usage.total_tokens if usage else 0
         if not limited and usage is not None:
             self.telemetry.record(
-                arm_name, Outcome(at=now, ok=ok, duration=duration, tokens=tokens)
+                arm_name, RunSample(at=now, ok=ok, duration=duration, tokens=tokens)
             )
             self.quality.observe(arm_name, task_type, ok)
         if arm_fault:
@@ -155,7 +175,7 @@ class RoutingEngine:
         return taken_at
 
 
-def settings_from_config(config: Any) -> EngineSettings:
+def settings_from_config(config: RoutingConfig) -> EngineSettings:
     return EngineSettings(
         arms=config.arms,
         pools=config.pools,

@@ -171,7 +171,9 @@ class PoolLedger:
             and fraction > policy.discount_min_fraction
         ):
             return policy.discount
-        return min(policy.max_multiplier, fraction**-state.spec.scarcity_k)
+        # float ** float is typed Any (a negative base gives a complex); fraction is positive.
+        multiplier: float = min(policy.max_multiplier, fraction**-state.spec.scarcity_k)
+        return multiplier
 
     def discount_window(self, state: PoolState) -> float:
         """The use-it-or-lose-it span: the configured hour, but never more than the

@@ -227,3 +227,12 @@ class RejectReason(enum.StrEnum):
     POOL_INSUFFICIENT = "pool_insufficient"
     BELOW_QUALITY = "below_quality"
     RESERVE_FAILED = "reserve_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One arm turned down for one request, and why (`detail` is for people)."""
+
+    arm: str
+    reason: RejectReason
+    detail: str

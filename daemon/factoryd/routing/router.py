@@ -130,7 +130,7 @@ class Router:
         if exclude or busy:
             entries = _blocked(standings, exclude, busy)
         rejections = [*standings.not_allowed, *(e for e in entries if e.__class__ is Rejection)]
-        ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]  # type: ignore[misc]
+        ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]
         below: list[Ranked] = []
         if standings.below:
             below = [e for e in ranked if e[2].below_quality]
@@ -245,7 +245,7 @@ def _blocked(
             if i is None:
                 continue
             entry = entries[i]
-            if entry.__class__ is Rejection and entry.reason is RejectReason.DISABLED:  # type: ignore[union-attr]
+            if entry.__class__ is Rejection and entry.reason is RejectReason.DISABLED:
                 continue
             entries[i] = Rejection(name, reason, detail)
     return entries

@@ -148,11 +148,15 @@ class Strategy:
     exponent: Callable[[float], float]
 
     def score(self, c: Components, p: RoutingPolicy) -> float:
-        return self.numerator(c, p) / c.scarcity ** self.exponent(c.value)
+        # float ** float is typed Any (a negative base gives a complex); scarcity is positive.
+        score: float = self.numerator(c, p) / c.scarcity ** self.exponent(c.value)
+        return score
 
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
-    return c.value * _utility(c, p) / max(c.base_cost, COST_FLOOR) ** p.cost_weight
+    # float ** float is typed Any; the base is at least COST_FLOOR, so positive.
+    numerator: float = c.value * _utility(c, p) / max(c.base_cost, COST_FLOOR) ** p.cost_weight
+    return numerator
 
 
 def _value_per_cost_numerator(c: Components, p: RoutingPolicy) -> float:

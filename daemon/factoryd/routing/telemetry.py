@@ -17,7 +17,7 @@ from factoryd.routing.versions import ArmVersions
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunSample:
     """One finished run as telemetry sees it."""
 
     at: float
@@ -31,7 +31,7 @@ BUCKETS_PER_WINDOW = 60
 
 @dataclass(slots=True)
 class Bucket:
-    """Outcomes that ended within one slice of the telemetry window."""
+    """Samples of runs that ended within one slice of the telemetry window."""
 
     start: float
     ok: int = 0
@@ -73,29 +73,29 @@ class ArmTelemetry:
         """Forget derived sums after the buckets were changed wholesale."""
         self.sums_key = None
 
-    def add(self, outcome: Outcome, span: float) -> None:
+    def add(self, sample: RunSample, span: float) -> None:
         width = span / BUCKETS_PER_WINDOW
-        start = outcome.at - outcome.at % width
+        start = sample.at - sample.at % width
         if not self.buckets or self.buckets[-1].start < start:
             self.buckets.append(Bucket(start))
             bucket = self.buckets[-1]
         else:
-            # Out-of-order outcome: fold it into the newest bucket not after it.
+            # Out-of-order sample: fold it into the newest bucket not after it.
             bucket = next((b for b in reversed(self.buckets) if b.start <= start), self.buckets[0])
-        if outcome.ok:
+        if sample.ok:
             bucket.ok += 1
-            bucket.ok_seconds += outcome.duration
+            bucket.ok_seconds += sample.duration
         else:
             bucket.failed += 1
-        bucket.tokens += outcome.tokens
+        bucket.tokens += sample.tokens
         if self.sums_key is not None and bucket.start > self.sums_cut:
             ok, failed, ok_seconds, tokens = self.sums
-            if outcome.ok:
-                ok, ok_seconds = ok + 1, ok_seconds + outcome.duration
+            if sample.ok:
+                ok, ok_seconds = ok + 1, ok_seconds + sample.duration
             else:
                 failed += 1
-            self.sums = (ok, failed, ok_seconds, tokens + outcome.tokens)
-        while self.buckets and self.buckets[0].start <= outcome.at - span - width:
+            self.sums = (ok, failed, ok_seconds, tokens + sample.tokens)
+        while self.buckets and self.buckets[0].start <= sample.at - span - width:
             self.buckets.popleft()
 
     def window(self, now: float, span: float) -> list[Bucket]:
@@ -135,10 +135,10 @@ class TelemetryBook:
             tel = self.arms[name] = ArmTelemetry()
         return tel
 
-    def record(self, arm: str, outcome: Outcome) -> None:
+    def record(self, arm: str, sample: RunSample) -> None:
         tel = self.arm(arm)
-        tel.add(outcome, self.window)
-        tel.last_event_at = max(tel.last_event_at or outcome.at, outcome.at)
+        tel.add(sample, self.window)
+        tel.last_event_at = max(tel.last_event_at or sample.at, sample.at)
 
     def touch(self, arm: str, at: float) -> None:
         """Any sign of life from the arm (a streamed event) refreshes its age."""

@@ -4,58 +4,34 @@ A runner owns its process and nothing else. The reconciler asks it to stop
 with a method call (`request_stop`), and it answers once, with a
 `RunResult`, when the run is over and every process it started is gone.
 
-Stopping is: SIGTERM to the process group, `stop_grace` for it to exit,
-SIGKILL to the group, then SIGKILL to every descendant we know of that left
-the group with `setsid` (tracked by the reconciler's descendant scans, found
-again at stop time, and re-parented to the daemon as a subreaper). After a
-kill the exit status is not trusted: the outcome is the reason we killed.
+How a stop escalates and how nothing is left behind is teardown.py's; what
+a run is asked to do is runspec.py's (both re-exported here for callers).
+After a kill the exit status is not trusted: the outcome is the reason we
+killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 import psutil
 
-from factoryd.core.events import AgentEvent, LimitHit
 from factoryd.core.events import Completion as AgentCompletion
+from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.proc import process
-from factoryd.proc.capture import PipeReader, RunLog
+from factoryd.proc.capture import PipeReader
 from factoryd.proc.spawner import Spawner
-from factoryd.proc.spawnlog import SpawnLog
-from factoryd.run.agents.base import Parser
+from factoryd.run import teardown
+from factoryd.run.runspec import Adoption, EventCallback, Gate, RunSpec, StartedCallback
+from factoryd.run.teardown import LEFTOVER_GRACE
 
-#: How long leftover group members get after the leader exited on its own.
-LEFTOVER_GRACE = 2.0
 #: How long to wait for pipes to close once every process is gone.
 DRAIN_TIMEOUT = 2.0
-
-
-@dataclass(slots=True)
-class RunSpec:
-    run_id: str
-    task: str
-    arm: str
-    cli: str
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    cwd: str
-    log: RunLog
-    parser: Parser
-    stdin_path: str | None = None
-    timeout: float | None = None
-    stall_timeout: float | None = None
-    stop_grace: float = 10.0
-    #: Where the spawn is noted the moment the process exists, so that a
-    #: daemon that dies before journaling the pid still finds out it spawned.
-    spawn_log: SpawnLog | None = None
 
 
 @dataclass(slots=True)
@@ -65,39 +41,6 @@ class _Watch:
     last_activity: float
     descendants: dict[int, psutil.Process] = field(default_factory=dict)
     limit: LimitHit | None = None
-
-
-@dataclass(slots=True)
-class Gate:
-    """Opened by the reconciler once the run's record is committed to the journal."""
-
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    ok: bool = True
-    error: str = ""
-
-    def open(self, ok: bool = True, error: str = "") -> None:
-        self.ok, self.error = ok, error
-        self.event.set()
-
-
-@dataclass(frozen=True, slots=True)
-class Adoption:
-    """A live process a previous daemon started, to be watched by this one."""
-
-    pid: int
-    create_time: float
-    #: Monotonic time of the original start, so timeouts keep counting.
-    started: float
-    #: Where the leader holds its own output pipes' read ends (see process.py).
-    leader_fds: tuple[int, int] | None = None
-
-
-#: (pid, the leader's fds for its pipes' read ends, its start time if known).
-#: The spawn helper reads the start time before the leader can be collected;
-#: after a Popen on the loop it is None, and the journal reads it when it
-#: records the pid (journal.op_run_started), off the loop.
-StartedCallback = Callable[[int, tuple[int, int] | None, float | None], None]
-EventCallback = Callable[[AgentEvent], None]
 
 
 class Runner:
@@ -141,8 +84,7 @@ class Runner:
 
     def remember_descendants(self, procs: list[psutil.Process]) -> None:
         """Called by the reconciler's periodic scan: descendants seen alive."""
-        for proc in procs:
-            self._watch.descendants.setdefault(proc.pid, proc)
+        teardown.remember(self._watch.descendants, procs)
 
     async def run(self) -> RunResult:
         spec = self.spec
@@ -255,7 +197,14 @@ class Runner:
                 if stop is not None and not exited.is_set():
                     self._stopped = True
                     spec.log.note(f"stopping: {stop.reason}")
-                    await self._terminate(child, exited.wait, result)
+                    await teardown.terminate(
+                        child,
+                        self._watch.descendants,
+                        exited.wait,
+                        result,
+                        spec.stop_grace,
+                        spec.log,
+                    )
                 await exited.wait()
             except anyio.get_cancelled_exc_class():
                 # The daemon is going away without asking us first: the process
@@ -263,12 +212,35 @@ class Runner:
                 self._stopped = True
                 with anyio.CancelScope(shield=True):
                     if not exited.is_set():
-                        await self._terminate(child, exited.wait, result)
-                    await self._clean_up(child, result)
+                        await teardown.terminate(
+                            child,
+                            self._watch.descendants,
+                            exited.wait,
+                            result,
+                            spec.stop_grace,
+                            spec.log,
+                        )
+                    await teardown.clean_up(
+                        child,
+                        self._watch.descendants,
+                        result,
+                        spec.stop_grace,
+                        spec.run_id,
+                        self._stopped,
+                    )
                 raise
-            if self._left_behind(child, result) or not all(r.done for r in readers):
+            if teardown.left_behind(
+                child, self._watch.descendants, result, self._stopped
+            ) or not all(r.done for r in readers):
                 with anyio.CancelScope(shield=True):
-                    await self._clean_up(child, result)
+                    await teardown.clean_up(
+                        child,
+                        self._watch.descendants,
+                        result,
+                        spec.stop_grace,
+                        spec.run_id,
+                        self._stopped,
+                    )
                     if not all(reader.done for reader in readers):
                         with anyio.move_on_after(DRAIN_TIMEOUT) as drain:
                             for reader in readers:
@@ -341,66 +313,6 @@ class Runner:
                 await self._wake.wait()
         return self._stop
 
-    async def _terminate(
-        self, child: process.Child, wait: Callable[[], Awaitable[object]], result: RunResult
-    ) -> None:
-        """SIGTERM the group, wait the grace, then SIGKILL the group and every descendant."""
-        self.remember_descendants(process.descendants(child.pid))
-        process.signal_group(child.pid, signal.SIGTERM)
-        escaped = 0
-        for proc in list(self._watch.descendants.values()):
-            escaped += _signal_escaped(proc, child.pid, signal.SIGTERM)
-        result.orphans_killed += escaped
-        with anyio.move_on_after(self.spec.stop_grace) as grace:
-            await wait()
-        if not grace.cancelled_caught:
-            return
-        self.remember_descendants(process.descendants(child.pid))
-        process.signal_group(child.pid, signal.SIGKILL)
-        process.kill_processes(self._watch.descendants.values())
-        result.sigkilled = True
-        self.spec.log.note(f"SIGKILL after {self.spec.stop_grace:g}s grace")
-        await wait()
-
-    def _left_behind(self, child: process.Child, result: RunResult) -> bool:
-        """Whether `_clean_up` has anything to do. Most runs end alone: the group
-        is gone, no descendant was ever seen, nothing was stopped or killed, and
-        then the clean-up (and the shielded scope it needs) is skipped."""
-        return (
-            process.group_alive(child.pid)
-            or bool(self._watch.descendants)
-            or result.sigkilled
-            or self._stopped
-        )
-
-    async def _clean_up(self, child: process.Child, result: RunResult) -> None:
-        """Leave nothing behind: leftover group members, escaped descendants, orphans."""
-        pgid = child.pid
-        leftovers = process.signal_group(pgid, signal.SIGTERM)
-        if leftovers:
-            with anyio.move_on_after(min(LEFTOVER_GRACE, self.spec.stop_grace)):
-                while process.group_alive(pgid):
-                    await anyio.sleep(0.02)
-                    process.reap_orphan_zombies()
-            if process.signal_group(pgid, signal.SIGKILL):
-                result.sigkilled = True
-        escaped = [p for p in self._watch.descendants.values() if _alive(p)]
-        # Looking for orphans re-parented to us costs a /proc read per run; a run
-        # that exited cleanly, alone in its group, with no known descendants is
-        # left to the reconciler's periodic scan, which reaps strays within 5 s.
-        if leftovers or escaped or self._watch.descendants or result.sigkilled or self._stopped:
-            escaped += process.orphans_of_run(self.spec.run_id)
-        killed = process.kill_processes(escaped)
-        if killed:
-            # SIGKILL is not instant: wait (briefly) until they are really gone, so
-            # that "the run is over" means no process of it is left.
-            with anyio.move_on_after(1.0):
-                while any(_alive(p) for p in escaped):
-                    await anyio.sleep(0.005)
-        for proc in escaped:
-            process.reap_pid(proc.pid)
-        result.orphans_killed += killed
-
     def _classify(
         self, result: RunResult, stop: StopRequest | None, code: int | None, adopted: bool
     ) -> None:
@@ -434,27 +346,13 @@ def _status(code: int | None) -> str:
     return "no exit status" if code is None else process.describe_status(code)
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal_escaped(proc: psutil.Process, run_pgid: int, sig: int) -> int:
-    """Signal a descendant that left the run's group, with the group it leads.
-
-    Returns 1 if it had escaped (and was signalled), 0 if it is in the run's
-    group (the group signal reaches it) or gone.
-    """
-    try:
-        pgid = os.getpgid(proc.pid)
-        if pgid == run_pgid:
-            return 0
-        if pgid == proc.pid:
-            process.signal_group(pgid, sig)
-        else:
-            proc.send_signal(sig)
-    except (psutil.Error, OSError):
-        return 0
-    return 1
+__all__ = [
+    "DRAIN_TIMEOUT",
+    "LEFTOVER_GRACE",
+    "Adoption",
+    "EventCallback",
+    "Gate",
+    "RunSpec",
+    "Runner",
+    "StartedCallback",
+]

@@ -98,6 +98,8 @@ async def _answer(
         request = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {"ok": False, "error": "request is not a JSON object on one line"}
+    except RecursionError:  # `[[[[...` a megabyte deep: the decoder gives up, we answer
+        return {"ok": False, "error": "request is nested too deeply"}
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return {"ok": False, "error": 'request must be an object with an "op" string'}
     request["_peer"] = peer or {}

@@ -23,7 +23,6 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from factoryd.core.taskspec import TaskSpec
-from factoryd.proc import process
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.routing.ledger import PoolLedger, Reservation
 from factoryd.routing.snapshot import reservation_record
@@ -119,11 +118,7 @@ class JournalBatch:
     ) -> None:
         if self.journal is not None:
             self._started.append(run_id)
-            self._ops.append(
-                j.op_run_started(
-                    run_id, pid, create_time, leader_fds, lambda p: p in process.LEADERS
-                )
-            )
+            self._ops.append(j.op_run_started(run_id, pid, create_time, leader_fds))
 
     def run_ended(self, op: j.Op) -> None:
         """A run's end record (made by settlement); telemetry and the ledger moved."""

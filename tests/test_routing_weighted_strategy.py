@@ -1,4 +1,5 @@
-"""Seed A's own scenarios, under the `weighted` strategy they belong to."""
+"""The `weighted` strategy: throughput, latency and consumption rank arms; stale
+telemetry and provider limits reject them (the rules seed A routed by)."""
 
 from __future__ import annotations
 
@@ -142,13 +143,13 @@ def test_equal_scores_keep_config_order() -> None:
 
 
 def test_telemetry_sums_follow_new_outcomes_and_the_moving_window() -> None:
-    from factoryd.routing.telemetry import Outcome, TelemetryBook
+    from factoryd.routing.telemetry import RunSample, TelemetryBook
 
     book = TelemetryBook(window=600.0)
-    book.record("a", Outcome(at=T0, ok=True, duration=10.0, tokens=100))
+    book.record("a", RunSample(at=T0, ok=True, duration=10.0, tokens=100))
     first = book.performance("a", T0 + 1)
     assert first is not None and first.session_tokens == 100
-    book.record("a", Outcome(at=T0 + 2, ok=False, duration=5.0, tokens=50))
+    book.record("a", RunSample(at=T0 + 2, ok=False, duration=5.0, tokens=50))
     second = book.performance("a", T0 + 3)  # same window position: the cache must not lie
     assert second is not None and second.session_tokens == 150 and second.success_rate == 0.5
     later = book.performance("a", T0 + 700)  # both outcomes have left the window

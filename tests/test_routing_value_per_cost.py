@@ -1,4 +1,5 @@
-"""Seed B's rules, under the `value_per_cost` strategy they belong to."""
+"""The `value_per_cost` strategy: value over effective cost, the quality floor,
+feasibility and scarcity (the rules seed B routed by)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Each defect of seed B listed in routing.md, as a test that ours does not have it."""
+"""Pool accounting: charges in each pool's unit, reservations that expire and are
+all-or-nothing, resets, capped multipliers; one test per defect of seed B in
+routing.md, so ours never has it."""
 
 from __future__ import annotations
 
