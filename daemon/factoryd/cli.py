@@ -124,6 +124,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request["idempotency_key"] = args.idempotency_key
     result = _control(args, {"op": "submit", **request})
     note = " (already submitted)" if result.get("duplicate") else ""
+    if result.get("duplicate") and result.get("state", "accepted") != "accepted":
+        note = f" (already submitted; it has ended: {result['state']})"
     print(f"{result['id']}{note}")
     return EXIT_OK
 

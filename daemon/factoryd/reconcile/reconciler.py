@@ -348,12 +348,10 @@ class Reconciler:
             self.logger.info("config.applied", tasks=count)
 
     def reload_now(self, loader: Callable[[], Config]) -> dict[str, Any]:
-        """Reload inside the loop (a command from the socket), as SIGHUP does;
-        returns the result that `last_reload` keeps."""
+        """Reload now, as SIGHUP does (a socket command, in the loop); the result."""
         self._reload = loader
         self._do_reload()
-        assert self.last_reload is not None
-        return self.last_reload
+        return self.last_reload or {}
 
     def _do_reload(self) -> None:
         assert self._reload is not None

@@ -362,6 +362,8 @@ class RunBook:
             reason=result.reason,
             exit_status=result.exit_status,
             duration=round(result.duration, 3),
+            tokens=None if settled.usage is None else settled.usage.total_tokens,
+            cost=settled.cost,
             log=str(run.log_path) if result.log_kept else None,
             log_error=result.log_error,
             bytes_dropped=result.bytes_dropped,

@@ -150,7 +150,8 @@ class Decision:
         ]
         if d["reservation"]:
             charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
-            lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+            # `route` runs nothing and reserves nothing: it says what a run would hold.
+            lines.append(f"would reserve: {charges or 'nothing'} (route reserves nothing)")
         if d["ranking"]:
             lines.append("")
             head = (

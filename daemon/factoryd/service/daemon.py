@@ -129,7 +129,12 @@ class Service:
             except SubmitError as exc:
                 rec.metrics.submissions.labels("socket", "rejected").inc()
                 raise control.ControlError(str(exc)) from None
-            return {"id": accepted.id, "template": accepted.label, "duplicate": accepted.duplicate}
+            return {
+                "id": accepted.id,
+                "template": accepted.label,
+                "duplicate": accepted.duplicate,
+                "state": accepted.state,
+            }
 
         async def reload(_req: dict[str, Any]) -> Any:
             rec.request_reload(self.load)

@@ -27,6 +27,8 @@ class Accepted:
     id: str
     label: str
     duplicate: bool
+    #: The submission's journal state ("accepted" until it ends).
+    state: str = "accepted"
 
 
 def _idem_key(request: dict[str, Any]) -> str | None:
@@ -34,6 +36,26 @@ def _idem_key(request: dict[str, Any]) -> str | None:
     if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
         raise SubmitError("idempotency_key: expected a non-empty string of at most 256 chars")
     return key
+
+
+def _duplicate(
+    rec: Reconciler, existing: j.SubmissionRow, request: dict[str, Any], key: str
+) -> Accepted:
+    """A key seen before: the same request gets the task it made; another is a conflict.
+    Idempotency keys are not secrets: they are logged."""
+    ended = "" if existing.state == "accepted" else f"; it has already ended ({existing.state})"
+    if existing.request != request:
+        rec.logger.warning(
+            "submission.conflict", id=existing.id, idempotency_key=key, state=existing.state
+        )
+        raise SubmitError(
+            f"idempotency key {key!r} was used for a different request "
+            f"(submission {existing.id}{ended}); nothing queued"
+        )
+    rec.logger.info(
+        "submission.duplicate", id=existing.id, idempotency_key=key, state=existing.state
+    )
+    return Accepted(existing.id, existing.label, duplicate=True, state=existing.state)
 
 
 async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
@@ -45,7 +67,7 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
     if key is not None:
         existing = await anyio.to_thread.run_sync(journal.submission_by_key, key)
         if existing is not None:
-            return Accepted(existing.id, existing.label, duplicate=True)
+            return _duplicate(rec, existing, request, key)
     sub_id = "s-" + new_run_id(rec.clock.wall())
     spec, label = build_spec(rec.config, request, sub_id, where)
     try:
@@ -57,7 +79,7 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         existing = journal.submission_by_key(key) if key else None
         if existing is None:
             raise
-        return Accepted(existing.id, existing.label, duplicate=True)
+        return _duplicate(rec, existing, request, key)
     await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))
     rec.metrics.submissions.labels(source, "accepted").inc()
     rec.logger.info(
