@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -137,8 +138,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from factoryd.reconcile.armsecrets import missing_secrets
+
     config = _config(args)
     print(config.summary())
+    for arm, what in missing_secrets(config, os.environ).items():
+        # The daemon's environment may differ; there the arm would be unavailable.
+        print(f"warning: arm {arm}: {what} (the daemon keeps it out: secret_missing)")
     return EXIT_OK
 
 

@@ -77,7 +77,7 @@ def hold(rec: Reconciler, name: str) -> dict[str, Any]:
     rt.retry_at = None
     if rt.phase is not TaskPhase.STOPPED:
         table.set_phase(rt, TaskPhase.STOPPED, HELD)
-    table.wake("stop")
+    table.wake("command")
     return {
         "task": name,
         "held": True,
@@ -106,7 +106,7 @@ def start(rec: Reconciler, name: str) -> dict[str, Any]:
     else:
         rt.retry_at = None  # pending or backing off: now, not after the backoff
         table.index(rt)
-    table.wake("start")
+    table.wake("command")
     return {"task": name, "started": True, "phase": str(rt.phase), "was_held": was_held}
 
 

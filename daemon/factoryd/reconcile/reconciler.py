@@ -43,6 +43,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc import fdlimit, process
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.reconcile.armsecrets import mark_missing_secrets
 from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
@@ -338,6 +339,7 @@ class Reconciler:
 
     def _adopt_config(self, config: Config, *, first: bool = False) -> None:
         count = self.table.adopt_config_tasks(config.tasks)
+        mark_missing_secrets(self.engine, config, self.book.base_env, self.logger)
         short = fdlimit.shortfall(config.daemon.max_concurrent)
         if short is not None:
             self.logger.warning("limits.nofile", reason=short)

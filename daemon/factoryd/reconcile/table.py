@@ -291,7 +291,7 @@ class TaskTable:
         if rt.spec.kind is TaskKind.SCHEDULED:
             rt.pending_fires = max(rt.pending_fires, 1)
         self.set_phase(rt, TaskPhase.PENDING, "restarted by operator")
-        self.wake("restart")
+        self.wake("command")
 
     def forget_finished_submissions(self) -> None:
         """Done submissions leave memory (the journal keeps them until retention)."""

@@ -215,6 +215,7 @@ class RejectReason(enum.StrEnum):
     EXCLUDED = "excluded"
     AT_CAPACITY = "at_capacity"
     UNHEALTHY = "unhealthy"
+    SECRET_MISSING = "secret_missing"  # noqa: S105 - a reason, not a secret
     BACKOFF = "backoff"
     LIMITED = "limited"
     STALE = "stale_telemetry"

@@ -113,6 +113,8 @@ def handlers(rec: Reconciler, loader: Callable[[], Config]) -> dict[str, control
             }
         if rec.batch.journal is not None:
             answer["submission"] = await read(history.submission, target)
+            if answer["submission"]:
+                del answer["submission"]["request"]  # may carry env values: not shown
             answer["runs"] = await read(history.runs_of, target, limit)
             if rt is None and answer["submission"] is None:
                 found = await read(history.run, target)
@@ -177,7 +179,7 @@ def handlers(rec: Reconciler, loader: Callable[[], Config]) -> dict[str, control
         def lift() -> dict[str, Any]:
             lifted = operator.release(rec.engine, name, rec.clock.wall())
             rec.batch.routing_changed()
-            rec.wake("release")
+            rec.wake("command")
             return lifted
 
         result = await in_loop(lift)
@@ -190,15 +192,15 @@ def handlers(rec: Reconciler, loader: Callable[[], Config]) -> dict[str, control
             rec.logger.info("operator.reset", task=name, **who(req))
             return {"task": name, "reset": True}
         journal = rec.batch.journal
-        sub = None if journal is None else await anyio.to_thread.run_sync(journal.submission, name)
+        sub = None if journal is None else await read(history.submission, name)
         if journal is None or sub is None:
             raise control.ControlError(f"no task or submission named {name!r}")
         try:
-            spec, label = build_spec(rec.config, sub.request, sub.id, f"submission {sub.id}")
+            spec, label = build_spec(rec.config, sub["request"], name, f"submission {name}")
         except SubmitError as exc:
             raise control.ControlError(f"cannot run {name} again: {exc}") from None
         await journal.apply(
-            [j.op_submission_state(sub.id, "accepted", "reset by operator", rec.clock.wall())],
+            [j.op_submission_state(name, "accepted", "reset by operator", rec.clock.wall())],
             durable=True,
         )
         await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))

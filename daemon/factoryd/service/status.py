@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from factoryd import __version__
+from factoryd.routing.availability import arm_health
 from factoryd.units.durations import format_seconds
 from factoryd.units.timefmt import iso
 
@@ -69,12 +70,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
         backoff = (
             tel.backoff_until if tel and tel.backoff_until and tel.backoff_until > now_w else None
         )
-        pool_limits = [
-            p for p in arm.pools if p in ledger.pools and ledger.pools[p].is_limited(now_w)
-        ]
-        health = engine.telemetry.condition(name, now_w) if arm.enabled else "disabled"
-        if health == "ok" and pool_limits:
-            health = "limited"
+        health, pool_limits = arm_health(engine, name, now_w)
         arms.append(
             {
                 "name": name,

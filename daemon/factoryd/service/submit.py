@@ -77,7 +77,7 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         )
     except sqlite3.IntegrityError:
         existing = journal.submission_by_key(key) if key else None
-        if existing is None:
+        if existing is None or key is None:
             raise
         return _duplicate(rec, existing, request, key)
     await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))

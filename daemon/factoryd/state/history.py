@@ -73,6 +73,7 @@ def run(path: Path, run_id: str) -> dict[str, Any] | None:
 
 def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
+        "request": json.loads(row[8]),
         "id": row[0],
         "idempotency_key": row[1],
         "template": row[2],
@@ -84,7 +85,7 @@ def _submission(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-_SUB_COLUMNS = "id, idem_key, label, source, state, reason, created_at, updated_at"
+_SUB_COLUMNS = "id, idem_key, label, source, state, reason, created_at, updated_at, request"
 
 
 def submission(path: Path, sub_id: str) -> dict[str, Any] | None:
@@ -108,6 +109,7 @@ def finished_submissions(path: Path, limit: int = 10) -> list[dict[str, Any]]:
         out = []
         for row in rows:
             sub = _submission(row)
+            del sub["request"]
             last = db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE task = ? "  # noqa: S608
                 "ORDER BY started_at DESC LIMIT 1",
