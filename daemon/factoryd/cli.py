@@ -245,7 +245,12 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="factoryd", description="Keep CLI coding agents running, routed by policy."
+        prog="factoryd",
+        description="Keep CLI coding agents running, routed by policy.",
+        epilog="Exit status: 0 done; 1 runtime failure (daemon unreachable, request "
+        "refused, no arm chosen by route, reload with errors); 2 bad input (arguments, "
+        "config, state file); wait adds 3 (its --timeout passed) and 4 (the task ended "
+        "without succeeding).",
     )
     parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     from factoryd.service import verbs
 
     verbs.register(sub, control_args)  # logs show wait stop start restart reset release reload
+    verbs.register_completion(sub, parser)
     return parser
 
 
@@ -345,3 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `factoryd logs ... | head`: the reader had enough
+        sys.stderr.close()
+        return EXIT_OK

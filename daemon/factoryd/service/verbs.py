@@ -256,11 +256,29 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
         except ControlError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAIL
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: main ends quietly
         except OSError as exc:
             print(f"error: control socket: {exc}", file=sys.stderr)
             return EXIT_FAIL
 
     return run
+
+
+def register_completion(sub: Any, root: argparse.ArgumentParser) -> None:
+    """`factoryd completion bash|zsh`: a completion script generated from the parser
+    (shtab), so it never lags behind the verbs."""
+
+    def cmd(args: argparse.Namespace) -> int:
+        import shtab
+
+        print(shtab.complete(root, shell=args.shell))
+        return EXIT_OK
+
+    help = "print a shell completion script (bash: source it; zsh: put it on $fpath as _factoryd)"
+    p = sub.add_parser("completion", help=help, description=help)
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd)
 
 
 def register(
