@@ -156,7 +156,7 @@ class RouteRequest:
     requires_vision: bool = False
     complexity: float = 0.0
     effort: str | None = None
-    #: Arms this task may use, in preference order; empty means every arm.
+    #: Arms this task may use (empty: every arm); ranked by score, order breaks ties.
     arms: tuple[str, ...] = ()
     min_quality: float | None = None
 
