@@ -1,7 +1,8 @@
 # factoryd developer entry points. Every target creates its own virtualenv.
 #
 #   make run    set up, then run the daemon on etc/factoryd.toml (Ctrl-C stops it)
-#   make test   set up (venv, Debian's prometheus, the pinned agent CLIs from npm), lint, test
+#   make test   set up (venv, Debian packages, the pinned agent CLIs from npm), lint
+#               (ruff, mypy --strict, import-linter contracts), test
 #   make bench  run the benchmarks in bench/ and write bench/RESULTS.md
 #   make man    the man page and bash/zsh completion scripts, from the parser, into build/
 
@@ -30,6 +31,8 @@ agents: system-deps
 lint: $(BIN)/.installed
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(BIN)/.installed system-deps agents lint
 	$(BIN)/python -m pytest

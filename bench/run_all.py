@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
 import exit_latency  # noqa: E402
+import fleet  # noqa: E402
 import idle  # noqa: E402
 import memory  # noqa: E402
 import orphans  # noqa: E402
@@ -34,13 +35,19 @@ def main() -> None:
     args = parser.parse_args()
     results = common.Results()
     t0 = time.monotonic()
-    spawn.run(results, reps=2 if args.quick else 7)
-    exit_latency.run(results, kills=30 if args.quick else 100, peer_kills=10 if args.quick else 30)
-    idle.run(results, window=20.0 if args.quick else 60.0)
-    scale.run(results)
-    memory.run(results)
-    output.run(results, reps=2 if args.quick else 3)
-    orphans.run(results)
+    try:
+        spawn.run(results, reps=2 if args.quick else 7)
+        exit_latency.run(
+            results, kills=30 if args.quick else 100, peer_kills=10 if args.quick else 30
+        )
+        idle.run(results, window=20.0 if args.quick else 60.0)
+        scale.run(results)
+        memory.run(results)
+        output.run(results, reps=2 if args.quick else 3)
+        orphans.run(results)
+        fleet.run(results, quick=args.quick)
+    except common.BenchFailed as exc:
+        raise SystemExit(f"benchmark failed: {exc}") from None
     elapsed = time.monotonic() - t0
     lines = [
         "# factoryd benchmark results",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factoryd.proc import proctime
-from factoryd.proc.leaderstart import popen_leader
+from factoryd.proc.leader_popen import popen_leader
 from factoryd.proc.spawner import HelperUnavailable, Spawner
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.proc.tree import (

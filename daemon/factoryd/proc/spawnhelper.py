@@ -39,7 +39,7 @@ from typing import Any
 # Run as a script outside the package (python -I leaves its directory off the
 # path): the modules shared with the daemon are loaded from beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from leaderstart import popen_leader
+from leader_popen import popen_leader
 from proctime import start_ticks, stat_fields
 from spawnlog import spawn_line
 
