@@ -138,8 +138,7 @@ class Reconciler:
         self._pending_reload = False
         self._next_prune = 0.0
         self.last_pass_wall: float | None = None
-        #: The last reload's result (ok, at, errors); None: none since start.
-        self.last_reload: dict[str, Any] | None = None
+        self.last_reload: dict[str, Any] | None = None  # ok, at, errors; None: no reload yet
         self.passes = 0
         self.started = anyio.Event()
         self._adopt_config(config, first=True)

@@ -362,7 +362,7 @@ class RunBook:
             reason=result.reason,
             exit_status=result.exit_status,
             duration=round(result.duration, 3),
-            tokens=None if settled.usage is None else settled.usage.total_tokens,
+            tokens=settled.usage.total_tokens if settled.usage else None,
             cost=settled.cost,
             log=str(run.log_path) if result.log_kept else None,
             log_error=result.log_error,
@@ -388,10 +388,8 @@ class RunBook:
             return  # the new spec starts on the next pass
         if rt.phase is TaskPhase.CANCELLED or rt.phase is TaskPhase.STOPPED:
             return
-        if run.restart:
-            # `factoryd restart`: no verdict, no backoff, no restart counted.
-            self.table.restarted(rt)
-            return
+        if run.restart:  # `factoryd restart`: no verdict, no backoff, no restart counted
+            return self.table.restarted(rt)
         limited = run.arm if result.outcome is Outcome.LIMITED else None
         self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), limited, now_m)
 
