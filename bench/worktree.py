@@ -42,7 +42,8 @@ from common import Results, Row, paired, ratios, summary, tmpdir  # noqa: E402
 from factoryd.core.outcome import Outcome  # noqa: E402
 from factoryd.core.workspace_spec import Keep, WorkspaceSpec  # noqa: E402
 from factoryd.run.gitcmd import Git  # noqa: E402
-from factoryd.run.workspace import Workspaces, plan  # noqa: E402
+from factoryd.run.workspace import Workspaces  # noqa: E402
+from factoryd.run.workspace_plan import plan  # noqa: E402
 
 ENV = {
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -12,7 +12,8 @@ import pytest
 from factoryd.core.outcome import Outcome
 from factoryd.core.workspace_spec import Hook, Hooks, Keep, WorkspaceSpec
 from factoryd.run.gitcmd import Git
-from factoryd.run.workspace import Workspaces, plan
+from factoryd.run.workspace import Workspaces
+from factoryd.run.workspace_plan import plan
 from git_kit import branches, changed_files, git, make_repo, worktrees
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}

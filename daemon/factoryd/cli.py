@@ -1,5 +1,4 @@
-"""The `factoryd` command line: run | check | route | status | state | submit | cancel |
-reset | journal.
+"""The `factoryd` command line: run, check, route, simulate, status, state, submit, ...
 
 Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
 file, arguments). Errors are one line per problem, never a traceback.
@@ -20,6 +19,7 @@ from factoryd import __version__
 from factoryd.config.loader import Config, ConfigError, load_config, parse_task_override
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
+from factoryd.service import verbs
 from factoryd.units.timefmt import parse_iso
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -38,15 +38,19 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from factoryd.service.preflight import claim
+
+    config = _config(args)
+    held = claim(config)  # one daemon per state dir: refused before the heavy imports
+
     import anyio
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
     from factoryd.state.journal import JournalError
 
-    config = _config(args)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
-    service = Service(config)
+    service = Service(config, state_lock=held)
     try:
         return anyio.run(service.run)
     except JournalError as exc:  # damaged or missing: one line, never a traceback
@@ -74,14 +78,6 @@ def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
         raise RuntimeFailure(str(exc)) from None
     except OSError as exc:
         raise RuntimeFailure(f"control socket: {exc}") from None
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from factoryd.service.status import render_status
-
-    result = _control(args, {"op": "status"})
-    print(json.dumps(result, indent=2) if args.json else render_status(result))
-    return EXIT_OK
 
 
 def cmd_state_dump(args: argparse.Namespace) -> int:
@@ -128,12 +124,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if result.get("duplicate") and result.get("state", "accepted") != "accepted":
         note = f" (already submitted; it has ended: {result['state']})"
     print(f"{result['id']}{note}")
-    return EXIT_OK
-
-
-def cmd_cancel(args: argparse.Namespace) -> int:
-    _control(args, {"op": "cancel", "id": args.id})
-    print(f"{args.id} cancelled")
     return EXIT_OK
 
 
@@ -243,14 +233,24 @@ def cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.arm else EXIT_FAIL
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from factoryd.simulate.command import SimulateError, simulate_command
+
+    try:
+        print(simulate_command(
+            args.config, args.scenario, seeds=args.seeds, as_json=args.json,
+            policies=(args.policies or "").split(","), plot_path=args.plot,
+        ))  # fmt: skip
+    except SimulateError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factoryd",
         description="Keep CLI coding agents running, routed by policy.",
-        epilog="Exit status: 0 done; 1 runtime failure (daemon unreachable, request "
-        "refused, no arm chosen by route, reload with errors); 2 bad input (arguments, "
-        "config, state file); wait adds 3 (its --timeout passed) and 4 (the task ended "
-        "without succeeding).",
+        epilog=verbs.EXIT_STATUS,
     )
     parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,11 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", help="config file (to find the control socket)")
         p.add_argument("--socket", help="control socket path (overrides --config)")
 
-    p = sub.add_parser("status", help="show tasks, pools and arms of the running daemon")
-    control_args(p)
-    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    p.set_defaults(func=cmd_status)
-
     p = sub.add_parser("state", help="routing state of the running daemon")
     state_sub = p.add_subparsers(dest="state_command", required=True)
     dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")
@@ -322,23 +317,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key", "-k", help="a retried submit with this key runs once")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("cancel", help="cancel a submitted (or any) task; stops its run")
-    control_args(p)
-    p.add_argument("id")
-    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("simulate", help="play a scenario against the router, baselines, oracle")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--scenario", required=True, help="a scenario TOML (see scenarios/)")
+    p.add_argument("--seeds", type=int, help="paired seeds (default: the scenario's)")
+    p.add_argument("--policies", help="comma-separated policies (default: all)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the cost-success plane")
+    p.set_defaults(func=cmd_simulate)
 
-    from factoryd.service import verbs
-
-    verbs.register(sub, control_args)  # logs show wait stop start restart reset release reload
+    verbs.register(sub, control_args)  # status cancel logs show wait stop start restart reset ...
     verbs.register_completion(sub, parser)
     return parser
 
 
+def _internal_error(exc: BaseException) -> int:
+    """A bug reached the top: one line, the traceback kept in a debug log."""
+    import os
+    import tempfile
+    import traceback
+
+    where = Path(tempfile.gettempdir()) / f"factoryd-debug-{os.getuid()}.log"
+    text = "".join(traceback.format_exception(exc))
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(where, flags, 0o600)
+        with os.fdopen(fd, "a", errors="backslashreplace") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid {os.getpid()}\n{text}")
+        pointer = f"the traceback is in {where}"
+    except OSError:
+        pointer = "set FACTORYD_DEBUG=1 to see the traceback"
+    if os.environ.get("FACTORYD_DEBUG"):
+        sys.stderr.write(text)
+    first = (str(exc).splitlines() or [""])[0][:160]
+    print(f"error: internal error: {type(exc).__name__} {first}; {pointer}", file=sys.stderr)
+    return EXIT_FAIL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from factoryd.service.preflight import StartupError
+
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 print escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -354,3 +382,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `factoryd logs ... | head`: the reader had enough
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # the last guard: no traceback reaches a user
+        return _internal_error(exc)

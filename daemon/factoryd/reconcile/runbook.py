@@ -24,7 +24,7 @@ import anyio
 from structlog.typing import FilteringBoundLogger
 
 from factoryd.config.loader import Config
-from factoryd.core.lifecycle import TaskPhase
+from factoryd.core.lifecycle import TaskPhase, exclusions_after
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
@@ -40,6 +40,7 @@ from factoryd.reconcile.runstate import (
 )
 from factoryd.reconcile.settle import judge, settle_run, settle_unstarted
 from factoryd.reconcile.table import TaskTable
+from factoryd.reconcile.worktrees import RunWorktrees
 from factoryd.routing.decision import Decision
 from factoryd.routing.engine import RoutingEngine
 from factoryd.run.dirs import MadeDirs
@@ -87,9 +88,9 @@ class RunBook:
         self.launched: list[ActiveRun] = []
         #: Set while the daemon shuts down: a cancelled run is then no verdict.
         self.stopping = False
-        #: One thread removes run directories: a burst of exits must not grow
-        #: a pool of idle threads (each costs memory and a /proc entry).
+        #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
         self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
 
     # -- starting -----------------------------------------------------------------
@@ -102,13 +103,12 @@ class RunBook:
             if rt.reason != ARMS_AT_CAP:
                 self.table.set_phase(rt, TaskPhase.PENDING, ARMS_AT_CAP)
             return
-        ttl = None
-        if spec.timeout is not None:
-            ttl = spec.timeout + spec.stop_grace + 60.0
-        t0 = time.perf_counter()
-        decision = self.engine.route(
-            spec.route, now_w, exclude=rt.exclude, busy=capacity.busy_arms(), ttl=ttl
-        )
+        ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
+        t0, busy = time.perf_counter(), capacity.busy_arms()
+        decision = self.engine.route(spec.route, now_w, exclude=rt.exclude, busy=busy, ttl=ttl)
+        if decision.arm is None and rt.exclude:  # every arm it may use failed in turn: over again
+            rt.exclude.clear()
+            decision = self.engine.route(spec.route, now_w, busy=busy, ttl=ttl)
         self.metrics.decision(decision, time.perf_counter() - t0)
         if decision.arm is None:
             rt.exclude.clear()
@@ -155,15 +155,16 @@ class RunBook:
                 reason=str(exc),
             )
             remove_run_dir(self.config.daemon.state_dir / "runs" / run_id)
-            self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), None, now_m)
+            self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), set(), now_m)
             return
         capacity.take(arm.name, arm.pools)
         gate = self.batch.run_intent(
             run_id, rt.name, arm.name, now_w, decision.reservation, str(built.log_path)
         )
-        self._launch(
+        run = self._launch(
             rt, decision, built.spec, built.run_dir, built.log_path, now_m, now_w, gate=gate
         )
+        run.workspace, run.hook_env = built.workspace, built.hook_env
 
     def _launch(
         self,
@@ -236,16 +237,8 @@ class RunBook:
         started_wall: float,
     ) -> ActiveRun:
         """Watch a run a previous daemon started (called by recovery before the loop)."""
-        return self._launch(
-            rt,
-            decision,
-            spec,
-            None,
-            spec.log.path,
-            adoption.started,
-            started_wall,
-            adoption=adoption,
-        )
+        log, started = spec.log.path, adoption.started
+        return self._launch(rt, decision, spec, None, log, started, started_wall, adoption=adoption)
 
     def settle_vanished(
         self,
@@ -287,17 +280,18 @@ class RunBook:
     async def execute(self, run: ActiveRun) -> None:
         """The body of a run's task: run it to its end, then report the result."""
         assert run.runner is not None
-        try:
-            result = await run.runner.run()
-        except Exception as exc:  # a bug in a runner must not take the daemon down
-            run.logger.exception("run.internal_error")
-            result = RunResult(
-                run.run_id,
-                Outcome.FAILED,
-                f"internal error: {exc!r}",
-                started=run.started_mono,
-                ended=self.clock.mono(),
-            )
+        made, result = await self.worktrees.before(run)
+        if result is None:
+            try:
+                result = await run.runner.run()
+            except Exception as exc:  # a bug in a runner must not take the daemon down
+                run.logger.exception("run.internal_error")
+                why, now = f"internal error: {exc!r}", self.clock.mono()
+                result = RunResult(
+                    run.run_id, Outcome.FAILED, why, started=run.started_mono, ended=now
+                )
+        if made:
+            await self.worktrees.after(run, result)
         if run.run_dir is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(
@@ -370,6 +364,7 @@ class RunBook:
             sigkilled=result.sigkilled,
             orphans_killed=result.orphans_killed,
             hold_expired=settled.settlement.hold_had_expired,
+            **(result.workspace or {}),
         )
         if rt is None:
             return
@@ -390,8 +385,10 @@ class RunBook:
             return
         if run.restart:  # `factoryd restart`: no verdict, no backoff, no restart counted
             return self.table.restarted(rt)
-        limited = run.arm if result.outcome is Outcome.LIMITED else None
-        self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), limited, now_m)
+        exclude = exclusions_after(
+            rt.exclude, result.outcome, run.arm, allowed=rt.spec.route.arms, arms=self.engine.arms
+        )
+        self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), exclude, now_m)
 
     def run_states(self) -> dict[str, int]:
         counts = {"starting": 0, "running": 0, "stopping": 0}

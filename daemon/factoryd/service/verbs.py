@@ -34,6 +34,14 @@ from factoryd.units.timefmt import iso
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_TIMEOUT, EXIT_UNSUCCESSFUL = 0, 1, 2, 3, 4
 
 
+#: For `--help` and the man page.
+EXIT_STATUS = (
+    "Exit status: 0 done; 1 runtime failure (daemon unreachable, request refused, no arm "
+    "chosen by route, reload with errors); 2 bad input (arguments, config, state file); "
+    "wait adds 3 (its --timeout passed) and 4 (the task ended without succeeding)."
+)
+
+
 class VerbUsage(Exception):
     """Bad arguments: one line, exit 2."""
 
@@ -93,6 +101,20 @@ def request(args: argparse.Namespace, req: dict[str, Any], timeout: float = 30.0
 
 def _out(args: argparse.Namespace, result: Any, text: str) -> None:
     print(json.dumps(result, indent=2) if args.json else text)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from factoryd.service.status import render_status
+
+    r = request(args, {"op": "status"})
+    _out(args, r, "" if args.json else render_status(r))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    r = request(args, {"op": "cancel", "id": args.id})
+    _out(args, r, f"{args.id} cancelled")
+    return EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -295,6 +317,9 @@ def register(
         made[name] = p
         return p
 
+    verb("status", cmd_status, "show tasks, pools and arms of the running daemon")
+    p = verb("cancel", cmd_cancel, "cancel a submitted (or any) task; stops its run")
+    p.add_argument("id")
     p = verb("logs", cmd_logs, "print a run's output log (the task's current or last run)")
     p.add_argument("target", metavar="TASK|RUN_ID")
     p.add_argument("-n", "--lines", type=int, default=20, help="last N lines (default 20)")
