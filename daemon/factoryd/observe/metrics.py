@@ -221,7 +221,7 @@ class Metrics:
         )
         self.output_dropped = Counter(
             "factoryd_output_dropped_bytes_total",
-            "Agent output bytes past the log cap.",
+            "Agent output bytes not kept: past the log cap, or the log could not be written.",
             ["cli"],
             registry=r,
         )
