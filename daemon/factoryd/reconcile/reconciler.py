@@ -43,6 +43,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc import fdlimit, process
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.reconcile.clocksteps import StepWatch, after_step
 from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
@@ -136,6 +137,7 @@ class Reconciler:
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
         self._next_prune = 0.0
+        self._steps = StepWatch()
         self.last_pass_wall: float | None = None
         self.passes = 0
         self.started = anyio.Event()
@@ -291,6 +293,10 @@ class Reconciler:
         now_m, now_w = self.clock.mono(), self.clock.wall()
         book, table = self.book, self.table
         book.drain(now_m, now_w)
+        step = self._steps.observe(now_m, now_w)
+        if step is not None:
+            after_step(self.table, step, now_w, self.logger)
+            self._next_prune = min(self._next_prune, now_w + 3600.0)
         self.commands.run_all()
         if self._pending_reload:
             self._pending_reload = False
