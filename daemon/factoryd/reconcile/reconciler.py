@@ -226,6 +226,8 @@ class Reconciler:
         assert self._tg is not None
         for run in launched:
             self._tg.start_soon(self.book.execute, run)
+        for read in self.book.prompts.start_queued():
+            self._tg.start_soon(self.book.prompts.read, *read)
 
     async def flush(self) -> None:
         """Commit the pass's journal batch; the runs it recorded may then spawn."""

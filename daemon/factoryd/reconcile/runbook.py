@@ -1,11 +1,10 @@
 """The run book: every live run, how one starts, and what happens when it ends.
 
 Starting (`start`): route the task (unless every arm it may use is at its
-cap: the planner's `Capacity` says so before the router is asked), prepare
-the run's argv, env and files, record the intent in the pass's journal
-batch, and make its runner through the injected factory. The runner waits
-at its start gate until the batch is committed: a run never starts before
-its record is durable.
+cap, or its prompt file is still being read off the loop: prompts.py),
+prepare the run's argv, env and files, record the intent in the pass's
+journal batch, and make its runner through the injected factory; it waits
+at its start gate until the batch is committed: never before it is durable.
 
 Ending: a runner reports its pid and its result through one memory stream
 that the loop drains (`drain`); `finish` settles the run (settle.py) and
@@ -30,6 +29,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.reconcile.planner import ARMS_AT_CAP, Capacity
+from factoryd.reconcile.prompts import PromptReads
 from factoryd.reconcile.runstate import (
     ActiveRun,
     Clock,
@@ -91,6 +91,7 @@ class RunBook:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        self.prompts = PromptReads(table, rng, logger, wake)
         self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
         self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
 
@@ -104,9 +105,9 @@ class RunBook:
             if rt.reason != ARMS_AT_CAP:
                 self.table.set_phase(rt, TaskPhase.PENDING, ARMS_AT_CAP)
             return
-        ttl = None
-        if spec.timeout is not None:
-            ttl = spec.timeout + spec.stop_grace + 60.0
+        if not (got := self.prompts.ready(rt, self.config, now_m, now_w)).ready:
+            return
+        ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
         t0 = time.perf_counter()
         decision = self.engine.route(
             spec.route, now_w, exclude=rt.exclude, busy=capacity.busy_arms(), ttl=ttl
@@ -141,6 +142,7 @@ class RunBook:
                 self.spawn_log,
                 keep_workdir=rt.source == "config",
                 made=self.made_dirs,
+                prompt=got.prompt,
             )
         except LaunchError as exc:
             settle_unstarted(self.engine, decision, str(spec.route.type), now_w)
@@ -269,9 +271,7 @@ class RunBook:
             task=decision.task,
             spec=rt.spec if rt else None,
             arm=decision.arm or "",
-            cli=self.engine.arms[decision.arm].cli
-            if decision.arm in self.engine.arms
-            else "unknown",
+            cli=getattr(self.engine.arms.get(decision.arm or ""), "cli", "unknown"),
             pools=tuple(decision.charges),
             decision=decision,
             runner=None,
