@@ -74,7 +74,7 @@ class PromptReads:
             reason=reason,
         )
         rt.last_outcome = str(Outcome.SPAWN_FAILED)
-        self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), None, now_m)
+        self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), set(rt.exclude), now_m)
 
     def take(self, task: str, path: str, max_bytes: int) -> str | PromptFileError | None:
         """The prompt (or why it cannot be had); None while it is being read."""
