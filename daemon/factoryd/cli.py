@@ -78,7 +78,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from factoryd.service.status import render_status
 
     result = _control(args, {"op": "status"})
-    print(json.dumps(result, indent=2) if args.json else render_status(result))
+    try:
+        print(json.dumps(result, indent=2) if args.json else render_status(result))
+    except (TypeError, KeyError, AttributeError, ValueError):  # a socket that is not ours
+        raise RuntimeFailure(f"{_socket(args)} answered with an unknown status shape") from None
     return EXIT_OK
 
 
