@@ -24,6 +24,7 @@ from factoryd.config.model import ArmLaunch, Config, DaemonSettings
 from factoryd.config.settings import read_daemon, read_routing
 from factoryd.config.tasks import read_task
 from factoryd.config.tomltable import ConfigError, Problem, Table
+from factoryd.config.web import parse_web
 from factoryd.core.taskspec import TaskSpec
 
 
@@ -56,6 +57,7 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
     task_tables = ctx.items(root, "tasks")
     tasks = [read_task(ctx, t, arms, launch) for t in task_tables]
     ctx.unique(task_tables, [t.data.get("name") for t in task_tables], "task")
+    web = parse_web(root.sub("web"), ctx.path_of, daemon.metrics_listen)
     root.done()
     if ctx.problems:
         return None
@@ -73,6 +75,7 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
         launch=launch,
         tasks=tuple(t for t in tasks if t is not None),
         templates=templates,
+        web=web,
     )
 
 

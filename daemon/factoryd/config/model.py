@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factoryd.config.web import WebSettings
 from factoryd.core.taskspec import TaskSpec
 from factoryd.routing.ledger import ScarcityPolicy
 from factoryd.routing.model import ArmSpec, PoolSpec
@@ -73,6 +74,7 @@ class Config:
     launch: dict[str, ArmLaunch]
     tasks: tuple[TaskSpec, ...]
     templates: dict[str, TaskSpec] = field(default_factory=dict)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def arm(self, name: str) -> ArmSpec:
         return next(a for a in self.arms if a.name == name)
