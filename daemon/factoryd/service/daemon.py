@@ -208,7 +208,10 @@ class Service:
         rec.leader_nofile = runs_nofile
         self.metrics.add_state_collector(
             StateCollector(
-                lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label
+                lambda: rec.engine,
+                rec.table.phase_counts,
+                rec.book.run_states,
+                rec.table.blocked_by_label,
             )
         )
         rec.on_pass.append(self._after_pass)
