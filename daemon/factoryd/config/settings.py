@@ -74,7 +74,7 @@ def read_routing(
     )
     weights.done()
     q = QualityPolicy(
-        alpha=quality.number("alpha", 0.3, hi=1.0, exclusive_lo=True),
+        alpha=quality.number("alpha", QualityPolicy().alpha, hi=1.0, exclusive_lo=True),
         min_observations=quality.number("min_observations", 3, hi=MAX_COUNT, integer=True),
         observed_weight=quality.number("observed_weight", 0.7, hi=1.0),
     )

@@ -144,7 +144,8 @@ class Router:
             Rejection(
                 view.arm.name,
                 RejectReason.BELOW_QUALITY,
-                f"quality {_fit(view):.3f} below the {req.type} floor {req.quality_floor:.2f}",
+                f"quality {_fit(view):.3f} (at most {_upper(view):.3f}) below the "
+                f"{req.type} floor {req.quality_floor:.2f}",
             )
             for _, _, view in below
         )
@@ -254,3 +255,8 @@ def _blocked(
 def _fit(view: ArmView) -> float:
     assert view.components is not None, "a rejected arm is never ranked"
     return view.components.task_fit
+
+
+def _upper(view: ArmView) -> float:
+    assert view.components is not None, "a rejected arm is never ranked"
+    return view.components.fit_upper

@@ -59,6 +59,9 @@ class Components(NamedTuple):
     heuristic: float
     observed: float | None
     task_fit: float
+    #: task_fit with the observed part at its upper confidence bound: the
+    #: quality floor keeps an arm out only when this is below it.
+    fit_upper: float
     value: float
     throughput: float
     latency: float
@@ -76,6 +79,7 @@ class Components(NamedTuple):
             "heuristic": round(self.heuristic, 6),
             "observed": None if self.observed is None else round(self.observed, 6),
             "task_fit": round(self.task_fit, 6),
+            "fit_upper": round(self.fit_upper, 6),
             "value": round(self.value, 6),
             "throughput": round(self.throughput, 6),
             "latency": round(self.latency, 6),
