@@ -12,6 +12,8 @@ Order of work for one request:
    only if nothing else is feasible (the decision is then `degraded`);
 4. score with the configured strategy; rank by score, ties broken by the
    arm's position (the task's `arms` list, else config order), then name;
+   a run with excluded arms (an escalation after a failure or a limit)
+   ranks by task fit first, score second: its task has attempts to lose;
 5. reserve on the best arm; a refused reservation moves on to the next arm,
    so a request never fails while a feasible arm remains.
 
@@ -139,6 +141,10 @@ class Router:
         if degraded:
             ranked, below = below, []
         ranked.sort()
+        if exclude:
+            # An escalation (the run after a failure or a limit): the task has
+            # fewer attempts left, so the arm most likely to succeed goes first.
+            ranked.sort(key=_by_fit)
         below.sort()
         rejections.extend(
             Rejection(
@@ -255,6 +261,10 @@ def _blocked(
 def _fit(view: ArmView) -> float:
     assert view.components is not None, "a rejected arm is never ranked"
     return view.components.task_fit
+
+
+def _by_fit(entry: Ranked) -> tuple[float, float, int]:
+    return (-_fit(entry[2]), entry[0], entry[1])
 
 
 def _upper(view: ArmView) -> float:

@@ -47,6 +47,10 @@ class RoutingPolicy:
     latency_target: float = 5.0
     #: How long a reservation may live before it is presumed lost.
     reservation_ttl: float = 7200.0
+    #: USD a run on a free (local or subscription) arm is priced at by
+    #: `balanced`: a free run still takes one of the task's attempts and the
+    #: arm's capacity. At COST_FLOOR a free 0.45 arm scored ~17x a $0.31 one.
+    cost_floor: float = 0.05
 
 
 class Components(NamedTuple):
@@ -158,8 +162,8 @@ class Strategy:
 
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
-    # float ** float is typed Any; the base is at least COST_FLOOR, so positive.
-    numerator: float = c.value * _utility(c, p) / max(c.base_cost, COST_FLOOR) ** p.cost_weight
+    # float ** float is typed Any; the base is at least cost_floor, so positive.
+    numerator: float = c.value * _utility(c, p) / max(c.base_cost, p.cost_floor) ** p.cost_weight
     return numerator
 
 
