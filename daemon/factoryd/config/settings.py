@@ -64,6 +64,7 @@ def read_routing(
         latency_weight=weights.number("latency", d.latency_weight, hi=1000),
         consumption_weight=weights.number("consumption", d.consumption_weight, hi=1000),
         cost_weight=weights.number("cost", d.cost_weight, hi=10),
+        cost_floor=t.number("cost_floor", d.cost_floor, hi=1000),
         max_staleness=t.duration("max_staleness", d.max_staleness, allow_none=True),
         session_token_budget=t.number(
             "session_token_budget", d.session_token_budget, lo=1, integer=True

@@ -147,6 +147,7 @@ def build_view(
         base_cost=fit.base_cost,
         scarcity=1.0,
         scarce_pool=None,
+        cost_floor=strategy.cost_floor(policy),
     )
     return ArmView(
         arm=arm,

@@ -177,6 +177,7 @@ class Router:
                 forced=force is not None,
                 charges=charges,
                 multipliers=multipliers,
+                by_fit=bool(exclude),
             )
         return Decision(
             task=req.task,
@@ -189,6 +190,7 @@ class Router:
             degraded=degraded,
             forced=force is not None,
             multipliers=multipliers,
+            by_fit=bool(exclude),
         )
 
     # -- caches ------------------------------------------------------------

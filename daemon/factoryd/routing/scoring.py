@@ -73,10 +73,12 @@ class Components(NamedTuple):
     base_cost: float
     scarcity: float
     scarce_pool: str | None
+    #: The least a run is priced at by the strategy (a free arm's price).
+    cost_floor: float = COST_FLOOR
 
     @property
     def effective_cost(self) -> float:
-        return max(self.base_cost, COST_FLOOR) * self.scarcity
+        return max(self.base_cost, self.cost_floor) * self.scarcity
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {
@@ -91,6 +93,7 @@ class Components(NamedTuple):
             "base_cost": round(self.base_cost, 9),
             "scarcity": round(self.scarcity, 6),
             "scarce_pool": self.scarce_pool,
+            "cost_floor": round(self.cost_floor, 9),
             "effective_cost": round(self.effective_cost, 9),
         }
 
@@ -154,6 +157,8 @@ class Strategy:
     numerator: Callable[[Components, RoutingPolicy], float]
     #: How strongly scarcity counts for a task of the given value.
     exponent: Callable[[float], float]
+    #: The least a run is priced at (free arms included).
+    cost_floor: Callable[[RoutingPolicy], float] = lambda p: COST_FLOOR
 
     def score(self, c: Components, p: RoutingPolicy) -> float:
         # float ** float is typed Any (a negative base gives a complex); scarcity is positive.
@@ -163,7 +168,7 @@ class Strategy:
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
     # float ** float is typed Any; the base is at least cost_floor, so positive.
-    numerator: float = c.value * _utility(c, p) / max(c.base_cost, p.cost_floor) ** p.cost_weight
+    numerator: float = c.value * _utility(c, p) / max(c.base_cost, c.cost_floor) ** p.cost_weight
     return numerator
 
 
@@ -173,7 +178,11 @@ def _value_per_cost_numerator(c: Components, p: RoutingPolicy) -> float:
 
 STRATEGIES: dict[str, Strategy] = {
     # Scarcity applies in full, scaled by the task's value (see the module doc).
-    "balanced": Strategy(_balanced_numerator, lambda value: 1.0 / value if value > 0 else 1.0),
+    "balanced": Strategy(
+        _balanced_numerator,
+        lambda value: 1.0 / value if value > 0 else 1.0,
+        lambda p: p.cost_floor,
+    ),
     # Seed A ignores pools altogether.
     "weighted": Strategy(_utility, lambda value: 0.0),
     # Seed B divides by the effective cost, scarcity included.
