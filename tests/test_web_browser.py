@@ -4,7 +4,8 @@ against a real daemon: what an operator sees, live, and what the page may do."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -156,8 +157,13 @@ def test_with_actions_on_the_page_restarts_a_run_and_refuses_forged_posts(
         expect(row).to_have_attribute("data-phase", "running", timeout=WAIT)
         second = live.task("alpha")["run_id"]
         assert second and second != first
+        # restart: a new run at once, its task never leaves the running phase for long
+        row.locator('button[data-action="restart"]').click()
+        until_true(lambda: live.task("alpha")["run_id"] not in (None, second), WAIT)
+        third = live.task("alpha")
+        assert third["phase"] == "running" and third["restarts"] == 0
         done = [e for e in live.events("web.action") if e.get("result") == "done"]
-        assert [e["action"] for e in done] == ["cancel", "reset"]
+        assert [e["action"] for e in done] == ["cancel", "reset", "restart"]
 
 
 def test_with_actions_off_nothing_is_offered_and_a_post_is_refused(tmp_path: Path, page) -> None:
@@ -175,3 +181,11 @@ def test_with_actions_off_nothing_is_offered_and_a_post_is_refused(tmp_path: Pat
         )
         assert status == 403
         assert live.task("alpha")["phase"] == "running"
+
+
+def until_true(predicate: Callable[[], bool], timeout_ms: float) -> None:
+    """Poll a daemon fact with a deadline (the page's own state is awaited by expect)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the daemon"
+        time.sleep(0.05)

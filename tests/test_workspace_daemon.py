@@ -10,6 +10,7 @@ import psutil
 import pytest
 from daemon_kit import events, header, running, start_daemon, task, until, write_config
 from factoryd.core.lifecycle import TaskPhase
+from factoryd.state.history import runs_of
 from git_kit import branches, changed_files, git, make_repo, worktrees
 from proc_kit import wait_for
 
@@ -116,6 +117,10 @@ def test_kill_minus_nine_mid_run_leaves_no_stale_worktree(
     assert changed_files(repo, branch, "main") == ["out.txt"]
     assert worktrees(repo) == [str(repo)]
     assert list((tmp_path / "state" / "workspaces").iterdir()) == []
+    if not release_while_down:  # settled by the daemon: the journal names its branch
+        [run] = runs_of(tmp_path / "state" / "journal.db", "fix")
+        assert run["workspace"]["branch"] == branch and run["workspace"]["branch_kept"]
+        assert git(repo, "rev-parse", branch).startswith(run["workspace"]["commit"])
 
 
 def tagged_runs(tmp_path: Path) -> list[int]:

@@ -84,6 +84,8 @@ def settle_run(
         limit_until = engine.report_limit(run.arm, limit.until, now, limit.text)
     # The journal keeps what the run cost beside what it used (for `show`).
     used = None if usage is None else {**jsonable(usage), "cost": cost}
+    if result.workspace:  # the branch and commit that keep the run's work, for `show`
+        used = {**(used or {}), "workspace": result.workspace}
     op = j.op_run_ended(run.run_id, now, str(result.outcome), result.reason, used)
     return Settled(usage, cost, settlement, limit_until, op)
 

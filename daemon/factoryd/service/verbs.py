@@ -234,7 +234,15 @@ def render_show(r: dict[str, Any]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     for row in [head, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines += [_workspace_line(x) for x in runs if x.get("workspace")]
     return "\n".join(lines)
+
+
+def _workspace_line(run: dict[str, Any]) -> str:
+    ws = run["workspace"]
+    kept = "kept" if ws.get("branch_kept") else "deleted by its keep policy"
+    commit = (ws.get("commit") or "-")[:12]
+    return f"{run['run_id']}: workspace branch {ws.get('branch')} at {commit} ({kept})"
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ def _run(row: tuple[Any, ...]) -> dict[str, Any]:
         "cost": cost,
         "usage": usage,
         "log_path": row[9],
+        "workspace": usage.get("workspace") if isinstance(usage, dict) else None,
     }
 
 
