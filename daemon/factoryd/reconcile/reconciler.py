@@ -303,7 +303,10 @@ class Reconciler:
         todo = plan(table.tasks, table.idle.values(), self.runs, now_m, self._caps)
         for run, why in todo.stops:
             book.stop(run, Outcome.CANCELLED, why)
+        fleet = book.fleet
         if todo.starts:
+            if fleet is not None:
+                fleet.before_starts(self.engine)
             capacity = Capacity(self._caps, self.runs.values())
             for rt in todo.starts:
                 book.start(rt, capacity, now_m, now_w)
@@ -312,6 +315,8 @@ class Reconciler:
             if rt.reason is not WAITING_FOR_SLOT or rt.phase is not pending:
                 table.set_phase(rt, pending, WAITING_FOR_SLOT)
         table.forget_finished_submissions()
+        if fleet is not None:
+            fleet.after_pass()
         if table.check_index:
             table.verify_index()
         self.sweeper.sweep(self.runs, now_m)

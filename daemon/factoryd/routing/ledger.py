@@ -18,7 +18,7 @@ Its rules, each fixing a defect of seed B:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from factoryd.routing.model import PoolSpec, RejectReason
@@ -94,6 +94,10 @@ class PoolLedger:
         self.expired_total = 0
         self._next_id = 1
         self._next_event = -math.inf
+        #: Asked to confirm each reservation that passed the local check: may
+        #: refuse it, or return it under another id (a fleet's shared ledger
+        #: holds it; None: this ledger alone decides).
+        self.gate: Callable[[Reservation], Reservation | Refusal] | None = None
         self.reconfigure(pools)
 
     # -- configuration -----------------------------------------------------
@@ -230,6 +234,11 @@ class PoolLedger:
             expires_at=now + ttl,
         )
         self._next_id += 1
+        if self.gate is not None:
+            confirmed = self.gate(res)
+            if isinstance(confirmed, Refusal):
+                return confirmed
+            res = confirmed
         self.restore_reservation(res)
         return res
 

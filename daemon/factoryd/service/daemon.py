@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -37,6 +37,9 @@ from factoryd.service.status import build_status
 from factoryd.service.submit import submit
 from factoryd.state.journal import Journal
 
+if TYPE_CHECKING:
+    from factoryd.service.fleet import FleetService
+
 
 class Service:
     def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
@@ -48,6 +51,8 @@ class Service:
         self.metrics.config_loaded(Path(self.path).read_bytes())
         self.journal: Journal | None = None
         self.reconciler: Reconciler | None = None
+        #: Fleet mode (service/fleet.py), only with a `[fleet]` table.
+        self.fleet: FleetService | None = None
         self.metrics_port: int | None = None
         self._last_watchdog = 0.0
 
@@ -140,7 +145,8 @@ class Service:
             rec.request_reload(self.load)
             return {"reload": "requested"}
 
-        return {
+        fleet = {} if self.fleet is None else self.fleet.handlers()
+        return fleet | {
             "status": status,
             "state_dump": state_dump,
             "reset": reset,
@@ -159,6 +165,10 @@ class Service:
         self.reconciler = Reconciler(self.config, metrics=self.metrics, journal=self.journal)
         rec = self.reconciler
         rec.leader_nofile = runs_nofile
+        if self.config.fleet is not None:
+            from factoryd.service.fleet import FleetService
+
+            self.fleet = FleetService(self.config, rec, self.metrics, self.log)
         self.metrics.add_state_collector(
             StateCollector(
                 lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label
@@ -190,9 +200,14 @@ class Service:
             self.log.info("control.listening", socket=str(daemon.control_socket))
             tg.start_soon(watch_spool, rec, spool)
             tg.start_soon(self._systemd)
+            if self.fleet is not None:
+                tg.start_soon(self.fleet.run)
+                await self.fleet.wait_ready()
             await rec.run()
             tg.cancel_scope.cancel()
         rec.batch.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.log.info("daemon.stopped")
         self.notifier.close()
         return 0

@@ -1,0 +1,140 @@
+"""Three real daemons, separate state dirs, one PostgreSQL: the fleet's pools hold for all.
+
+* a runs-unit pool with limit 12 shared by three hosts and 30 tasks: exactly
+  12 runs start in the window, whatever the hosts race for;
+* a 429 met by one host holds the pool for the two others within a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from fleet_host_kit import (
+    FAKE_CLAUDE_429,
+    PY,
+    Host,
+    anchor_an_hour_window,
+    table,
+    wait_for,
+    when,
+)
+from pg_kit import PgServer
+
+pytest_plugins = ["fleet_fixtures"]
+
+
+def _hosts(tmp_path: Path, dsn: str, bodies: dict[str, str]) -> list[Host]:
+    return [Host(name, tmp_path / name, dsn, body) for name, body in bodies.items()]
+
+
+def _pool_row(dsn: str, name: str) -> tuple[float, int, str | None]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT used, (SELECT count(*) FROM fleet_holds h WHERE h.pool = p.name "
+            "AND h.expires_at > fleet_now()), limited_by FROM fleet_pools p WHERE name = %s",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return float(row[0]), int(row[1]), row[2]
+
+
+def test_a_shared_runs_pool_of_12_starts_exactly_12_of_30(
+    pg: PgServer, dsn: str, tmp_path: Path
+) -> None:
+    shared = table(
+        "[[pools]]", name="plan", unit="runs", limit=12, window="1h",
+        anchor=anchor_an_hour_window(),
+    ) + table("[[arms]]", name="plan", cli="command", pools=["plan"])  # fmt: skip
+    work = [PY, "-c", "import time; time.sleep(1.5)"]
+    bodies = {
+        host: shared
+        + "".join(
+            table("[[tasks]]", name=f"job-{i}", kind="oneshot", restart="never", argv=work)
+            for i in range(10)
+        )
+        for host in ("a", "b", "c")
+    }
+    hosts = _hosts(tmp_path, dsn, bodies)
+    try:
+        for host in hosts:
+            host.start()
+
+        def phases() -> list[dict[str, Any]]:
+            return [t for h in hosts for t in h.status()["tasks"]]
+
+        def settled() -> bool:
+            done = [t for t in phases() if t["phase"] in ("succeeded", "blocked")]
+            return len(done) == 30 and all(
+                "exhausted" in t["reason"] for t in done if t["phase"] == "blocked"
+            )
+
+        wait_for(lambda: all(h.socket.exists() for h in hosts), 30, "control sockets")
+        wait_for(settled, 60, "12 tasks succeeded and 18 blocked on the exhausted pool")
+        tasks = phases()
+        assert sum(t["phase"] == "succeeded" for t in tasks) == 12
+        assert sum(t["phase"] == "blocked" for t in tasks) == 18
+        decisions = [e for h in hosts for e in h.events("route.decision")]
+        finished = [e for h in hosts for e in h.events("run.finished")]
+        assert len(decisions) == 12, [e["task"] for e in decisions]
+        assert len(finished) == 12
+        assert all(e["outcome"] == "succeeded" for e in finished)
+        # Every host got some: the pool was contended, not taken by the first host alone.
+        assert sum(1 for h in hosts if h.events("route.decision")) >= 2
+        used, holds, _ = _pool_row(dsn, "plan")
+        assert (used, holds) == (12.0, 0)
+    finally:
+        for host in hosts:
+            host.stop()
+    for host in hosts:
+        assert host.proc is not None and host.proc.returncode == 0, host.log.read_text()[-2000:]
+
+
+def test_a_429_on_one_host_holds_the_pool_for_the_others_within_a_second(
+    pg: PgServer, dsn: str, tmp_path: Path
+) -> None:
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE_429.format(py=sys.executable))
+    fake.chmod(0o755)
+    shared = (
+        table("[[pools]]", name="max", unit="runs", limit=100000, limit_backoff="15m")
+        + table("[[arms]]", name="max-cmd", cli="command", pools=["max"])
+        + table("[[arms]]", name="max-claude", cli="claude", executable=str(fake), pools=["max"])
+    )
+    service = table(
+        "[[tasks]]",
+        name="work",
+        arms=["max-cmd"],
+        restart="always",
+        max_restarts=100000,
+        argv=[PY, "-c", "import time; time.sleep(0.2)"],
+        backoff={"initial": "0.1s", "max": "0.1s", "jitter": False},
+    )
+    hit = table(
+        "[[templates]]", name="hit", arms=["max-claude"], kind="oneshot", restart="never",
+        prompt="hello",
+    )  # fmt: skip
+    hosts = _hosts(tmp_path, dsn, {"a": shared + hit, "b": shared + service, "c": shared + service})
+    a, b, c = hosts
+    try:
+        for host in hosts:
+            host.start()
+        for host in (b, c):
+            wait_for(lambda h=host: len(h.events("run.finished")) >= 3, 60, f"{host.name} runs")
+        assert a.cli("submit", "--template", "hit").returncode == 0
+        hits = wait_for(lambda: a.events("limit.hit"), 30, "host a's 429")
+        hit_at = when(hits[0])
+        for host in (b, c):
+            wait_for(lambda h=host: h.events("route.none"), 10, f"{host.name} blocked")
+        for host in (b, c):
+            late = [e for e in host.events("route.decision") if when(e) > hit_at + 1.0]
+            assert late == [], f"{host.name} still started runs on the held pool"
+            none = next(e for e in host.events("route.none") if when(e) > hit_at)
+            assert when(none) - hit_at < 1.0 + 0.5  # its next restart, within a second
+            assert "limited" in none["rationale"] and "reported by a" in none["rationale"]
+        assert _pool_row(dsn, "max")[2] == "a"
+    finally:
+        for host in hosts:
+            host.stop()
