@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ class Host:
     #: Config text after [daemon] and [fleet]: pools, arms, tasks, templates.
     body: str
     fleet: dict[str, Any] = field(default_factory=dict)
+    daemon: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,8 +89,7 @@ class Host:
             state_dir=str(self.root / "state"),
             log_dir=str(self.root / "logs"),
             control_socket=str(self.socket),
-            metrics_listen="off",
-            loop_interval="0.5s",
+            **{"metrics_listen": "off", "loop_interval": "0.5s", **self.daemon},
         )
         text += table("[fleet]", database=f"env:{DSN_ENV}", host=self.name, **self.fleet)
         self.config.write_text(text + self.body)
@@ -132,6 +133,17 @@ class Host:
             timeout=30,
             cwd=ROOT,
         )
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample from the daemon's /metrics (metrics_listen must be on)."""
+        ports = [e["port"] for e in self.events("metrics.listening")]
+        if not ports:
+            return None
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
 
     def status(self) -> dict[str, Any]:
         done = self.cli("status", "--json")
