@@ -27,6 +27,7 @@ import orphans  # noqa: E402
 import output  # noqa: E402
 import scale  # noqa: E402
 import spawn  # noqa: E402
+import worktree  # noqa: E402
 
 
 def main() -> None:
@@ -46,6 +47,7 @@ def main() -> None:
         output.run(results, reps=2 if args.quick else 3)
         orphans.run(results)
         fleet.run(results, quick=args.quick)
+        worktree.run(results, reps=3 if args.quick else 7)
     except common.BenchFailed as exc:
         raise SystemExit(f"benchmark failed: {exc}") from None
     elapsed = time.monotonic() - t0

@@ -152,7 +152,7 @@ async def test_output_beyond_the_cap_is_counted_not_kept(tmp_path: Path) -> None
 
 
 def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> None:
-    from factoryd.proc.capture import LineSplitter
+    from factoryd.proc.linesplit import LineSplitter
 
     s = LineSplitter(max_line=10)
     out = s.feed(b"ab") + s.feed(b"c\nde\n\nfg") + s.feed(b"h\n")
@@ -171,7 +171,7 @@ def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> No
 def test_line_splitter_blocks_are_the_same_lines_as_feed(
     chunks: list[bytes], max_line: int
 ) -> None:
-    from factoryd.proc.capture import LineSplitter
+    from factoryd.proc.linesplit import LineSplitter
 
     by_line, by_block = LineSplitter(max_line), LineSplitter(max_line)
     for chunk in chunks:

@@ -37,15 +37,19 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from factoryd.service.preflight import claim
+
+    config = _config(args)
+    held = claim(config)  # one daemon per state dir: refused before the heavy imports
+
     import anyio
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
     from factoryd.state.journal import JournalError
 
-    config = _config(args)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
-    service = Service(config)
+    service = Service(config, state_lock=held)
     try:
         return anyio.run(service.run)
     except JournalError as exc:  # damaged or missing: one line, never a traceback
@@ -323,11 +327,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _internal_error(exc: BaseException) -> int:
+    """A bug reached the top: one line, the traceback kept in a debug log."""
+    import os
+    import tempfile
+    import traceback
+
+    where = Path(tempfile.gettempdir()) / f"factoryd-debug-{os.getuid()}.log"
+    text = "".join(traceback.format_exception(exc))
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(where, flags, 0o600)
+        with os.fdopen(fd, "a", errors="backslashreplace") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid {os.getpid()}\n{text}")
+        pointer = f"the traceback is in {where}"
+    except OSError:
+        pointer = "set FACTORYD_DEBUG=1 to see the traceback"
+    if os.environ.get("FACTORYD_DEBUG"):
+        sys.stderr.write(text)
+    first = (str(exc).splitlines() or [""])[0][:160]
+    print(f"error: internal error: {type(exc).__name__} {first}; {pointer}", file=sys.stderr)
+    return EXIT_FAIL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from factoryd.service.preflight import StartupError
+
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 print escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -340,3 +375,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last guard: no traceback reaches a user
+        return _internal_error(exc)

@@ -15,6 +15,7 @@ from factoryd.config.context import LoadContext
 from factoryd.config.execargs import check_env_names, check_name_list, check_program
 from factoryd.config.model import ArmLaunch
 from factoryd.config.tomltable import MAX_COUNT, Table
+from factoryd.config.workspace import read_workspace
 from factoryd.core.taskspec import Backoff, MissedPolicy, RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.model import ArmSpec, Priority, RouteRequest, TaskType
 
@@ -98,6 +99,11 @@ def read_task(
         base.restart.value if base else ("always" if kind == "service" else "on-failure")
     )
     workdir = ctx.opt_path(t, "workdir") or (base.workdir if base else None)
+    workspace = read_workspace(
+        t, base=base.workspace if base else None, resolve=lambda p: str(ctx.path_of(p))
+    )
+    if workspace is not None and workdir is not None:
+        t.problem("workspace", "give either workdir or workspace (its worktree is the workdir)")
     own_env = t.str_map("env")
     check_env_names(t, "env", [var for var, _ in own_env])
     env = own_env or (base.env if base else ())
@@ -141,6 +147,7 @@ def read_task(
             "missed_cap", base.missed_cap if base else 10, lo=1, hi=10_000, integer=True
         ),
         enabled=t.boolean("enabled", base.enabled if base else True),
+        workspace=workspace,
     )
     for key, value in (("timeout", spec.timeout), ("stall_timeout", spec.stall_timeout)):
         if value == 0:

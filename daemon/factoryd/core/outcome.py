@@ -57,6 +57,11 @@ class RunResult:
     orphans_killed: int = 0
     #: Whether the process got far enough to consume anything.
     started_ok: bool = True
+    #: Set when the outcome says nothing about the arm (a workspace that could
+    #: not be made, a failing after_create/before_run hook): never a fault.
+    not_arm_fault: bool = False
+    #: `Finished.event_fields()` of the run's workspace: branch, commit, kept.
+    workspace: dict[str, object] | None = None
 
     @property
     def duration(self) -> float:

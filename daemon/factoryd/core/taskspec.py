@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from factoryd.core.workspace_spec import WorkspaceSpec
 from factoryd.routing.model import RouteRequest
 
 
@@ -71,3 +72,5 @@ class TaskSpec:
     missed: MissedPolicy = MissedPolicy.ONCE
     missed_cap: int = 10
     enabled: bool = True
+    #: A git worktree per run (see core/workspace_spec.py); None: `workdir` rules.
+    workspace: WorkspaceSpec | None = None

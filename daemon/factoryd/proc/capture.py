@@ -11,14 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+
+from factoryd.proc.linesplit import LineSplitter
 
 READ_CHUNK = 256 * 1024
-MAX_LINE = 1024 * 1024
+
+
+#: Told when a run's log cannot be written (`error`) and when it can again
+#: (None), with the bytes counted as dropped meanwhile: once per run each
+#: way, never per chunk. Set by the daemon's wiring (this layer logs nothing).
+WriteFailureHook = Callable[[Path, "str | None", int], None]
+write_failure_hook: WriteFailureHook | None = None
+
+#: After a failed write, the next attempt waits this long (a full disk is
+#: not asked again for every chunk a flooding run writes).
+RETRY_AFTER = 1.0
 
 
 class RunLog:
@@ -30,6 +45,14 @@ class RunLog:
     largest part of starting a short command), and no empty file per run of
     a silent cron job. Its directory is made only when the open finds it
     missing, so an operator's cleanup of empty log directories is harmless.
+
+    Output moves from the pipe to the file inside the kernel (`take`:
+    splice, then the same bytes read back for the parser), so no byte is
+    ever only in the daemon's memory: killed at any instant, each byte the
+    run wrote is either in the file or still in the pipe, where the next
+    daemon reads it. A write that fails (a full disk) never stops the run:
+    its output is still drained from the pipe, counted as dropped, and the
+    file is tried again a second later, so logging resumes by itself.
     """
 
     def __init__(self, path: Path, cap: int) -> None:
@@ -41,127 +64,177 @@ class RunLog:
         self.error: str | None = None
         #: True once the file exists (it was opened at least once).
         self.created = False
-        self._file: BinaryIO | None = None
-        self._done = False
+        self._fd: int | None = None
+        self._pos = 0
+        self._capped = False
+        self._retry_at = 0.0
+        self._failing = False
+        self._failed_bytes = 0
+        self._splice = True
+        #: The file ends inside a line (a daemon killed mid-line, or output in
+        #: flight): factoryd's own notes wait for its end, never split it.
+        self._mid_line = False
+        self._notes: list[bytes] = []
 
-    def _open(self) -> BinaryIO | None:
-        if self._done:
+    # -- the file ----------------------------------------------------------
+
+    def _open(self) -> int | None:
+        if self._fd is not None:
+            return self._fd
+        if self._capped or (self._failing and time.monotonic() < self._retry_at):
             return None
+        # Not O_APPEND: splice refuses such a file. The offset is ours to keep.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             try:
-                self._file = self.path.open("ab", buffering=0)
+                fd = os.open(self.path, flags, 0o644)
             except FileNotFoundError:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab", buffering=0)
+                fd = os.open(self.path, flags, 0o644)
+            self._pos = os.fstat(fd).st_size
+            self._mid_line = self._pos > 0 and os.pread(fd, 1, self._pos - 1) != b"\n"
         except OSError as exc:
-            self.error = f"cannot write run log {self.path}: {exc.strerror or exc}"
-            self._done = True
+            self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
             return None
+        self._fd = fd
         self.created = True
-        return self._file
+        return fd
 
-    def write(self, data: bytes) -> None:
-        file = self._file or self._open()
-        if file is None:
-            self.dropped += len(data)
-            return
-        room = self.cap - self.written
-        if room >= len(data):
-            file.write(data)
-            self.written += len(data)
-            return
-        if room > 0:
-            file.write(data[:room])
-            self.written += room
-        self.dropped += len(data) - max(room, 0)
-        file.write(b"\n[factoryd: log capped; further output is counted, not kept]\n")
+    def _failed(self, error: str, lost: int) -> None:
+        self.dropped += lost
+        self._failed_bytes += lost
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if not self._failing:
+            self._failing = True
+            self.error = error
+            if write_failure_hook is not None:
+                write_failure_hook(self.path, error, 0)
+
+    def _succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            if write_failure_hook is not None:
+                write_failure_hook(self.path, None, self._failed_bytes)
+            self._failed_bytes = 0
+
+    def _put(self, fd: int, data: bytes) -> bool:
+        try:
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], self._pos + done)
+        except OSError as exc:
+            self._pos += done
+            self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
+            return False
+        self._pos += done
+        return True
+
+    def _cap_reached(self) -> None:
+        fd = self._fd
+        if fd is not None:
+            self._put(fd, b"\n[factoryd: log capped; further output is counted, not kept]\n")
         self.close()
 
+    # -- output ------------------------------------------------------------
+
+    def take(self, pipe: int, size: int) -> bytes:
+        """Move up to `size` bytes from `pipe` into the log and return them
+        (b"" at EOF). Raises BlockingIOError when the pipe has nothing."""
+        room = self.cap - self.written
+        fd = None
+        if room > 0 and self._splice and (self._fd is not None or _pending(pipe)):
+            fd = self._open()  # only once there is output: a silent run makes no file
+        if fd is not None:
+            try:
+                moved = os.splice(
+                    pipe, fd, min(size, room), offset_dst=self._pos, flags=os.SPLICE_F_NONBLOCK
+                )
+            except BlockingIOError:
+                raise
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self._splice = False  # a file system without splice: read and write
+                else:
+                    self._failed(f"cannot write run log {self.path}: {exc.strerror or exc}", 0)
+            else:
+                if moved == 0:
+                    return b""
+                data = os.pread(fd, moved, self._pos)
+                self._pos += moved
+                self.written += moved
+                self._succeeded()
+                self._line_ended(fd, data)
+                if self.written >= self.cap:
+                    self._cap_reached()
+                return data
+        data = os.read(pipe, size)
+        if data:
+            self.write(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self._capped:
+            self.dropped += len(data)
+            return
+        fd = self._open()
+        if fd is None:
+            self.dropped += len(data)
+            self._failed_bytes += len(data) if self._failing else 0
+            return
+        room = self.cap - self.written
+        keep = data if room >= len(data) else data[: max(room, 0)]
+        if keep and not self._put(fd, keep):
+            self.dropped += len(data)
+            self._failed_bytes += len(data)
+            return
+        self.written += len(keep)
+        self._succeeded()
+        if keep:
+            self._line_ended(fd, keep)
+        if len(keep) < len(data):
+            self.dropped += len(data) - len(keep)
+            self._cap_reached()
+
+    def _line_ended(self, fd: int, data: bytes) -> None:
+        self._mid_line = not data.endswith(b"\n")
+        if not self._mid_line and self._notes:
+            notes, self._notes = self._notes, []
+            self._put(fd, b"".join(notes))
+
     def note(self, text: str) -> None:
-        """A line from factoryd itself, outside the cap (it is small and rare)."""
-        file = self._file or self._open()
-        if file is not None:
-            file.write(f"[factoryd] {text}\n".encode())
+        """A line from factoryd itself, outside the cap (it is small and rare);
+        held back while the run's output is inside a line."""
+        line = f"[factoryd] {text}\n".encode()
+        fd = self._fd if self._fd is not None else self._open()
+        if fd is None:
+            return
+        if self._mid_line:
+            self._notes.append(line)
+        else:
+            self._put(fd, line)
 
     def close(self) -> None:
-        self._done = True
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._notes and self._fd is not None:  # the line never ended: notes go last
+            notes, self._notes = self._notes, []
+            self._put(self._fd, b"\n" + b"".join(notes))
+        self._capped = True
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
-class LineSplitter:
-    """Bytes in, complete lines out; long lines are cut at `max_line` and counted."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._skipping = False
-        self.truncated = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        parts = data.split(b"\n")
-        tail = parts.pop()  # the unfinished last piece (b"" if data ended a line)
-        lines: list[bytes] = []
-        if parts:
-            first = parts[0]
-            if self._skipping:  # the rest of an over-long line: dropped
-                self._skipping = False
-                parts = parts[1:]
-            elif self._buf:
-                self._buf += first
-                parts[0] = bytes(self._buf)
-            self._buf.clear()
-            lines = parts
-            if lines and max(map(len, lines)) > self.max_line:
-                lines = [self._cut(line) for line in lines]
-        if not self._skipping:
-            self._buf += tail
-            if len(self._buf) > self.max_line:
-                lines.append(bytes(self._buf[: self.max_line]))
-                self._buf.clear()
-                self._skipping = True
-                self.truncated += 1
-        return lines
-
-    def feed_block(self, data: bytes) -> tuple[bytes, int]:
-        """Like `feed`, but the complete lines come back joined by newlines, with
-        their count: a flood is then checked as one block, never split at all."""
-        last = data.rfind(b"\n")
-        if (
-            last >= 0
-            and not self._skipping
-            and len(self._buf) + last <= self.max_line  # no line can be over-long
-        ):
-            if self._buf:  # one copy of the chunk, not three
-                block = b"".join((self._buf, memoryview(data)[:last]))
-                self._buf.clear()
-            else:
-                block = data[:last]
-            self._buf += data[last + 1 :]
-            if len(self._buf) > self.max_line:
-                # The unfinished last line is already too long: cut it as `feed` would.
-                lines = [block, bytes(self._buf[: self.max_line])]
-                self._buf.clear()
-                self._skipping = True
-                self.truncated += 1
-                return b"\n".join(lines), block.count(b"\n") + 2
-            return block, block.count(b"\n") + 1
-        lines = self.feed(data)
-        return b"\n".join(lines), len(lines)
-
-    def _cut(self, line: bytes) -> bytes:
-        if len(line) <= self.max_line:
-            return line
-        self.truncated += 1
-        return line[: self.max_line]
-
-    def flush(self) -> bytes | None:
-        if self._skipping or not self._buf:
-            return None
-        tail = bytes(self._buf)
-        self._buf.clear()
-        return tail
+def _pending(pipe: int) -> bool:
+    """Whether the pipe holds bytes now (at EOF, or on error, it does not)."""
+    try:
+        buf = fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return int.from_bytes(buf, sys.byteorder) > 0
 
 
 #: A read this large means the run floods its pipe (64 KiB by default, and
@@ -222,7 +295,8 @@ class PipeReader:
 
     def _readable(self) -> None:
         try:
-            data = os.read(self._fd, READ_CHUNK)
+            # Pipe to file in the kernel: a kill -9 never finds bytes only here.
+            data = self._log.take(self._fd, READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -238,7 +312,6 @@ class PipeReader:
                 self._widened = True
                 widen_pipe(self._fd)
             self._on_data()
-            self._log.write(data)
             block, count = self._splitter.feed_block(data)
             if count:
                 self._on_lines(block, count)

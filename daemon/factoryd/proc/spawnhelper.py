@@ -24,6 +24,8 @@ children running: they are adopted as after a daemon crash.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import resource
@@ -34,42 +36,69 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Run as a script outside the package (python -I leaves its directory off the
-# path): the modules shared with the daemon are loaded from beside this file.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from leader_popen import popen_leader
-from proctime import start_ticks, stat_fields
-from spawnlog import spawn_line
+if TYPE_CHECKING:  # the same modules, as the type checker finds them
+    from factoryd.proc.leader_popen import invalid_request, popen_leader
+    from factoryd.proc.proctime import start_ticks, stat_fields
+    from factoryd.proc.spawnlog import spawn_line
+else:
+    # Run as a script outside the package (python -I leaves its directory off
+    # the path): the modules shared with the daemon are loaded from beside this file.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from leader_popen import invalid_request, popen_leader
+    from proctime import start_ticks, stat_fields
+    from spawnlog import spawn_line
 
 
 def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int], Any]:
+    """Start the leader a request asks for; a request that cannot be carried
+    out is answered with an errno: that run fails, the helper goes on."""
+    try:
+        argv = request["argv"]
+        env = request["env"]
+        cwd = request["cwd"]
+        stdin_path = request.get("stdin")
+        if not (isinstance(argv, list) and isinstance(env, dict) and isinstance(cwd, str)):
+            raise TypeError("argv, env, cwd: expected a list, an object and a string")
+        if stdin_path is not None and not isinstance(stdin_path, str):
+            raise TypeError("stdin: expected a path")
+        problem = invalid_request(argv, env, cwd)
+        if problem is not None:
+            raise ValueError(problem)
+    except (KeyError, TypeError, ValueError) as exc:
+        return _refused(exc), [], None
     out_w, err_w, out_r, err_r = fds
     stdin: Any = subprocess.DEVNULL
-    if request.get("stdin"):
+    if stdin_path:
+        # Non-blocking: a FIFO with no writer must not stall every other spawn.
         try:
-            stdin = open(request["stdin"], "rb")  # noqa: SIM115, PTH123 - closed below
-        except OSError as exc:
-            return {"errno": exc.errno, "step": "stdin"}, [], None
+            stdin = os.open(stdin_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.set_blocking(stdin, True)
+        except (OSError, ValueError) as exc:
+            return {"errno": getattr(exc, "errno", None) or errno.EINVAL, "step": "stdin"}, [], None
     try:
         proc = popen_leader(
-            [str(a) for a in request["argv"]],
-            cwd=request["cwd"],
-            env={str(k): str(v) for k, v in request["env"].items()},
+            argv,
+            cwd=cwd,
+            env=env,
             stdin=stdin,
             stdout=out_w,
             stderr=err_w,
             keep=(out_r, err_r),
         )
     except OSError as exc:
-        step = "chdir" if exc.filename == request["cwd"] else "exec"
-        return {"errno": exc.errno, "step": step}, [], None
+        step = "chdir" if exc.filename == cwd else "exec"
+        return {"errno": exc.errno or errno.EINVAL, "step": step}, [], None
+    except (ValueError, TypeError) as exc:  # what Popen itself refuses
+        return _refused(exc), [], None
     finally:
         if stdin is not subprocess.DEVNULL:
-            stdin.close()
-    if request.get("log"):
-        _record(request["log"], spawn_line(request["run"], proc.pid, (out_r, err_r)))
+            os.close(stdin)
+    log, run = request.get("log"), request.get("run")
+    if isinstance(log, str) and isinstance(run, str):
+        with contextlib.suppress(ValueError):  # text that cannot be encoded: not recorded
+            _record(log, spawn_line(run, proc.pid, (out_r, err_r)))
     pidfd = os.pidfd_open(proc.pid)
     # The start time, read while the leader cannot have been collected: its
     # identity beyond the pid.
@@ -79,20 +108,34 @@ def start(request: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list
     return reply, [pidfd], proc
 
 
+def _refused(exc: BaseException) -> dict[str, Any]:
+    return {"errno": errno.EINVAL, "step": "request", "error": str(exc)[:200]}
+
+
+def _parse(message: bytes) -> dict[str, Any] | None:
+    """A request object, or None for anything else (garbage is answered, not fatal)."""
+    try:
+        request = json.loads(message)
+    except (ValueError, RecursionError):
+        return None
+    return request if isinstance(request, dict) else None
+
+
 def _record(path: str, line: bytes) -> None:
     """Append the spawn to the daemon's spawn log before anyone hears of it: a
     daemon killed before our reply must still find that this run started (or
     it would be judged never started, and run twice). Opened per line: the
     daemon may have compacted the file (a new inode) since the last one.
     Best effort, as the daemon's own record."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    # Non-blocking: a FIFO put in its place must not stall the helper.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         try:
             fd = os.open(path, flags, 0o600)
         except FileNotFoundError:  # the first spawn: its directory is not there yet
             os.makedirs(os.path.dirname(path), exist_ok=True)  # noqa: PTH103, PTH120
             fd = os.open(path, flags, 0o600)
-    except OSError:
+    except (OSError, ValueError):
         return
     try:
         os.write(fd, line)
@@ -128,22 +171,27 @@ def main(fd: int) -> None:
                     os._exit(0)
                 if not message:
                     os._exit(0)  # the daemon is gone; the runs are not ours to stop
-                request = json.loads(message)
+                request = _parse(message)
                 if os.getppid() != daemon or hangup.poll(0):
                     # The daemon died, or gave up on us and closed its end, with
                     # this request still queued: it has failed (or a new daemon
                     # has judged never started) this spawn, and may retry it.
                     # Starting it now could run it twice.
                     os._exit(0)
-                if len(fds) == 4:
+                attached: list[int]
+                if request is None:
+                    reply, attached, proc = _refused(ValueError("not a JSON object")), [], None
+                elif len(fds) == 4:
                     reply, attached, proc = start(request, fds)
                 else:
-                    reply, attached, proc = {"errno": 0, "step": "fds"}, [], None
+                    reply, attached, proc = {"errno": errno.EINVAL, "step": "fds"}, [], None
                 for received in fds:
                     os.close(received)
                 if proc is not None:
                     children[proc.pid] = proc
-                reply["id"] = request.get("id")
+                ident = None if request is None else request.get("id")
+                # Only the daemon's own ids go back (an int): its reader trusts them.
+                reply["id"] = ident if type(ident) is int else -1
                 _send(sock, json.dumps(reply).encode(), attached)
                 for sent in attached:
                     os.close(sent)

@@ -16,6 +16,7 @@ Order matters:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -184,6 +185,7 @@ def _restore_runs(
     rec: Reconciler, journal: j.Journal, report: Report, killed_with_daemon: bool
 ) -> set[str]:
     adopted: set[str] = set()
+    gone: dict[str, Outcome] = {}
     now_m, now_w = rec.clock.mono(), rec.clock.wall()
     ledger = rec.engine.ledger
     spawns: dict[str, Spawned] | None = None
@@ -219,9 +221,15 @@ def _restore_runs(
             )
             started_mono = now_m - max(0.0, now_w - row.started_at)
             fds = row.pipe_fds
-            rec.book.adopt_run(
+            run = rec.book.adopt_run(
                 rt, decision, spec, Adoption(pid, ctime, started_mono, fds), row.started_at
             )
+            # Its worktree is there; the plan it started with is in the record,
+            # and it is committed and removed when the run ends, as usual.
+            run.workspace = rec.book.worktrees.workspaces.recorded(row.id)
+            run.hook_env = {
+                k: os.environ[k] for k in rec.config.daemon.inherit_env if k in os.environ
+            }
             adopted.add(row.id)
             report.adopted.append(row.id)
             rec.logger.info("recovery.adopted", task=row.task, run_id=row.id, arm=row.arm, pid=pid)
@@ -240,7 +248,20 @@ def _restore_runs(
             reason=reason,
         )
         rec.book.settle_vanished(rt, decision, row.id, outcome, reason, ran=pid is not None)
+        gone[row.id] = outcome
+    _sweep_workspaces(rec, adopted, gone)
     return adopted
+
+
+def _sweep_workspaces(rec: Reconciler, adopted: set[str], gone: dict[str, Outcome]) -> None:
+    """Worktrees of runs that ended while no daemon watched: commit, remove, keep."""
+    specs = [*(t.spec for t in rec.table.tasks.values()), *rec.config.templates.values()]
+    repos = {s.workspace.repo for s in specs if s.workspace is not None}
+    report = rec.book.worktrees.workspaces.sweep(live=adopted, repos=repos, outcomes=gone)
+    for done in report.finished:
+        rec.logger.info("workspace.swept", outcome=str(done.outcome), **done.event_fields())
+    for problem in report.problems:
+        rec.logger.warning("workspace.sweep_problem", problem=problem)
 
 
 def gone_verdict(

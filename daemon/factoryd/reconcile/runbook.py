@@ -41,6 +41,7 @@ from factoryd.reconcile.runstate import (
 )
 from factoryd.reconcile.settle import judge, settle_run, settle_unstarted
 from factoryd.reconcile.table import TaskTable
+from factoryd.reconcile.worktrees import RunWorktrees
 from factoryd.routing.decision import Decision
 from factoryd.routing.engine import RoutingEngine
 from factoryd.run.dirs import MadeDirs
@@ -96,6 +97,7 @@ class RunBook:
         #: One thread removes run directories: a burst of exits must not grow
         #: a pool of idle threads (each costs memory and a /proc entry).
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
         self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
 
     # -- starting -----------------------------------------------------------------
@@ -169,9 +171,10 @@ class RunBook:
         gate = self.batch.run_intent(
             run_id, rt.name, arm.name, now_w, decision.reservation, str(built.log_path)
         )
-        self._launch(
+        run = self._launch(
             rt, decision, built.spec, built.run_dir, built.log_path, now_m, now_w, gate=gate
         )
+        run.workspace, run.hook_env = built.workspace, built.hook_env
 
     def _launch(
         self,
@@ -294,17 +297,18 @@ class RunBook:
     async def execute(self, run: ActiveRun) -> None:
         """The body of a run's task: run it to its end, then report the result."""
         assert run.runner is not None
-        try:
-            result = await run.runner.run()
-        except Exception as exc:  # a bug in a runner must not take the daemon down
-            run.logger.exception("run.internal_error")
-            result = RunResult(
-                run.run_id,
-                Outcome.FAILED,
-                f"internal error: {exc!r}",
-                started=run.started_mono,
-                ended=self.clock.mono(),
-            )
+        made, result = await self.worktrees.before(run)
+        if result is None:
+            try:
+                result = await run.runner.run()
+            except Exception as exc:  # a bug in a runner must not take the daemon down
+                run.logger.exception("run.internal_error")
+                why, now = f"internal error: {exc!r}", self.clock.mono()
+                result = RunResult(
+                    run.run_id, Outcome.FAILED, why, started=run.started_mono, ended=now
+                )
+        if made:
+            await self.worktrees.after(run, result)
         if run.run_dir is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(
@@ -377,6 +381,7 @@ class RunBook:
             sigkilled=result.sigkilled,
             orphans_killed=result.orphans_killed,
             hold_expired=settled.settlement.hold_had_expired,
+            **(result.workspace or {}),
         )
         if rt is None:
             return

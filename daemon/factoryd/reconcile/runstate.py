@@ -25,6 +25,7 @@ from factoryd.observe.logs import get_logger
 from factoryd.proc.spawner import Spawner
 from factoryd.routing.decision import Decision
 from factoryd.run.runner import Adoption, Gate, RunSpec, StartedCallback
+from factoryd.run.workspace_plan import WorkspacePlan
 
 
 @dataclass(slots=True)
@@ -111,6 +112,11 @@ class ActiveRun:
     state: RunState = "starting"
     pid: int | None = None
     stop_reason: str | None = None
+    #: The run's git worktree, made in its task before it starts and finished
+    #: (committed, removed, branch kept or not) after it ends; None: no workspace.
+    workspace: WorkspacePlan | None = None
+    #: The environment of its workspace hooks (no arm secrets).
+    hook_env: dict[str, str] | None = None
     #: A logger bound to the run's task, id, arm and pools: every event about
     #: a run carries them.
     logger: FilteringBoundLogger = field(init=False)

@@ -46,7 +46,7 @@ _VERDICTS_ON_THE_ARM = {
 }
 
 
-def lesson(outcome: Outcome, cli: str) -> Lesson:
+def lesson(outcome: Outcome, cli: str, not_arm_fault: bool = False) -> Lesson:
     """What an outcome teaches about the arm. Only what the arm did teaches:
 
     * `succeeded` counts for it; `failed`, `timed_out`, `stalled` against it
@@ -55,13 +55,15 @@ def lesson(outcome: Outcome, cli: str) -> Lesson:
       plain command, of the task;
     * `cancelled` (by the operator, a reload or a shutdown), `limited` (its
       own path: the pool is held), `lost` and `exit_unknown` (no daemon saw
-      how it ended) teach nothing: quality, success rates and health stay.
+      how it ended) teach nothing: quality, success rates and health stay;
+    * `not_arm_fault`: the run never reached the arm (its workspace could not
+      be made, an after_create or before_run hook failed): no fault of it.
     """
     ok = _VERDICTS_ON_THE_ARM.get(outcome)
     return Lesson(
         teaches=ok is not None,
         ok=bool(ok),
-        arm_fault=outcome is Outcome.SPAWN_FAILED and cli != "command",
+        arm_fault=outcome is Outcome.SPAWN_FAILED and cli != "command" and not not_arm_fault,
     )
 
 
@@ -99,7 +101,7 @@ def settle_run(
         )
         usage = None
     else:
-        taught = lesson(result.outcome, run.cli)
+        taught = lesson(result.outcome, run.cli, result.not_arm_fault)
         settlement = engine.settle(
             run.decision,
             now=now,

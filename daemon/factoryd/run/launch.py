@@ -31,6 +31,8 @@ from factoryd.run.agents.base import LaunchContext
 from factoryd.run.agents.registry import adapter_for
 from factoryd.run.dirs import MadeDirs
 from factoryd.run.runner import RunSpec
+from factoryd.run.workspace_plan import WorkspaceError, WorkspacePlan
+from factoryd.run.workspace_plan import plan as plan_workspace
 
 
 class LaunchError(Exception):
@@ -79,6 +81,12 @@ class BuiltRun:
     spec: RunSpec
     run_dir: Path | None
     log_path: Path
+    #: The run's worktree and branch, made by `Workspaces.create` after the
+    #: decision and slot (in the run's task, on a worker thread), not here.
+    workspace: WorkspacePlan | None = None
+    #: The environment of workspace hooks: the run's, without the arm's
+    #: secrets or the adapter's variables (hooks are the operator's programs).
+    hook_env: dict[str, str] | None = None
 
 
 def task_workdir(state_dir: Path, task: str) -> Path:
@@ -135,9 +143,18 @@ def build_run(
     # own directory, made once and kept: a stable place like any supervisor's,
     # where its files survive the run, and no mkdir + rmtree per run (over
     # 1 ms on a slow disk, the largest cost of a short run).
-    kept = _runs_in_kept_dir(task, arm, keep_workdir)
+    workspace = None
+    if task.workspace is not None:
+        try:
+            workspace = plan_workspace(
+                task.workspace, task.name, run_id, arm.name, config.daemon.state_dir
+            )
+        except WorkspaceError as exc:
+            raise LaunchError(str(exc)) from None
+    kept = workspace is None and _runs_in_kept_dir(task, arm, keep_workdir)
+    has_workdir = task.workdir is not None or workspace is not None
     needs_dir = not kept and (
-        task.isolate_home or task.stdin_prompt or arm.cli != "command" or task.workdir is None
+        task.isolate_home or task.stdin_prompt or arm.cli != "command" or not has_workdir
     )
     default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
     try:
@@ -153,10 +170,13 @@ def build_run(
             prompt = Path(task.prompt_file).read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise LaunchError(f"cannot read prompt_file {task.prompt_file}: {exc}") from None
-    workdir = task.workdir or str(default_workdir)
+    workdir = str(workspace.path) if workspace else task.workdir or str(default_workdir)
     env = {k: base_env[k] for k in (*config.daemon.inherit_env, *task.inherit_env) if k in base_env}
+    hook_env = {**env, **dict(task.env)} if workspace else None
     env.update(launch.env)
     env.update(task.env)
+    if workspace is not None:
+        env.update(FACTORYD_WORKSPACE=str(workspace.path), FACTORYD_BRANCH=workspace.branch)
     if task.isolate_home:
         home = run_dir / "home"
         tmp = run_dir / "tmp"
@@ -215,7 +235,13 @@ def build_run(
         stdin_path=plan.stdin_path,
         spawn_log=spawn_log,
     )
-    return BuiltRun(spec=spec, run_dir=run_dir if needs_dir else None, log_path=log_path)
+    return BuiltRun(
+        spec=spec,
+        run_dir=run_dir if needs_dir else None,
+        log_path=log_path,
+        workspace=workspace,
+        hook_env=hook_env,
+    )
 
 
 def adopted_run_spec(

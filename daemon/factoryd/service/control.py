@@ -81,10 +81,10 @@ async def _answer(stream: SocketStream, handlers: dict[str, Handler]) -> dict[st
     line = buf.split(b"\n", 1)[0]
     try:
         request = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {"ok": False, "error": "request is not a JSON object on one line"}
     except RecursionError:  # `[[[[...` a megabyte deep: the decoder gives up, we answer
         return {"ok": False, "error": "request is nested too deeply"}
+    except ValueError:  # not JSON, not UTF-8
+        return {"ok": False, "error": "request is not a JSON object on one line"}
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return {"ok": False, "error": 'request must be an object with an "op" string'}
     handler = handlers.get(request["op"])
@@ -95,6 +95,8 @@ async def _answer(stream: SocketStream, handlers: dict[str, Handler]) -> dict[st
         return {"ok": True, "result": await handler(request)}
     except ControlError as exc:
         return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # a bug answers this request; it never ends the daemon
+        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"[:500]}
 
 
 def call(path: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
@@ -102,7 +104,7 @@ def call(path: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            sock.connect(os.fsencode(path))  # bytes: any name the file system allows
         except FileNotFoundError:
             raise ControlError(f"no control socket at {path}: is factoryd running?") from None
         except ConnectionRefusedError:
@@ -121,8 +123,10 @@ def call(path: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
             chunks.append(chunk)
     try:
         reply = json.loads(b"".join(chunks))
-    except json.JSONDecodeError:
-        raise ControlError("the daemon sent an unreadable answer") from None
+    except (ValueError, RecursionError):
+        reply = None
+    if not isinstance(reply, dict):
+        raise ControlError(f"{path} sent an unreadable answer: is it factoryd's socket?")
     if not reply.get("ok"):
-        raise ControlError(reply.get("error", "unknown error"))
+        raise ControlError(str(reply.get("error", "unknown error"))[:2000])
     return reply.get("result")

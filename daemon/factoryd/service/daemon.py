@@ -1,7 +1,9 @@
 """The daemon process: wires journal, recovery, reconciler, signals, HTTP, control
 socket, spool directory and systemd.
 
-Start-up order: open the journal, recover (adopt or account for every run
+Start-up order: check what can be checked and lock the state dir (see
+preflight.py: a second daemon, a taken port or an unwritable dir is refused
+before anything is touched), open the journal, recover (adopt or account for every run
 the journal says is live, reap strays), start the loop; READY=1 goes to
 systemd after recovery and the first pass. The loop itself pings the
 watchdog after every pass, and never sleeps longer than half the watchdog
@@ -21,16 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from prometheus_client import Counter
 
 from factoryd.config.loader import Config, load_config
 from factoryd.config.submission import SubmitError
 from factoryd.observe.logs import get_logger
 from factoryd.observe.metrics import Metrics, StateCollector
+from factoryd.proc import capture
 from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
-from factoryd.service import control, http
+from factoryd.service import control, http, preflight
+from factoryd.service.lock import StateLock
 from factoryd.service.sdnotify import Notifier
 from factoryd.service.spool import watch_spool
 from factoryd.service.status import build_status
@@ -42,7 +47,13 @@ if TYPE_CHECKING:
 
 
 class Service:
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        state_lock: StateLock | None = None,
+    ) -> None:
         self.config = config
         self.path = config.path
         self.log = get_logger()
@@ -55,6 +66,8 @@ class Service:
         self.fleet: FleetService | None = None
         self.metrics_port: int | None = None
         self._last_watchdog = 0.0
+        #: The state dir's lock, if the caller took it already (see `_claim_state_dir`).
+        self._state_lock = state_lock
 
     @property
     def rec(self) -> Reconciler:
@@ -155,7 +168,38 @@ class Service:
             "reload": reload,
         }
 
+    def _claim_state_dir(self) -> None:
+        """Start-up checks and the state dir's lock, before anything is touched
+        (raises preflight.StartupError: one line, exit 1)."""
+        if self._state_lock is None:
+            self._state_lock = preflight.claim(self.config)
+
+    def _watch_run_logs(self, on: bool) -> None:
+        """Say when a run's log cannot be written (a full disk) and when it can
+        again: once per run each way. The run is still drained meanwhile, and
+        what it wrote is counted in factoryd_output_dropped_bytes_total."""
+        if not on:
+            capture.write_failure_hook = None
+            return
+        log = self.log
+        failures = Counter(
+            "factoryd_run_log_write_failures_total",
+            "Times a run's log could not be written (its output is dropped until it can).",
+            registry=self.metrics.registry,
+        )
+
+        def hook(path: Path, error: str | None, dropped: int) -> None:
+            if error is not None:
+                failures.inc()
+                log.error("run.log_write_failed", log=str(path), error=error)
+            else:
+                log.info("run.log_write_resumed", log=str(path), bytes_dropped=dropped)
+
+        capture.write_failure_hook = hook
+
     async def run(self) -> int:
+        self._claim_state_dir()
+        self._watch_run_logs(True)
         become_subreaper()
         runs_nofile, _ = raise_soft_limit()
         daemon = self.config.daemon
@@ -209,7 +253,10 @@ class Service:
         if self.fleet is not None:
             self.fleet.close()
         self.log.info("daemon.stopped")
+        self._watch_run_logs(False)
         self.notifier.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
         return 0
 
 

@@ -3,7 +3,10 @@
 A request is validated against the config in force before anything is
 written; once it is in the journal it is acknowledged, and a restart finds
 it there. An idempotency key makes a retried submission return the task it
-already created instead of queueing the same work twice.
+already created instead of queueing the same work twice. A submission the
+journal cannot take (a full disk, an I/O error) is refused with that reason
+and never acknowledged; the daemon carries on and takes the next one once
+the journal can write again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ if TYPE_CHECKING:
     from factoryd.reconcile.reconciler import Reconciler
 
 
+class NotJournaled(SubmitError):
+    """The request was fine but the journal could not record it: not acknowledged."""
+
+
+def _not_journaled(exc: BaseException) -> NotJournaled:
+    return NotJournaled(
+        f"not accepted: the journal could not record it ({exc}); nothing was queued, "
+        "retry once the state_dir's disk has room"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     id: str
@@ -33,6 +47,11 @@ def _idem_key(request: dict[str, Any]) -> str | None:
     key = request.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
         raise SubmitError("idempotency_key: expected a non-empty string of at most 256 chars")
+    if key is not None:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SubmitError("idempotency_key: not valid Unicode text") from None
     return key
 
 
@@ -43,7 +62,10 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         raise SubmitError("submissions need a journal (state_dir)")
     key = _idem_key(request)
     if key is not None:
-        existing = await anyio.to_thread.run_sync(journal.submission_by_key, key)
+        try:
+            existing = await anyio.to_thread.run_sync(journal.submission_by_key, key)
+        except (sqlite3.Error, OSError) as exc:
+            raise _not_journaled(exc) from None
         if existing is not None:
             return Accepted(existing.id, existing.label, duplicate=True)
     sub_id = "s-" + new_run_id(rec.clock.wall())
@@ -56,8 +78,12 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
     except sqlite3.IntegrityError:
         existing = journal.submission_by_key(key) if key else None
         if existing is None:
-            raise
+            raise _not_journaled(RuntimeError("constraint failed")) from None
         return Accepted(existing.id, existing.label, duplicate=True)
+    except (sqlite3.Error, OSError) as exc:
+        raise _not_journaled(exc) from None
+    except ValueError as exc:  # text SQLite cannot store (lone surrogates): the request's fault
+        raise SubmitError(f"the request cannot be stored: {exc}") from None
     await rec.run_in_loop(lambda: rec.table.add_submission(spec, label))
     rec.metrics.submissions.labels(source, "accepted").inc()
     rec.logger.info(
