@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,16 @@ def test_a_shared_runs_pool_of_12_starts_exactly_12_of_30(
         assert sum(1 for h in hosts if h.events("route.decision")) >= 2
         used, holds, _ = _pool_row(dsn, "plan")
         assert (used, holds) == (12.0, 0)
+        # Any host shows the whole fleet: every host's heartbeat, the shared pool.
+        shown = hosts[1].cli("fleet", "status")
+        assert shown.returncode == 0, shown.stderr
+        assert "fleet as seen by b (connected)" in shown.stdout
+        rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()}
+        assert {"a", "b", "c"} <= rows.keys() and "ago" in rows["c"]
+        assert rows["plan"].split()[1:5] == ["12", "0", "12", "0"], rows["plan"]
+        raw = json.loads(hosts[2].cli("fleet", "status", "--json").stdout)
+        assert [h["name"] for h in raw["hosts"]] == ["a", "b", "c"]
+        assert all(h["silent_for"] < 15 for h in raw["hosts"])
     finally:
         for host in hosts:
             host.stop()
@@ -135,6 +146,8 @@ def test_a_429_on_one_host_holds_the_pool_for_the_others_within_a_second(
             assert when(none) - hit_at < 1.0 + 0.5  # its next restart, within a second
             assert "limited" in none["rationale"] and "reported by a" in none["rationale"]
         assert _pool_row(dsn, "max")[2] == "a"
+        shown = c.cli("fleet", "status").stdout
+        assert "limited until" in shown and "by a (API Error: Request rejected (429)" in shown
     finally:
         for host in hosts:
             host.stop()

@@ -83,6 +83,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from factoryd.service.fleetview import render_fleet_status
+
+    result = _control(args, {"op": "fleet_status"})
+    print(json.dumps(result, indent=2) if args.json else render_fleet_status(result))
+    return EXIT_OK
+
+
 def cmd_state_dump(args: argparse.Namespace) -> int:
     print(json.dumps(_control(args, {"op": "state_dump"}), indent=2))
     return EXIT_OK
@@ -293,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     control_args(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("fleet", help="the hosts that share pools and a queue ([fleet])")
+    fleet_sub = p.add_subparsers(dest="fleet_command", required=True)
+    fp = fleet_sub.add_parser("status", help="hosts, heartbeats, claims, shared pools, holds")
+    control_args(fp)
+    fp.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    fp.set_defaults(func=cmd_fleet_status)
 
     p = sub.add_parser("state", help="routing state of the running daemon")
     state_sub = p.add_subparsers(dest="state_command", required=True)

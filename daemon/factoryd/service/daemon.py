@@ -158,7 +158,7 @@ class Service:
             rec.request_reload(self.load)
             return {"reload": "requested"}
 
-        fleet = {} if self.fleet is None else self.fleet.handlers()
+        fleet = {"fleet_status": _alone} if self.fleet is None else self.fleet.handlers()
         return fleet | {
             "status": status,
             "state_dump": state_dump,
@@ -258,6 +258,10 @@ class Service:
         if self._state_lock is not None:
             self._state_lock.release()
         return 0
+
+
+async def _alone(_req: dict[str, Any]) -> Any:
+    raise control.ControlError("this daemon runs alone: its config has no [fleet] table")
 
 
 def _name(req: dict[str, Any], key: str) -> str:
