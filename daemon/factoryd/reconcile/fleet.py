@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from structlog.typing import FilteringBoundLogger
@@ -44,6 +45,7 @@ from factoryd.state.fleet.pools import LedgerView
 from factoryd.state.fleet.store import FleetStore
 
 if TYPE_CHECKING:
+    from factoryd.reconcile.fleetqueue import QueueBook
     from factoryd.reconcile.runstate import ActiveRun
     from factoryd.reconcile.settle import Settled
 
@@ -76,6 +78,10 @@ class FleetLink:
         self._limits: list[_PendingLimit] = []
         #: Outcomes to teach the fleet (sent once per pass, see `after_pass`).
         self._outcomes: list[ArmOutcome] = []
+        #: The durable queue's loop side (reconcile/fleetqueue.py), and the
+        #: service's submit that enqueues (both set by service/fleetqueue.py).
+        self.queue: QueueBook | None = None
+        self.submit: Callable[[dict[str, Any], str, str], Awaitable[Any]] | None = None
         #: Counts for status and tests.
         self.refused = 0
         self.outage_refusals = 0
@@ -197,8 +203,10 @@ class FleetLink:
             self._limits.pop(0)
             self.logger.info("fleet.limit_shared", pools=limit.pools, until=limit.until)
 
-    def after_pass(self) -> None:
-        """Send the pass's outcomes to the fleet's learning in one batch."""
+    def after_pass(self, now_m: float) -> None:
+        """Keep the queue's claims; send the pass's outcomes to the fleet's learning."""
+        if self.queue is not None:
+            self.queue.each_pass(now_m)
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []

@@ -314,9 +314,9 @@ class Reconciler:
         for rt in todo.queued:
             if rt.reason is not WAITING_FOR_SLOT or rt.phase is not pending:
                 table.set_phase(rt, pending, WAITING_FOR_SLOT)
-        table.forget_finished_submissions()
         if fleet is not None:
-            fleet.after_pass()
+            fleet.after_pass(now_m)
+        table.forget_finished_submissions()
         if table.check_index:
             table.verify_index()
         self.sweeper.sweep(self.runs, now_m)

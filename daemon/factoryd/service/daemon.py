@@ -251,7 +251,7 @@ class Service:
             tg.cancel_scope.cancel()
         rec.batch.close()
         if self.fleet is not None:
-            self.fleet.close()
+            await self.fleet.stop()
         self.log.info("daemon.stopped")
         self._watch_run_logs(False)
         self.notifier.close()

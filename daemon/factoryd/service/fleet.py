@@ -13,7 +13,8 @@ the fleet's storage (state/fleet/) and the reconciler's hooks
   into the router's quality;
 * `factoryd_fleet_connected` (1/0), `factoryd_fleet_outbox_pending`, and one
   `fleet.connected` / `fleet.disconnected` log event per transition;
-* the `fleet_status` control operation behind `factoryd fleet status`.
+* the `fleet_status` control operation behind `factoryd fleet status`;
+* the durable queue's claimer and renewals (service/fleetqueue.py).
 
 Every database call runs in a worker thread, never on the loop's thread,
 except the reconciler's own short reserve and settle transactions.
@@ -35,6 +36,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.reconcile.fleet import FleetLink
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.service import control
+from factoryd.service.fleetqueue import QueueService
 from factoryd.state.fleet.errors import FleetError, FleetUnavailable
 from factoryd.state.fleet.learning import as_quality
 from factoryd.state.fleet.store import FleetStore
@@ -74,6 +76,7 @@ class FleetService:
         self.link = FleetLink(self.store, self.logger)
         self.link.attach(rec.engine)
         rec.book.fleet = self.link
+        self.queue = QueueService(self)
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None
@@ -108,17 +111,22 @@ class FleetService:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.ready.set()
+        await self.rec.run_in_loop(self.queue.stop_orphans)
         self.rec.wake("command")  # tasks held back while connecting may start now
-        while True:
-            started = time.monotonic()
-            try:
-                await anyio.to_thread.run_sync(self._beat)
-            except FleetUnavailable:
-                pass
-            except (FleetError, psycopg.Error) as exc:
-                self.logger.error("fleet.heartbeat_failed", error=_line(exc))
-            self.outbox_pending.set(len(self.store.outbox))
-            await anyio.sleep(max(0.0, self.settings.heartbeat - (time.monotonic() - started)))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.queue.claimer)
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.queue.renew()
+                    await anyio.to_thread.run_sync(self._chores)
+                except FleetUnavailable:
+                    pass
+                except (FleetError, psycopg.Error) as exc:
+                    self.logger.error("fleet.heartbeat_failed", error=_line(exc))
+                self.outbox_pending.set(len(self.store.outbox))
+                spent = time.monotonic() - started
+                await anyio.sleep(max(0.0, self.settings.heartbeat - spent))
 
     async def wait_ready(self, timeout: float = START_WAIT) -> None:
         """Start-up gives the database a moment before the first pass, so the
@@ -149,8 +157,7 @@ class FleetService:
             )
         self._synced = key
 
-    def _beat(self) -> None:
-        self.store.heartbeat([])
+    def _chores(self) -> None:
         self._sync_pools()
         if len(self.store.outbox):
             applied = self.store.flush()
@@ -182,7 +189,10 @@ class FleetService:
 
         return {"fleet_status": fleet_status}
 
-    def close(self) -> None:
+    async def stop(self) -> None:
+        """The loop ended: settle the queue's side, then disconnect."""
+        if self.link.ready:
+            await self.queue.shutdown()
         self.store.close()
 
 
