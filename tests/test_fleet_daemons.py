@@ -151,3 +151,37 @@ def test_a_429_on_one_host_holds_the_pool_for_the_others_within_a_second(
     finally:
         for host in hosts:
             host.stop()
+
+
+def test_what_one_host_learns_about_an_arm_every_host_knows(
+    pg: PgServer, dsn: str, tmp_path: Path
+) -> None:
+    body = (
+        table("[[pools]]", name="p", unit="runs", limit=100000)
+        + table("[[arms]]", name="flaky", cli="command", pools=["p"])
+        + table("[[arms]]", name="steady", cli="command", pools=["p"])
+    )
+    failing = table(
+        "[[tasks]]", name="breaks", arms=["flaky"], restart="always", max_restarts=100000,
+        argv=[PY, "-c", "raise SystemExit(1)"],
+        backoff={"initial": "0.1s", "max": "0.1s", "jitter": False},
+    )  # fmt: skip
+    a, b = _hosts(tmp_path, dsn, {"a": body + failing, "b": body})
+    try:
+        a.start()
+        b.start()
+        wait_for(lambda: len(a.events("run.finished")) >= 5, 60, "host a's failed runs")
+
+        def learned_by_b() -> dict[str, Any] | None:
+            done = b.cli("state", "dump")
+            if done.returncode != 0:
+                return None
+            rows = [q for q in json.loads(done.stdout)["quality"] if q["arm"] == "flaky"]
+            return rows[0] if rows and rows[0]["n"] >= 5 else None
+
+        row = wait_for(learned_by_b, 30, "host b to know what host a learned")
+        assert row["ema"] < 0.2  # every run failed: the fleet knows the arm is bad
+        assert not b.events("route.decision")  # b learned it without running anything
+    finally:
+        a.stop()
+        b.stop()

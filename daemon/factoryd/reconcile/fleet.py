@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from structlog.typing import FilteringBoundLogger
 
-from factoryd.core.outcome import Outcome, RunResult
+from factoryd.core.outcome import RunResult
+from factoryd.reconcile.settle import Settled, lesson
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import RejectReason
@@ -47,7 +48,6 @@ from factoryd.state.fleet.store import FleetStore
 if TYPE_CHECKING:
     from factoryd.reconcile.fleetqueue import QueueBook
     from factoryd.reconcile.runstate import ActiveRun
-    from factoryd.reconcile.settle import Settled
 
 #: What a fleet call may raise that the loop survives: the database is away,
 #: or answered with an error (the call did not happen; retried or refused).
@@ -160,8 +160,9 @@ class FleetLink:
             if pools:
                 self._limits.append(_PendingLimit(pools, result.limit.until, result.limit.text))
                 self._send_limits()
-        ok = result.outcome is Outcome.SUCCEEDED
-        if settled.usage is not None and result.outcome in _TEACHES:
+        taught = lesson(result.outcome, run.cli)
+        ok = taught.teaches and taught.ok
+        if settled.usage is not None and taught.teaches:  # the rule local quality follows
             self._outcomes.append(
                 ArmOutcome(run.arm, task_type, ok, result.duration, settled.usage.total_tokens)
             )
@@ -214,10 +215,6 @@ class FleetLink:
             self.store.learning.record(batch)
         except TROUBLE:
             self._outcomes = batch[-1000:] + self._outcomes  # bounded; retried next pass
-
-
-#: Outcomes that say how the arm did (settle.lesson's rule): only these teach.
-_TEACHES = {Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED}
 
 
 def mirror(ledger: PoolLedger, view: LedgerView) -> None:

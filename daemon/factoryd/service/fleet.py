@@ -23,6 +23,7 @@ except the reconciler's own short reserve and settle transactions.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -120,6 +121,8 @@ class FleetService:
                 try:
                     await self.queue.renew()
                     await anyio.to_thread.run_sync(self._chores)
+                    learned = await anyio.to_thread.run_sync(self.learned)
+                    await self.rec.run_in_loop(partial(self._adopt_learning, learned))
                 except FleetUnavailable:
                     pass
                 except (FleetError, psycopg.Error) as exc:
@@ -174,6 +177,19 @@ class FleetService:
     def learned(self) -> list[tuple[str, str, float, int]]:
         """The fleet's quality rows (arm, task type, ema, runs)."""
         return as_quality(self.store.learning.view())
+
+    def _adopt_learning(self, rows: list[tuple[str, str, float, int]]) -> int:
+        """Seed the router's quality with what the whole fleet learned (on the loop).
+        Only rows that differ are restored: each bumps the arm's cached views."""
+        quality = self.rec.engine.quality
+        arms = self.rec.engine.arms
+        changed = 0
+        for arm, kind, ema, n in rows:
+            stat = quality.stats.get((arm, kind))
+            if arm in arms and (stat is None or (stat.ema, stat.n) != (ema, n)):
+                quality.restore(arm, kind, ema, n)
+                changed += 1
+        return changed
 
     # -- operations ------------------------------------------------------------------
 
