@@ -141,8 +141,8 @@ class Host:
             return None
         with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
+                if line.startswith((name + " ", name + "{")):
+                    return float(line.rsplit(" ", 1)[1])
         return None
 
     def status(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +103,11 @@ def test_a_database_outage_keeps_runs_and_settlements_and_spends_only_the_allowa
     try:
         host.start()
         wait_for(lambda: host.metric("factoryd_fleet_connected") == 1.0, 30, "connected")
+        # The dashboard's fleet panels read metrics a fleet daemon exposes.
+        dashboard = json.loads((ROOT / "etc/grafana/factoryd.json").read_text())
+        exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+        used = set(re.findall(r"\bfactoryd_fleet_\w+", exprs))
+        assert used and all(host.metric(m) is not None for m in used), used
         wait_for(lambda: len(host.events("run.finished")) >= 3, 30, "churn runs")
         pg.stop()
         stopped = True

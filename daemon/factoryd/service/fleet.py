@@ -58,16 +58,27 @@ class FleetService:
         self.rec = rec
         self.logger = logger.bind(fleet_host=self.settings.host)
         registry = metrics.registry
+        # The `host` label is the fleet's name for this host, so a fleet
+        # dashboard can tell hosts apart whatever their scrape `instance` is.
+        host = self.settings.host
         self.connected = Gauge(
             "factoryd_fleet_connected",
             "1 while the fleet's database answers, else 0",
+            ["host"],
             registry=registry,
-        )
+        ).labels(host)
         self.outbox_pending = Gauge(
             "factoryd_fleet_outbox_pending",
             "Settlements made during a database outage, not yet applied",
+            ["host"],
             registry=registry,
-        )
+        ).labels(host)
+        self.claims = Gauge(
+            "factoryd_fleet_claims",
+            "Queue items this host holds a claim on",
+            ["host"],
+            registry=registry,
+        ).labels(host)
         self.store = FleetStore(
             self.settings,
             config.daemon.state_dir,
@@ -82,6 +93,7 @@ class FleetService:
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None
         self._next_prune = 0.0
+        self._warned = False
         if self.settings.inline_password():
             self.logger.warning(
                 "fleet.inline_password",
@@ -128,6 +140,7 @@ class FleetService:
                 except (FleetError, psycopg.Error) as exc:
                     self.logger.error("fleet.heartbeat_failed", error=_line(exc))
                 self.outbox_pending.set(len(self.store.outbox))
+                self.claims.set(len(self.queue.book.held))
                 spent = time.monotonic() - started
                 await anyio.sleep(max(0.0, self.settings.heartbeat - spent))
 
@@ -161,6 +174,9 @@ class FleetService:
         self._synced = key
 
     def _chores(self) -> None:
+        if self.rec.config.fleet != self.settings and not self._warned:
+            self._warned = True
+            self.logger.warning("fleet.settings_changed", note="[fleet] takes effect at restart")
         self._sync_pools()
         if len(self.store.outbox):
             applied = self.store.flush()
