@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import platform
 import shlex
@@ -91,8 +92,33 @@ def machine() -> str:
         pass
     return (
         f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}; pure Python: {reference_loop():.2f} s for a "
+        f"10-million-step loop, one spawn {spawn_time() * 1e6:.0f} us "
+        "(Popen(['/bin/true']).wait(), median of 200)"
     )
+
+
+def reference_loop() -> float:
+    """Seconds for a fixed pure-Python loop (best of 3): how fast this machine runs
+    the daemon's kind of work. Ratios of Python work to kernel work (route vs
+    spawn, runs/s vs a bare Popen loop) move with it, so RESULTS.md states it."""
+    best = math.inf
+    for _ in range(3):
+        t0, i = time.perf_counter(), 0
+        while i < 10_000_000:
+            i += 1
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def spawn_time() -> float:
+    """Median seconds of one Popen(['/bin/true']).wait(): the kernel side's speed."""
+    samples = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        subprocess.Popen(["/bin/true"]).wait()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
 
 
 def supervisord_bin() -> str:

@@ -22,10 +22,12 @@ import common  # noqa: E402
 import exit_latency  # noqa: E402
 import fleet  # noqa: E402
 import idle  # noqa: E402
+import instructions  # noqa: E402
 import memory  # noqa: E402
 import orphans  # noqa: E402
 import output  # noqa: E402
 import scale  # noqa: E402
+import simulate  # noqa: E402
 import spawn  # noqa: E402
 import worktree  # noqa: E402
 
@@ -43,6 +45,7 @@ def main() -> None:
         )
         idle.run(results, window=20.0 if args.quick else 60.0)
         scale.run(results)
+        instructions.run(results, decisions=100 if args.quick else 300)
         memory.run(results)
         output.run(results, reps=2 if args.quick else 3)
         orphans.run(results)
@@ -69,6 +72,8 @@ def main() -> None:
         lines.append(
             f"| {r.bench} | {r.metric} | {r.ours} | {r.peer} | {r.ratio} | {r.target} | {met} |"
         )
+    # The router against baselines and a hindsight oracle, on the bundled scenarios.
+    lines += ["", simulate.simulate_section(3 if args.quick else None, HERE / "simulate")]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from daemon_kit import header, task, write_config
 from factoryd.config.loader import load_config
+from factoryd.core.lesson import lesson
 from factoryd.core.outcome import Outcome
-from factoryd.reconcile.settle import lesson
 from reconcile_kit import Harness
 
 pytestmark = pytest.mark.anyio

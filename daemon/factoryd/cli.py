@@ -1,5 +1,4 @@
-"""The `factoryd` command line: run | check | route | status | state | submit | cancel |
-reset | journal.
+"""The `factoryd` command line: run, check, route, simulate, status, state, submit, ...
 
 Exit status: 0 success, 1 runtime failure, 2 bad input (config, task, state
 file, arguments). Errors are one line per problem, never a traceback.
@@ -249,6 +248,19 @@ def cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.arm else EXIT_FAIL
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from factoryd.simulate.command import SimulateError, simulate_command
+
+    try:
+        print(simulate_command(
+            args.config, args.scenario, seeds=args.seeds, as_json=args.json,
+            policies=(args.policies or "").split(","), plot_path=args.plot,
+        ))  # fmt: skip
+    except SimulateError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factoryd", description="Keep CLI coding agents running, routed by policy."
@@ -334,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     control_args(p)
     p.add_argument("id")
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("simulate", help="play a scenario against the router, baselines, oracle")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--scenario", required=True, help="a scenario TOML (see scenarios/)")
+    p.add_argument("--seeds", type=int, help="paired seeds (default: the scenario's)")
+    p.add_argument("--policies", help="comma-separated policies (default: all)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the cost-success plane")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
     control_args(p)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from factoryd.core.outcome import Outcome
 from factoryd.core.taskspec import Backoff, RestartPolicy, TaskKind, TaskSpec
+from factoryd.routing.model import ArmSpec
 
 
 class TaskPhase(enum.StrEnum):
@@ -123,3 +125,35 @@ def verdict_after_run(
         retry_at=now + delay,
         counts_restart=True,
     )
+
+
+#: After these outcomes a task's next run avoids the arm that just ran it.
+#: A limit, as the seeds did; and a failure, when another arm may take the
+#: task: a cascade that escalates instead of repeating on the arm that just
+#: failed. The routing simulator showed that repeating is how a router that
+#: misjudged an arm (or prefers a free weak one) loses tasks outright.
+_ESCALATE_ON_FAILURE = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED})
+
+
+def exclusions_after(
+    exclude: set[str],
+    outcome: Outcome,
+    arm: str,
+    *,
+    allowed: Collection[str],
+    arms: Mapping[str, ArmSpec],
+) -> set[str]:
+    """The arms the task's next run must not use, after a run on `arm` ended so.
+
+    `allowed`: the task's own choice of arms (empty: any); `arms`: the
+    configured ones. A failure escalates only when the task may use some
+    enabled arm besides `arm`. The set grows while runs keep failing; the
+    router clears it when it leaves no arm.
+    """
+    if outcome is Outcome.LIMITED:
+        return exclude | {arm}
+    if outcome in _ESCALATE_ON_FAILURE and any(
+        a != arm and a in arms and arms[a].enabled for a in allowed or arms
+    ):
+        return exclude | {arm}
+    return set()

@@ -25,7 +25,7 @@ import anyio
 from structlog.typing import FilteringBoundLogger
 
 from factoryd.config.loader import Config
-from factoryd.core.lifecycle import TaskPhase
+from factoryd.core.lifecycle import TaskPhase, exclusions_after
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
@@ -94,8 +94,7 @@ class RunBook:
         self.launched: list[ActiveRun] = []
         #: Set while the daemon shuts down: a cancelled run is then no verdict.
         self.stopping = False
-        #: One thread removes run directories: a burst of exits must not grow
-        #: a pool of idle threads (each costs memory and a /proc entry).
+        #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
         self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
@@ -110,13 +109,12 @@ class RunBook:
             if rt.reason != ARMS_AT_CAP:
                 self.table.set_phase(rt, TaskPhase.PENDING, ARMS_AT_CAP)
             return
-        ttl = None
-        if spec.timeout is not None:
-            ttl = spec.timeout + spec.stop_grace + 60.0
-        t0 = time.perf_counter()
-        decision = self.engine.route(
-            spec.route, now_w, exclude=rt.exclude, busy=capacity.busy_arms(), ttl=ttl
-        )
+        ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
+        t0, busy = time.perf_counter(), capacity.busy_arms()
+        decision = self.engine.route(spec.route, now_w, exclude=rt.exclude, busy=busy, ttl=ttl)
+        if decision.arm is None and rt.exclude:  # every arm it may use failed in turn: over again
+            rt.exclude.clear()
+            decision = self.engine.route(spec.route, now_w, busy=busy, ttl=ttl)
         self.metrics.decision(decision, time.perf_counter() - t0)
         if decision.arm is None:
             rt.exclude.clear()
@@ -165,7 +163,7 @@ class RunBook:
                 reason=str(exc),
             )
             remove_run_dir(self.config.daemon.state_dir / "runs" / run_id)
-            self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), None, now_m)
+            self.table.apply_verdict(rt, judge(rt, failed, now_m, self.rng), set(), now_m)
             return
         capacity.take(arm.name, arm.pools)
         gate = self.batch.run_intent(
@@ -400,8 +398,10 @@ class RunBook:
             return  # the new spec starts on the next pass
         if rt.phase is TaskPhase.CANCELLED:
             return
-        limited = run.arm if result.outcome is Outcome.LIMITED else None
-        self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), limited, now_m)
+        exclude = exclusions_after(
+            rt.exclude, result.outcome, run.arm, allowed=rt.spec.route.arms, arms=self.engine.arms
+        )
+        self.table.apply_verdict(rt, judge(rt, result, now_m, self.rng), exclude, now_m)
 
     def run_states(self) -> dict[str, int]:
         counts = {"starting": 0, "running": 0, "stopping": 0}

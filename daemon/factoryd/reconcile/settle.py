@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from factoryd.core.lesson import lesson
 from factoryd.core.lifecycle import Verdict, verdict_after_run
 from factoryd.core.outcome import Outcome, RunResult
 from factoryd.reconcile.runstate import ActiveRun, TaskState
@@ -23,48 +24,6 @@ from factoryd.routing.engine import RoutingEngine, Settlement
 from factoryd.routing.model import Usage
 from factoryd.state import journal as j
 from factoryd.state.batch import jsonable
-
-
-@dataclass(frozen=True, slots=True)
-class Lesson:
-    """What one run's outcome teaches the router about the arm it ran on."""
-
-    #: Counts in quality and telemetry success rates at all.
-    teaches: bool
-    #: Counts for the arm (else against it), when it teaches.
-    ok: bool
-    #: A fault of the arm itself: counts against its health.
-    arm_fault: bool
-
-
-#: Outcomes that say how the arm did: they count for it or against it.
-_VERDICTS_ON_THE_ARM = {
-    Outcome.SUCCEEDED: True,
-    Outcome.FAILED: False,
-    Outcome.TIMED_OUT: False,
-    Outcome.STALLED: False,
-}
-
-
-def lesson(outcome: Outcome, cli: str, not_arm_fault: bool = False) -> Lesson:
-    """What an outcome teaches about the arm. Only what the arm did teaches:
-
-    * `succeeded` counts for it; `failed`, `timed_out`, `stalled` against it
-      (for a service too: one that crashes failed);
-    * `spawn_failed` of an agent CLI is a fault of the arm (its health); of a
-      plain command, of the task;
-    * `cancelled` (by the operator, a reload or a shutdown), `limited` (its
-      own path: the pool is held), `lost` and `exit_unknown` (no daemon saw
-      how it ended) teach nothing: quality, success rates and health stay;
-    * `not_arm_fault`: the run never reached the arm (its workspace could not
-      be made, an after_create or before_run hook failed): no fault of it.
-    """
-    ok = _VERDICTS_ON_THE_ARM.get(outcome)
-    return Lesson(
-        teaches=ok is not None,
-        ok=bool(ok),
-        arm_fault=outcome is Outcome.SPAWN_FAILED and cli != "command" and not not_arm_fault,
-    )
 
 
 @dataclass(frozen=True, slots=True)

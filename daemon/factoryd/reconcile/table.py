@@ -216,17 +216,13 @@ class TaskTable:
                 self.set_phase(rt, TaskPhase.PENDING, f"cron fire at {_iso(rt.last_fire)}")
 
     def apply_verdict(
-        self, rt: TaskState, verdict: Verdict, limited_arm: str | None, now_m: float
+        self, rt: TaskState, verdict: Verdict, exclude: set[str], now_m: float
     ) -> None:
         """A run of `rt` ended and policy judged: record the next phase.
 
-        `limited_arm`: the arm it hit a usage limit on (kept out of its next
-        run); None clears what was excluded.
+        `exclude`: the arms its next run must not use (`exclusions_after`).
         """
-        if limited_arm is not None:
-            rt.exclude.add(limited_arm)
-        else:
-            rt.exclude.clear()
+        rt.exclude = exclude
         if verdict.counts_restart:
             rt.restarts += 1
             self.metrics.restarts.labels(rt.label).inc()
