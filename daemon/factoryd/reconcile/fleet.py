@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from structlog.typing import FilteringBoundLogger
 
+from factoryd.core.lesson import lesson
 from factoryd.core.outcome import RunResult
-from factoryd.reconcile.settle import Settled, lesson
+from factoryd.reconcile.settle import Settled
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import RejectReason
@@ -160,7 +161,7 @@ class FleetLink:
             if pools:
                 self._limits.append(_PendingLimit(pools, result.limit.until, result.limit.text))
                 self._send_limits()
-        taught = lesson(result.outcome, run.cli)
+        taught = lesson(result.outcome, run.cli, result.not_arm_fault)
         ok = taught.teaches and taught.ok
         if settled.usage is not None and taught.teaches:  # the rule local quality follows
             self._outcomes.append(
