@@ -25,6 +25,7 @@ from factoryd.config.model import ArmLaunch, Config, DaemonSettings
 from factoryd.config.settings import read_daemon, read_routing
 from factoryd.config.tasks import read_task
 from factoryd.config.tomltable import ConfigError, Problem, Table
+from factoryd.config.web import parse_web
 from factoryd.core.taskspec import TaskSpec
 
 
@@ -62,6 +63,7 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
         fleet = parse_fleet(root.raw("fleet") if "fleet" in data else None)
     except FleetSettingsError as exc:
         ctx.problem(exc.key, exc.message)
+    web = parse_web(root.sub("web"), ctx.path_of, daemon.metrics_listen)
     root.done()
     if ctx.problems:
         return None
@@ -80,6 +82,7 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
         tasks=tuple(t for t in tasks if t is not None),
         templates=templates,
         fleet=fleet,
+        web=web,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from factoryd.config.fleet import FleetSettings
+from factoryd.config.web import WebSettings
 from factoryd.core.taskspec import TaskSpec
 from factoryd.routing.ledger import ScarcityPolicy
 from factoryd.routing.model import ArmSpec, PoolSpec
@@ -71,6 +72,7 @@ class Config:
     templates: dict[str, TaskSpec] = field(default_factory=dict)
     #: The `[fleet]` table; None: this host runs alone (no PostgreSQL).
     fleet: FleetSettings | None = None
+    web: WebSettings = field(default_factory=WebSettings)
 
     def arm(self, name: str) -> ArmSpec:
         return next(a for a in self.arms if a.name == name)

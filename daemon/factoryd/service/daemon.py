@@ -28,13 +28,13 @@ from prometheus_client import Counter
 from factoryd.config.loader import Config, load_config
 from factoryd.config.submission import SubmitError
 from factoryd.observe.logs import get_logger
-from factoryd.observe.metrics import Metrics, StateCollector
+from factoryd.observe.metrics import StateCollector
 from factoryd.proc import capture
 from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
-from factoryd.service import control, http, preflight
+from factoryd.service import control, preflight, web
 from factoryd.service.lock import StateLock
 from factoryd.service.sdnotify import Notifier
 from factoryd.service.spool import watch_spool
@@ -58,13 +58,14 @@ class Service:
         self.path = config.path
         self.log = get_logger()
         self.notifier = notifier or Notifier()
-        self.metrics = Metrics()
+        self.metrics = web.RecordingMetrics()
         self.metrics.config_loaded(Path(self.path).read_bytes())
         self.journal: Journal | None = None
         self.reconciler: Reconciler | None = None
         #: Fleet mode (service/fleet.py), only with a `[fleet]` table.
         self.fleet: FleetService | None = None
         self.metrics_port: int | None = None
+        self.web_port: int | None = None
         self._last_watchdog = 0.0
         #: The state dir's lock, if the caller took it already (see `_claim_state_dir`).
         self._state_lock = state_lock
@@ -233,14 +234,11 @@ class Service:
         spool = daemon.spool_dir or daemon.state_dir / "spool"
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
-            if daemon.metrics_listen != "off":
-                self.metrics_port = await tg.start(
-                    http.serve, daemon.metrics_listen, self.metrics.exposition, self.healthy
-                )
-                self.log.info(
-                    "metrics.listening", listen=daemon.metrics_listen, port=self.metrics_port
-                )
-            await tg.start(control.serve, daemon.control_socket, self._control_handlers())
+            handlers = self._control_handlers()
+            self.metrics_port, self.web_port = await web.start(
+                tg, rec, self.metrics, self.healthy, handlers
+            )
+            await tg.start(control.serve, daemon.control_socket, handlers)
             self.log.info("control.listening", socket=str(daemon.control_socket))
             tg.start_soon(watch_spool, rec, spool)
             tg.start_soon(self._systemd)

@@ -1,8 +1,9 @@
-"""A tiny HTTP/1.0 endpoint on the event loop: GET /metrics and GET /healthz.
+"""HTTP on the event loop: GET /metrics and /healthz, and the site the status page adds to.
 
-Served on the loop rather than in prometheus_client's thread so that the
-scrape-time collector reads daemon state without locks. Requests are
-bounded (8 KiB of headers, 5 s to send them); anything else gets 404/405.
+aiohttp serves it (C-accelerated parser, keep-alive, streaming responses
+for the page's Server-Sent Events) on the daemon's own asyncio loop, so the
+scrape-time collector reads daemon state without locks. No access log; a
+request that is not a GET or HEAD of a known path gets 405/404.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-from anyio.abc import SocketStream, TaskStatus
+from aiohttp import web
+from anyio.abc import TaskStatus
 from prometheus_client import CONTENT_TYPE_LATEST
 
-MAX_HEADER = 8192
-READ_TIMEOUT = 5.0
+#: Seconds a stopping daemon lets open requests (streams) finish.
+SHUTDOWN_GRACE = 1.0
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -22,22 +24,45 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def _read_head(stream: SocketStream) -> bytes:
-    buf = b""
-    while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
-        chunk = await stream.receive(4096)
-        buf += chunk
-        if len(buf) > MAX_HEADER:
-            break
-    return buf
+def add_metrics_routes(
+    app: web.Application,
+    metrics: Callable[[], bytes],
+    healthy: Callable[[], tuple[bool, str]],
+) -> None:
+    """/metrics and /healthz, as they have always answered."""
+
+    async def get_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_healthz(_request: web.Request) -> web.Response:
+        ok, why = healthy()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
+
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
 
 
-def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:
-    head = (
-        f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+async def serve_app(
+    listen: str,
+    app: web.Application,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until cancelled; reports the bound port through `task_status`."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
     )
-    return head.encode() + body
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound = int(runner.addresses[0][1])
+        task_status.started(bound)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
 
 
 async def serve(
@@ -47,40 +72,7 @@ async def serve(
     *,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the bound port through `task_status`."""
-    host, port = parse_listen(listen)
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
-
-    async def handle(stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(READ_TIMEOUT):
-                    head = await _read_head(stream)
-            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
-            first = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1").split()
-            if len(first) < 2:
-                reply = _response("400 Bad Request", b"bad request\n")
-            elif first[0] not in ("GET", "HEAD"):
-                reply = _response("405 Method Not Allowed", b"only GET\n")
-            else:
-                path = first[1].split("?", 1)[0]
-                if path == "/metrics":
-                    reply = _response("200 OK", metrics(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    ok, why = healthy()
-                    status = "200 OK" if ok else "503 Service Unavailable"
-                    reply = _response(status, why.encode() + b"\n")
-                else:
-                    reply = _response("404 Not Found", b"try /metrics or /healthz\n")
-                if first[0] == "HEAD":
-                    reply = reply.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-            try:
-                await stream.send(reply)
-            except (anyio.BrokenResourceError, OSError):
-                return
-
-    async with listener:
-        bound = listener.extra(anyio.abc.SocketAttribute.local_port)
-        task_status.started(bound)
-        await listener.serve(handle)
+    """Serve /metrics and /healthz only (no page)."""
+    app = web.Application()
+    add_metrics_routes(app, metrics, healthy)
+    await serve_app(listen, app, task_status=task_status)
