@@ -39,8 +39,9 @@ def test_no_fleet_table_imports_nothing_of_the_fleet(tmp_path: Path) -> None:
         "import sys; from factoryd.config.loader import load_config; "
         "import factoryd.service.daemon, factoryd.cli, factoryd.reconcile.reconciler; "
         f"c = load_config({str(config)!r}); assert c.fleet is None; "
-        "bad = [m for m in sys.modules if m.startswith(('factoryd.state.fleet', "
-        "'factoryd.reconcile.fleet', 'factoryd.service.fleet', 'psycopg'))]; "
+        "bad = [m for m in sys.modules if m.startswith(('factoryd.state.fleet', 'psycopg')) "
+        "or m in ('factoryd.reconcile.fleet', 'factoryd.reconcile.fleetqueue', "
+        "'factoryd.service.fleet', 'factoryd.service.fleetqueue')]; "
         "assert not bad, bad"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

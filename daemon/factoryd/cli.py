@@ -18,6 +18,7 @@ from factoryd import __version__
 from factoryd.config.loader import Config, ConfigError, load_config, parse_task_override
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
+from factoryd.service.fleetview import add_fleet_parser
 from factoryd.units.timefmt import parse_iso
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -79,14 +80,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     result = _control(args, {"op": "status"})
     print(json.dumps(result, indent=2) if args.json else render_status(result))
-    return EXIT_OK
-
-
-def cmd_fleet_status(args: argparse.Namespace) -> int:
-    from factoryd.service.fleetview import render_fleet_status
-
-    result = _control(args, {"op": "fleet_status"})
-    print(json.dumps(result, indent=2) if args.json else render_fleet_status(result))
     return EXIT_OK
 
 
@@ -281,7 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and print a summary")
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(func=cmd_check)
-
     p = sub.add_parser("journal", help="check a stopped daemon's journal, or salvage it")
     journal_sub = p.add_subparsers(dest="journal_command", required=True)
     jp = journal_sub.add_parser("check", help="integrity and row counts (exit 1 if damaged)")
@@ -313,14 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_args(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("fleet", help="the hosts that share pools and a queue ([fleet])")
-    fleet_sub = p.add_subparsers(dest="fleet_command", required=True)
-    fp = fleet_sub.add_parser("status", help="hosts, heartbeats, claims, shared pools, holds")
-    control_args(fp)
-    fp.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-    fp.set_defaults(func=cmd_fleet_status)
-
+    add_fleet_parser(sub, control_args, _control)  # `factoryd fleet status`
     p = sub.add_parser("state", help="routing state of the running daemon")
     state_sub = p.add_subparsers(dest="state_command", required=True)
     dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")

@@ -28,16 +28,13 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from structlog.typing import FilteringBoundLogger
 
-from factoryd.core.lesson import lesson
-from factoryd.core.outcome import RunResult
-from factoryd.reconcile.settle import Settled
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import RejectReason
@@ -45,10 +42,6 @@ from factoryd.state.fleet.errors import FleetError, FleetUnavailable
 from factoryd.state.fleet.learning import ArmOutcome
 from factoryd.state.fleet.pools import LedgerView
 from factoryd.state.fleet.store import FleetStore
-
-if TYPE_CHECKING:
-    from factoryd.reconcile.fleetqueue import QueueBook
-    from factoryd.reconcile.runstate import ActiveRun
 
 #: What a fleet call may raise that the loop survives: the database is away,
 #: or answered with an error (the call did not happen; retried or refused).
@@ -58,6 +51,12 @@ TROUBLE = (FleetUnavailable, psycopg.Error)
 FLEET_HOLD = "@fleet"
 #: Reservation ids granted from the outage allowance (the fleet never saw them).
 LOCAL_PREFIX = "local/"
+
+
+class QueueHooks(Protocol):
+    """The queue's loop side (reconcile/fleetqueue.py `QueueBook`), called each pass."""
+
+    def each_pass(self, now_m: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -81,7 +80,7 @@ class FleetLink:
         self._outcomes: list[ArmOutcome] = []
         #: The durable queue's loop side (reconcile/fleetqueue.py), and the
         #: service's submit that enqueues (both set by service/fleetqueue.py).
-        self.queue: QueueBook | None = None
+        self.queue: QueueHooks | None = None
         self.submit: Callable[[dict[str, Any], str, str], Awaitable[Any]] | None = None
         #: Counts for status and tests.
         self.refused = 0
@@ -89,7 +88,10 @@ class FleetLink:
 
     def attach(self, engine: RoutingEngine) -> None:
         engine.ledger.gate = self.gate
-        self._ledger = engine.ledger
+        engine.ledger.on_settle = self.on_settle
+        engine.ledger.on_limit = self.on_limit
+        engine.on_outcome = self.on_outcome
+        self._arms = engine.arms
 
     # -- before routing --------------------------------------------------------
 
@@ -149,36 +151,36 @@ class FleetLink:
         )
 
     # -- settling ------------------------------------------------------------------
+    # The router's ledger and engine call these (routing/ledger.py `on_settle`,
+    # `on_limit`; routing/engine.py `on_outcome`), on the loop, for every run:
+    # settled, lost, or never prepared.
 
-    def settled(self, run: ActiveRun, settled: Settled, result: RunResult, task_type: str) -> None:
-        """A run ended: settle its fleet hold, share its limit and what it taught."""
-        res = run.decision.reservation
-        if res is not None and res.charges:
-            settlement = settled.settlement
-            self._settle(res.id, None if settlement.rolled_back else settlement.committed)
-        if settled.limit_until is not None and result.limit is not None:
-            pools = [p for p in run.pools if p in self._ledger.pools]
-            if pools:
-                self._limits.append(_PendingLimit(pools, result.limit.until, result.limit.text))
-                self._send_limits()
-        taught = lesson(result.outcome, run.cli, result.not_arm_fault)
-        ok = taught.teaches and taught.ok
-        if settled.usage is not None and taught.teaches:  # the rule local quality follows
-            self._outcomes.append(
-                ArmOutcome(run.arm, task_type, ok, result.duration, settled.usage.total_tokens)
-            )
-        if ok and self.view is not None:
-            struck = [p for p in run.pools if (s := self.view.pools.get(p)) and s.strikes]
+    def on_settle(self, rid: str, actual: Mapping[str, float] | None) -> None:
+        """A reservation was committed (`actual` usage) or rolled back (None)."""
+        if not rid or rid == FLEET_HOLD:
+            return
+        self._settle(rid, None if actual is None else dict(actual))
+
+    def on_limit(self, pools: list[str], until: float | None, reason: str) -> None:
+        """A run met a usage limit: hold its pools for every host."""
+        if pools:
+            self._limits.append(_PendingLimit(list(pools), until, reason))
+            self._send_limits()
+
+    def on_outcome(self, arm: str, task_type: str, ok: bool, seconds: float, tokens: int) -> None:
+        """A run taught the router something (only what the arm did): the fleet too."""
+        self._outcomes.append(ArmOutcome(arm, task_type, ok, seconds, tokens))
+        spec = self._arms.get(arm)
+        if ok and spec is not None and self.view is not None:
+            struck = [p for p in spec.pools if (s := self.view.pools.get(p)) and s.strikes]
             if struck:
                 with contextlib.suppress(*TROUBLE):
                     self.store.ledger.clear_strikes(struck)
 
-    def unstarted(self, res: Reservation | None) -> None:
-        """A run that could not even be prepared: its fleet hold is rolled back."""
-        if res is not None and res.charges:
-            self._settle(res.id, None)
-
     def _settle(self, rid: str, committed: dict[str, float] | None) -> None:
+        if not self.ready:  # the schema may not exist yet: keep it for the flush
+            self._keep(rid, committed)
+            return
         try:
             if committed is None:
                 if not rid.startswith(LOCAL_PREFIX):
@@ -186,11 +188,16 @@ class FleetLink:
             else:
                 self.store.ledger.commit(rid, committed)
         except TROUBLE:
-            if committed is None:
-                self.store.outbox.rollback(rid)
-            else:
-                self.store.outbox.commit(rid, committed)
-            self.logger.info("fleet.settlement_kept", res_id=rid, pending=len(self.store.outbox))
+            self._keep(rid, committed)
+
+    def _keep(self, rid: str, committed: dict[str, float] | None) -> None:
+        if committed is None:
+            if rid.startswith(LOCAL_PREFIX):
+                return  # the fleet never held it
+            self.store.outbox.rollback(rid)
+        else:
+            self.store.outbox.commit(rid, committed)
+        self.logger.info("fleet.settlement_kept", res_id=rid, pending=len(self.store.outbox))
 
     def _send_limits(self) -> None:
         while self._limits:

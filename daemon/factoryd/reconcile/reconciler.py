@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -56,6 +56,9 @@ from factoryd.run.runner import Runner
 from factoryd.state import journal as j
 from factoryd.state.batch import JournalBatch
 from factoryd.state.journal import Journal
+
+if TYPE_CHECKING:
+    from factoryd.reconcile.fleet import FleetLink
 
 __all__ = ["Clock", "Reconciler"]
 
@@ -129,6 +132,8 @@ class Reconciler:
             wake=self.wake,
         )
         self._caps = Caps.from_config(config)
+        #: The fleet's hooks (reconcile/fleet.py), only with a `[fleet]` table.
+        self.fleet: FleetLink | None = None
         self.commands = CommandQueue(self.wake)
         self._wake = anyio.Event()
         self._wake_reasons: set[str] = set()
@@ -303,7 +308,7 @@ class Reconciler:
         todo = plan(table.tasks, table.idle.values(), self.runs, now_m, self._caps)
         for run, why in todo.stops:
             book.stop(run, Outcome.CANCELLED, why)
-        fleet = book.fleet
+        fleet = self.fleet
         if todo.starts:
             if fleet is not None:
                 fleet.before_starts(self.engine)

@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 from structlog.typing import FilteringBoundLogger
@@ -49,9 +48,6 @@ from factoryd.run.launch import LaunchError, build_run, new_run_id, remove_run_d
 from factoryd.run.runner import Adoption, Gate, RunSpec
 from factoryd.state.batch import JournalBatch
 from factoryd.units.timefmt import iso as _iso
-
-if TYPE_CHECKING:
-    from factoryd.reconcile.fleet import FleetLink
 
 
 class RunBook:
@@ -88,8 +84,6 @@ class RunBook:
         self.made_dirs = made_dirs
         self.wake = wake
         self.runs: dict[str, ActiveRun] = {}
-        #: The fleet's hooks (reconcile/fleet.py) when the config has `[fleet]`.
-        self.fleet: FleetLink | None = None
         #: Runs registered but whose runner task the loop has not started yet.
         self.launched: list[ActiveRun] = []
         #: Set while the daemon shuts down: a cancelled run is then no verdict.
@@ -148,8 +142,6 @@ class RunBook:
             )
         except LaunchError as exc:
             settle_unstarted(self.engine, decision, str(spec.route.type), now_w)
-            if self.fleet is not None:
-                self.fleet.unstarted(decision.reservation)
             failed = RunResult(run_id, Outcome.SPAWN_FAILED, str(exc), started_ok=False)
             self.metrics.spawn_failures.labels(rt.label, arm.name).inc()
             self.logger.error(
@@ -354,8 +346,6 @@ class RunBook:
         task_type = str(spec.route.type) if spec else "generation"
         settled = settle_run(self.engine, run, result, task_type, now_w)
         self.batch.run_ended(settled.journal_op)
-        if self.fleet is not None:
-            self.fleet.settled(run, settled, result, task_type)
         self.metrics.run_finished(label, run.arm, run.cli, result)
         if settled.usage is not None:
             self.metrics.usage(run.arm, settled.usage, settled.cost)

@@ -87,8 +87,8 @@ class FleetService:
         )
         self.link = FleetLink(self.store, self.logger)
         self.link.attach(rec.engine)
-        rec.book.fleet = self.link
-        self.queue = QueueService(self)
+        rec.fleet = self.link
+        self.queue = QueueService(rec, self.store, self.link, self.logger)
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None

@@ -25,21 +25,22 @@ import contextlib
 import json
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import psycopg
+from structlog.typing import FilteringBoundLogger
 
 from factoryd.config.submission import SubmitError, build_spec
 from factoryd.core.outcome import Outcome
+from factoryd.reconcile.fleet import FleetLink
 from factoryd.reconcile.fleetqueue import QueueBook
+from factoryd.reconcile.reconciler import Reconciler
 from factoryd.run.launch import new_run_id
 from factoryd.service.submit import Accepted
 from factoryd.state.fleet.errors import FleetError
 from factoryd.state.fleet.queue import Claim
-
-if TYPE_CHECKING:
-    from factoryd.service.fleet import FleetService
+from factoryd.state.fleet.store import FleetStore
 
 TROUBLE = (FleetError, psycopg.Error)
 #: At most this many items per claim call.
@@ -47,15 +48,16 @@ CLAIM_BATCH = 16
 
 
 class QueueService:
-    def __init__(self, fleet: FleetService) -> None:
-        self.fleet = fleet
-        self.rec = fleet.rec
-        self.store = fleet.store
-        self.lease = fleet.settings.lease
-        self.book = QueueBook(fleet.rec, self.lease, fleet.logger)
-        self.logger = fleet.logger
-        fleet.link.queue = self.book
-        fleet.link.submit = self.submit
+    def __init__(
+        self, rec: Reconciler, store: FleetStore, link: FleetLink, logger: FilteringBoundLogger
+    ) -> None:
+        self.rec = rec
+        self.store = store
+        self.lease = store.settings.lease
+        self.book = QueueBook(rec, self.lease, logger)
+        self.logger = logger
+        link.queue = self.book
+        link.submit = self.submit
 
     # -- submitting ------------------------------------------------------------------
 

@@ -3,12 +3,15 @@
 The daemon answers the `fleet_status` control operation with plain data
 (state/fleet/store.py `FleetStore.status`, plus this host's name and
 whether its database answers); this module turns that data into tables for
-an operator. Kept apart from service/fleet.py so that the command line
-never imports the database driver.
+an operator, and registers the command itself. Kept apart from
+service/fleet.py so that the command line never imports the database driver.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Callable
 from typing import Any
 
 from factoryd.units.durations import format_seconds
@@ -67,3 +70,23 @@ def render_fleet_status(result: dict[str, Any]) -> str:
                 f"{hold['host']:<12} {format_seconds(left)}  ({hold['task']} on {hold['arm']})"
             )
     return "\n".join(lines)
+
+
+def add_fleet_parser(
+    sub: Any,
+    control_args: Callable[[argparse.ArgumentParser], None],
+    control: Callable[[argparse.Namespace, dict[str, Any]], Any],
+) -> None:
+    """`factoryd fleet status`, registered on the command line's subparsers."""
+
+    def cmd_fleet_status(args: argparse.Namespace) -> int:
+        result = control(args, {"op": "fleet_status"})
+        print(json.dumps(result, indent=2) if args.json else render_fleet_status(result))
+        return 0
+
+    p = sub.add_parser("fleet", help="the hosts that share pools and a queue ([fleet])")
+    fleet_sub = p.add_subparsers(dest="fleet_command", required=True)
+    fp = fleet_sub.add_parser("status", help="hosts, heartbeats, claims, shared pools, holds")
+    control_args(fp)
+    fp.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    fp.set_defaults(func=cmd_fleet_status)

@@ -57,7 +57,7 @@ def _idem_key(request: dict[str, Any]) -> str | None:
 
 async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
     """Validate, journal (committed), then hand to the loop. Raises SubmitError."""
-    fleet = rec.book.fleet
+    fleet = rec.fleet
     if fleet is not None and fleet.submit is not None:  # the fleet's durable queue
         accepted: Accepted = await fleet.submit(request, source, where)
         return accepted
