@@ -4,13 +4,14 @@
 #   make test   set up (venv, Debian packages, the pinned agent CLIs from npm), lint
 #               (ruff, mypy --strict, import-linter contracts), test
 #   make bench  run the benchmarks in bench/ and write bench/RESULTS.md
+#   make man    the man page and bash/zsh completion scripts, from the parser, into build/
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= etc/factoryd.toml
 
-.PHONY: run test lint bench system-deps agents clean
+.PHONY: run test lint bench man system-deps agents clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,15 @@ lint: $(BIN)/.installed
 
 test: $(BIN)/.installed system-deps agents lint
 	$(BIN)/python -m pytest
+
+# the man page and the completion scripts, generated from the parser, into build/
+man: $(BIN)/.installed
+	mkdir -p build/completions
+	$(BIN)/argparse-manpage --module factoryd.cli --function build_parser --prog factoryd \
+		--project-name factoryd --description "keep CLI coding agents running, routed by policy" \
+		--output build/factoryd.1
+	$(BIN)/factoryd completion bash > build/completions/factoryd.bash
+	$(BIN)/factoryd completion zsh > build/completions/_factoryd
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,14 @@ def py(code: str) -> tuple[str, ...]:
     return (PY, "-c", code)
 
 
-def spec(tmp_path: Path, argv: tuple[str, ...], run_id: str = "r1", **kw: object) -> RunSpec:
+def unique_run_id() -> str:
+    """A run id no other test run on this host uses: tests hunt processes by their
+    run marker, so a fixed id would let two suites find (and fail on) each other's."""
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+def spec(tmp_path: Path, argv: tuple[str, ...], run_id: str | None = None, **kw: object) -> RunSpec:
+    run_id = run_id or unique_run_id()
     env = {"PATH": os.environ.get("PATH", ""), "FACTORYD_RUN_ID": run_id}
     return RunSpec(
         run_id=run_id,

@@ -42,12 +42,14 @@ def test_successive_quick_failures_back_off_longer() -> None:
     book = RestartBook.empty()
     delays = []
     now = 0.0
-    for _ in range(5):
+    for i in range(6):
         v = verdict_after_run(s, book, Outcome.FAILED, "exit status 1", 2.0, now, random.Random(0))
-        assert v.phase is TaskPhase.BACKING_OFF and v.counts_restart
+        expected = TaskPhase.BACKING_OFF if i else TaskPhase.PENDING
+        assert v.phase is expected and v.counts_restart
         delays.append(v.retry_at - now)
         now = v.retry_at + 2
-    assert delays == [1, 2, 4, 8, 16]
+    # The first failure after a healthy run restarts at once; backoff from the second.
+    assert delays == [0, 1, 2, 4, 8, 16]
     v = verdict_after_run(s, book, Outcome.FAILED, "exit status 1", 120.0, now, random.Random(0))
     assert v.retry_at - now == 0 or v.phase is TaskPhase.PENDING  # a long run resets the count
 

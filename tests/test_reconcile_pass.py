@@ -70,16 +70,20 @@ async def test_a_failing_service_backs_off_then_restarts(tmp_path: Path) -> None
     await h.end("svc", Outcome.FAILED, duration=0.5)
     h.step()
     svc = h.rec.tasks["svc"]
-    assert svc.phase is TaskPhase.BACKING_OFF and svc.retry_at == pytest.approx(h.now + 2.0)
-    h.later(1.9)
-    h.step()
-    assert svc.run is None and len(h.fleet.runners) == 1  # still backing off
-    h.later(0.1)
-    h.step()
+    # The first failure after a healthy run restarts in the same pass.
     assert svc.run is not None and len(h.fleet.runners) == 2 and svc.restarts == 1
     await h.end("svc", Outcome.FAILED, duration=0.5)
     h.step()
-    assert svc.retry_at == pytest.approx(h.now + 4.0)  # the second quick failure doubles it
+    assert svc.phase is TaskPhase.BACKING_OFF and svc.retry_at == pytest.approx(h.now + 2.0)
+    h.later(1.9)
+    h.step()
+    assert svc.run is None and len(h.fleet.runners) == 2  # still backing off
+    h.later(0.1)
+    h.step()
+    assert svc.run is not None and len(h.fleet.runners) == 3 and svc.restarts == 2
+    await h.end("svc", Outcome.FAILED, duration=0.5)
+    h.step()
+    assert svc.retry_at == pytest.approx(h.now + 4.0)  # the third quick failure doubles it
 
 
 async def test_cancel_stops_the_run_and_it_stays_cancelled(tmp_path: Path) -> None:

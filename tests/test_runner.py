@@ -23,7 +23,7 @@ async def test_exit_zero_succeeds_and_output_is_logged(tmp_path: Path) -> None:
     s = spec(tmp_path, py("print('hello'); import sys; print('oops', file=sys.stderr)"))
     result, _ = await run_to_end(s)
     assert result.outcome is Outcome.SUCCEEDED and result.exit_status == 0
-    log = (tmp_path / "r1.log").read_bytes()
+    log = s.log.path.read_bytes()
     assert b"hello" in log and b"oops" in log
 
 
@@ -41,7 +41,7 @@ async def test_a_silent_run_leaves_no_log_file_and_a_chatty_one_does(tmp_path: P
 async def test_an_unwritable_log_loses_the_bytes_not_the_run(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     s = spec(tmp_path, py("print('x' * 100)"))
-    s.log.path = tmp_path / "a-file" / "r1.log"
+    s.log.path = tmp_path / "a-file" / "x.log"
     result, _ = await run_to_end(s)
     assert result.outcome is Outcome.SUCCEEDED and not result.log_kept
     assert result.bytes_dropped == 101 and result.bytes_logged == 0
@@ -64,10 +64,11 @@ async def test_missing_binary_and_bad_workdir_fail_to_spawn(tmp_path: Path) -> N
 
 
 async def test_timeout_kills_a_sleep(tmp_path: Path) -> None:
-    result, _ = await run_to_end(spec(tmp_path, ("sleep", "30"), timeout=0.3))
+    s = spec(tmp_path, ("sleep", "30"), timeout=0.3)
+    result, _ = await run_to_end(s)
     assert result.outcome is Outcome.TIMED_OUT
     assert 0.3 <= result.duration < 5
-    assert not processes_with_marker("r1")
+    assert not processes_with_marker(s.run_id)
 
 
 async def test_stall_kills_the_silent_process_but_not_the_chatty_one(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ async def test_sigterm_ignorer_is_killed_after_the_grace(tmp_path: Path) -> None
     result, _ = await run_to_end(s, 0.5, StopRequest(Outcome.CANCELLED, "test"))
     assert result.outcome is Outcome.CANCELLED
     assert result.sigkilled
-    assert not processes_with_marker("r1")
+    assert not processes_with_marker(s.run_id)
 
 
 async def test_double_forked_setsid_grandchild_is_reaped(tmp_path: Path) -> None:
@@ -121,15 +122,16 @@ async def test_double_forked_setsid_grandchild_is_reaped(tmp_path: Path) -> None
     result, _ = await run_to_end(s, 0.5, StopRequest(Outcome.CANCELLED, "test"))
     assert result.outcome is Outcome.CANCELLED
     assert result.orphans_killed >= 1
-    assert not processes_with_marker("r1")
+    assert not processes_with_marker(s.run_id)
 
 
 async def test_leader_exit_does_not_leave_its_group_behind(tmp_path: Path) -> None:
     code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('bye')"
-    result, _ = await run_to_end(spec(tmp_path, py(code)))
+    s = spec(tmp_path, py(code))
+    result, _ = await run_to_end(s)
     assert result.outcome is Outcome.SUCCEEDED
     assert not result.sigkilled  # SIGTERM was enough: its death was seen, not waited out
-    assert not processes_with_marker("r1")
+    assert not processes_with_marker(s.run_id)
 
 
 async def test_exit_status_is_not_trusted_after_a_kill(tmp_path: Path) -> None:
@@ -144,11 +146,12 @@ async def test_exit_status_is_not_trusted_after_a_kill(tmp_path: Path) -> None:
 
 async def test_output_beyond_the_cap_is_counted_not_kept(tmp_path: Path) -> None:
     code = "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 9999 + '\\n')"
-    result, _ = await run_to_end(spec(tmp_path, py(code), log_cap=100_000))
+    s = spec(tmp_path, py(code), log_cap=100_000)
+    result, _ = await run_to_end(s)
     assert result.outcome is Outcome.SUCCEEDED
     assert result.bytes_logged == 100_000
     assert result.bytes_dropped == 200 * 10_000 - 100_000
-    assert (tmp_path / "r1.log").stat().st_size < 100_500
+    assert s.log.path.stat().st_size < 100_500
 
 
 def test_line_splitter_keeps_every_line_across_chunks_and_cuts_long_ones() -> None:

@@ -67,12 +67,14 @@ def test_status_table_for_a_known_state(tmp_path: Path) -> None:
     body = text.split("\n", 1)[1]  # the first line carries the pid and the path
     assert body == (
         "runs 0/4  strategy balanced  last pass 2027-01-15T08:00:00Z\n"
+        "last reload: none since start\n"
         "\n"
-        "TASK     KIND       PHASE    ARM     AGE  RUNS  RESTARTS  REASON\n"
+        "TASK     KIND       PHASE    ARM     AGE  RUNS  RESTARTS  REASON"
+        "                                   LOG\n"
         "fixer    service    gave_up  claude  -    6     5         5 restarts within 600s;"
-        " last run failed\n"
+        " last run failed  -\n"
         "nightly  scheduled  waiting  -       -    0     0         new; next fire at"
-        " 2027-01-16T01:00:00Z\n"
+        " 2027-01-16T01:00:00Z   -\n"
         "\n"
         "POOL  USED  RESERVED  LIMIT  UNIT  SCARCITY   RESETS                LIMITED UNTIL\n"
         "plan  50    0         100    runs  x4         2027-01-15T13:00:00Z  -\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from factoryd import __version__
 from factoryd.config.loader import Config, ConfigError, load_config, parse_task_override
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
+from factoryd.service import verbs
 from factoryd.service.fleetview import add_fleet_parser
 from factoryd.units.timefmt import parse_iso
 
@@ -57,11 +59,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket)
-    if args.config:
-        return _config(args).daemon.control_socket
-    raise UsageError("give --config FILE (to find the control socket) or --socket PATH")
+    from factoryd.service.verbs import VerbUsage, socket_path
+
+    try:
+        path, warning = socket_path(args)  # a config with errors still names it
+    except VerbUsage as exc:
+        raise UsageError(str(exc)) from None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return path
 
 
 def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
@@ -75,22 +81,8 @@ def _control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
         raise RuntimeFailure(f"control socket: {exc}") from None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from factoryd.service.status import render_status
-
-    result = _control(args, {"op": "status"})
-    print(json.dumps(result, indent=2) if args.json else render_status(result))
-    return EXIT_OK
-
-
 def cmd_state_dump(args: argparse.Namespace) -> int:
     print(json.dumps(_control(args, {"op": "state_dump"}), indent=2))
-    return EXIT_OK
-
-
-def cmd_reset(args: argparse.Namespace) -> int:
-    _control(args, {"op": "reset", "task": args.task})
-    print(f"task {args.task} reset")
     return EXIT_OK
 
 
@@ -130,19 +122,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request["idempotency_key"] = args.idempotency_key
     result = _control(args, {"op": "submit", **request})
     note = " (already submitted)" if result.get("duplicate") else ""
+    if result.get("duplicate") and result.get("state", "accepted") != "accepted":
+        note = f" (already submitted; it has ended: {result['state']})"
     print(f"{result['id']}{note}")
     return EXIT_OK
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    _control(args, {"op": "cancel", "id": args.id})
-    print(f"{args.id} cancelled")
-    return EXIT_OK
-
-
 def cmd_check(args: argparse.Namespace) -> int:
+    from factoryd.reconcile.armsecrets import missing_secrets
+
     config = _config(args)
     print(config.summary())
+    for arm, what in missing_secrets(config, os.environ).items():
+        # The daemon's environment may differ; there the arm would be unavailable.
+        print(f"warning: arm {arm}: {what} (the daemon keeps it out: secret_missing)")
     return EXIT_OK
 
 
@@ -256,7 +249,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="factoryd", description="Keep CLI coding agents running, routed by policy."
+        prog="factoryd",
+        description="Keep CLI coding agents running, routed by policy.",
+        epilog=verbs.EXIT_STATUS,
     )
     parser.add_argument("--version", action="version", version=f"factoryd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and print a summary")
     p.add_argument("--config", "-c", required=True)
     p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("journal", help="check a stopped daemon's journal, or salvage it")
     journal_sub = p.add_subparsers(dest="journal_command", required=True)
     jp = journal_sub.add_parser("check", help="integrity and row counts (exit 1 if damaged)")
@@ -301,11 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", help="config file (to find the control socket)")
         p.add_argument("--socket", help="control socket path (overrides --config)")
 
-    p = sub.add_parser("status", help="show tasks, pools and arms of the running daemon")
-    control_args(p)
-    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    p.set_defaults(func=cmd_status)
     add_fleet_parser(sub, control_args, _control)  # `factoryd fleet status`
+
     p = sub.add_parser("state", help="routing state of the running daemon")
     state_sub = p.add_subparsers(dest="state_command", required=True)
     dump = state_sub.add_parser("dump", help="print the snapshot that `route --state` reads")
@@ -327,11 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key", "-k", help="a retried submit with this key runs once")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("cancel", help="cancel a submitted (or any) task; stops its run")
-    control_args(p)
-    p.add_argument("id")
-    p.set_defaults(func=cmd_cancel)
-
     p = sub.add_parser("simulate", help="play a scenario against the router, baselines, oracle")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--scenario", required=True, help="a scenario TOML (see scenarios/)")
@@ -341,10 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost-success plane")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("reset", help="let a task that gave up (or failed) run again")
-    control_args(p)
-    p.add_argument("task")
-    p.set_defaults(func=cmd_reset)
+    verbs.register(sub, control_args)  # status cancel logs show wait stop start restart reset ...
+    verbs.register_completion(sub, parser)
     return parser
 
 
@@ -396,5 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `factoryd logs ... | head`: the reader had enough
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as exc:  # the last guard: no traceback reaches a user
         return _internal_error(exc)

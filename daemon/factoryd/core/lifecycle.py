@@ -26,6 +26,7 @@ class TaskPhase(enum.StrEnum):
     BACKING_OFF = "backing_off"
     BLOCKED = "blocked"  # no arm can take it right now (limits, caps, filters)
     WAITING = "waiting"  # scheduled: between fire times
+    STOPPED = "stopped"  # held by the operator (`factoryd stop`) until `factoryd start`
     SUCCEEDED = "succeeded"  # done: a oneshot (or non-restarting service) that succeeded
     FAILED = "failed"  # done: failed and its policy says never restart
     GAVE_UP = "gave_up"  # exhausted its restart budget
@@ -118,7 +119,10 @@ def verdict_after_run(
     book.restarts.append(now)
     if duration < spec.backoff.reset_after:
         book.quick_failures += 1
-    delay = backoff_delay(spec.backoff, book.quick_failures, rng) if book.quick_failures else 0.0
+    # The first failure after a healthy run restarts at once (as systemd's 100 ms
+    # and supervisord's next tick); backoff begins with the second quick failure.
+    quick = book.quick_failures
+    delay = backoff_delay(spec.backoff, quick - 1, rng) if quick > 1 else 0.0
     return Verdict(
         TaskPhase.BACKING_OFF if delay > 0 else TaskPhase.PENDING,
         f"restarting in {delay:.2f}s after {outcome}: {reason}",

@@ -28,7 +28,14 @@ _PLAIN = frozenset({int, float, bool, type(None)})
 def _secret_key(key: str) -> bool:
     """Whether a field name looks like a credential (log lines reuse a few
     dozen names, so the answer is remembered, not searched for every line)."""
-    return _SECRET_KEY.search(key) is not None
+    return key not in _NOT_SECRET and _SECRET_KEY.search(key) is not None
+
+
+#: Field names that match the pattern but are counts or labels, never credentials
+#: (an idempotency key names a request; it is logged so that retries can be traced).
+_NOT_SECRET = frozenset(
+    {"idempotency_key", "tokens", "input_tokens", "output_tokens", "reasoning_tokens"}
+)
 
 
 class Redactor:

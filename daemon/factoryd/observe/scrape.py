@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from factoryd.routing.availability import arm_health
 from factoryd.routing.engine import RoutingEngine
 
 
@@ -94,12 +95,12 @@ class StateCollector(Collector):
         yield expired
         arms_limited = GaugeMetricFamily(
             "factoryd_arm_available",
-            "1 if the arm could be routed to now (health, backoff, "
-            "arm-level limits and enabled; pools not included).",
+            "1 if the arm could be routed to now (enabled, secrets set, healthy, "
+            "not resting, neither it nor its pools limited): status's health is ok.",
             labels=["arm"],
         )
-        for arm_name, arm in engine.arms.items():
-            ok = arm.enabled and engine.telemetry.condition(arm_name, now) == "ok"
+        for arm_name in engine.arms:
+            ok = arm_health(engine, arm_name, now)[0] == "ok"
             arms_limited.add_metric([arm_name], 1.0 if ok else 0.0)
         yield arms_limited
         phases = GaugeMetricFamily("factoryd_tasks", "Tasks by phase.", labels=["phase"])

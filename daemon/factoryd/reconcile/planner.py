@@ -108,7 +108,7 @@ def stop_reason(run: ActiveRun, task: TaskState | None) -> str | None:
         return "task changed in config"
     if not task.spec.enabled:
         return "task disabled"
-    if task.phase is TaskPhase.CANCELLED:
+    if task.phase is TaskPhase.CANCELLED or task.phase is TaskPhase.STOPPED:
         return task.reason
     return None
 

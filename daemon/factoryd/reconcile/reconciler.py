@@ -43,6 +43,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc import fdlimit, process
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.reconcile.armsecrets import mark_missing_secrets
 from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
@@ -142,6 +143,7 @@ class Reconciler:
         self._pending_reload = False
         self._next_prune = 0.0
         self.last_pass_wall: float | None = None
+        self.last_reload: dict[str, Any] | None = None  # ok, at, errors; None: no reload yet
         self.passes = 0
         self.started = anyio.Event()
         self._adopt_config(config, first=True)
@@ -346,6 +348,7 @@ class Reconciler:
 
     def _adopt_config(self, config: Config, *, first: bool = False) -> None:
         count = self.table.adopt_config_tasks(config.tasks)
+        mark_missing_secrets(self.engine, config, self.book.base_env, self.logger)
         short = fdlimit.shortfall(config.daemon.max_concurrent)
         if short is not None:
             self.logger.warning("limits.nofile", reason=short)
@@ -354,6 +357,12 @@ class Reconciler:
             self._dirs_ahead = dirs
         else:
             self.logger.info("config.applied", tasks=count)
+
+    def reload_now(self, loader: Callable[[], Config]) -> dict[str, Any]:
+        """Reload now, as SIGHUP does (a socket command, in the loop); the result."""
+        self._reload = loader
+        self._do_reload()
+        return self.last_reload or {}
 
     def _do_reload(self) -> None:
         assert self._reload is not None
@@ -367,10 +376,12 @@ class Reconciler:
             self.logger.error(
                 "config.reload_failed", errors=errors, note="keeping the running config"
             )
+            self.last_reload = {"ok": False, "at": self.clock.wall(), "errors": errors}
             return
         self.apply_config(config)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_reload_ok.set(1)
+        self.last_reload = {"ok": True, "at": self.clock.wall(), "errors": []}
 
     def apply_config(self, config: Config) -> None:
         self.config = config

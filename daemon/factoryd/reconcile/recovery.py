@@ -36,6 +36,7 @@ from factoryd.run.launch import adopted_run_spec
 from factoryd.run.runner import Adoption
 from factoryd.state import journal as j
 from factoryd.state.batch import spec_digest
+from factoryd.units.timefmt import iso
 
 if TYPE_CHECKING:
     from factoryd.reconcile.reconciler import Reconciler
@@ -131,6 +132,12 @@ def _restore_tasks(rec: Reconciler, journal: j.Journal) -> None:
                 rec.table.restore_schedule(name, row["last_fire"])
             if rt.pending_fires and rt.phase is TaskPhase.WAITING:
                 rt.phase, rt.reason = TaskPhase.PENDING, f"{rt.pending_fires} fire(s) queued"
+            elif rt.phase is TaskPhase.WAITING and rt.next_fire is not None:
+                # Known before this start: not "new".
+                last = row["last_fire"]
+                rt.reason = f"next fire at {iso(rt.next_fire)}" + (
+                    f" (last fire at {iso(last)})" if last is not None else ""
+                )
 
 
 def _spawned(rec: Reconciler, row: j.RunRow, spawns: dict[str, Spawned]) -> j.RunRow:

@@ -215,6 +215,7 @@ class RunBook:
         if rt is not None:
             rt.run = run_id
             rt.last_arm = spec.arm
+            rt.last_log = None if log_path is None else str(log_path)
             rt.retry_at = None
             if adoption is None:
                 rt.runs += 1
@@ -236,16 +237,8 @@ class RunBook:
         started_wall: float,
     ) -> ActiveRun:
         """Watch a run a previous daemon started (called by recovery before the loop)."""
-        return self._launch(
-            rt,
-            decision,
-            spec,
-            None,
-            spec.log.path,
-            adoption.started,
-            started_wall,
-            adoption=adoption,
-        )
+        log, started = spec.log.path, adoption.started
+        return self._launch(rt, decision, spec, None, log, started, started_wall, adoption=adoption)
 
     def settle_vanished(
         self,
@@ -363,6 +356,8 @@ class RunBook:
             reason=result.reason,
             exit_status=result.exit_status,
             duration=round(result.duration, 3),
+            tokens=settled.usage.total_tokens if settled.usage else None,
+            cost=settled.cost,
             log=str(run.log_path) if result.log_kept else None,
             log_error=result.log_error,
             bytes_dropped=result.bytes_dropped,
@@ -386,8 +381,10 @@ class RunBook:
             return
         if run.spec is not None and rt.spec != spec:
             return  # the new spec starts on the next pass
-        if rt.phase is TaskPhase.CANCELLED:
+        if rt.phase is TaskPhase.CANCELLED or rt.phase is TaskPhase.STOPPED:
             return
+        if run.restart:  # `factoryd restart`: no verdict, no backoff, no restart counted
+            return self.table.restarted(rt)
         exclude = exclusions_after(
             rt.exclude, result.outcome, run.arm, allowed=rt.spec.route.arms, arms=self.engine.arms
         )

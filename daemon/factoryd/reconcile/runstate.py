@@ -112,6 +112,8 @@ class ActiveRun:
     state: RunState = "starting"
     pid: int | None = None
     stop_reason: str | None = None
+    #: Stopped by `factoryd restart`: its task starts again at once when it ends.
+    restart: bool = False
     #: The run's git worktree, made in its task before it starts and finished
     #: (committed, removed, branch kept or not) after it ends; None: no workspace.
     workspace: WorkspacePlan | None = None
@@ -142,6 +144,8 @@ class TaskState:
     run: str | None = None
     last_arm: str | None = None
     last_outcome: str | None = None
+    #: The log of its current or last run (None: no run yet in this daemon).
+    last_log: str | None = None
     runs: int = 0
     restarts: int = 0
     pending_fires: int = 0

@@ -82,13 +82,9 @@ def settle_run(
     if result.outcome is Outcome.LIMITED and result.limit is not None:
         limit = result.limit
         limit_until = engine.report_limit(run.arm, limit.until, now, limit.text)
-    op = j.op_run_ended(
-        run.run_id,
-        now,
-        str(result.outcome),
-        result.reason,
-        None if usage is None else jsonable(usage),
-    )
+    # The journal keeps what the run cost beside what it used (for `show`).
+    used = None if usage is None else {**jsonable(usage), "cost": cost}
+    op = j.op_run_ended(run.run_id, now, str(result.outcome), result.reason, used)
     return Settled(usage, cost, settlement, limit_until, op)
 
 

@@ -31,6 +31,9 @@ from factoryd.state import journal as j
 from factoryd.state.batch import JournalBatch, spec_digest
 from factoryd.units.timefmt import iso as _iso
 
+#: The reason of a task the operator stopped.
+HELD = "stopped by operator (until `factoryd start`)"
+
 
 class TaskTable:
     def __init__(
@@ -52,6 +55,8 @@ class TaskTable:
         self.cron: dict[str, TaskState] = {}
         self.settled: set[str] = set()
         self.check_index = os.environ.get("FACTORYD_CHECK_INDEX") == "1"
+        #: Tasks the operator stopped (`factoryd stop`): kept in the journal.
+        self.held: set[str] = set()
         #: Finished submissions, newest last, for `status` (bounded).
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
 
@@ -63,6 +68,7 @@ class TaskTable:
             and not rt.removed
             and rt.spec.enabled
             and rt.phase not in TERMINAL
+            and rt.phase is not TaskPhase.STOPPED
             and self.tasks.get(rt.name) is rt
         )
 
@@ -161,7 +167,9 @@ class TaskTable:
         spec = rt.spec
         rt.pending_fires = 0
         rt.next_fire = None
-        if not spec.enabled:
+        if rt.name in self.held:
+            self.set_phase(rt, TaskPhase.STOPPED, HELD)
+        elif not spec.enabled:
             self.set_phase(rt, TaskPhase.DISABLED, "disabled in config")
         elif spec.kind is TaskKind.SCHEDULED and spec.schedule:
             rt.next_fire = next_fire(spec.schedule, spec.timezone, now_w)
@@ -272,6 +280,14 @@ class TaskTable:
         self._init_phase(rt, self.clock.wall(), "reset by operator")
         self.wake("reset")
         return True
+
+    def restarted(self, rt: TaskState) -> None:
+        """Its run was stopped by `factoryd restart`: start again now."""
+        rt.retry_at = None
+        if rt.spec.kind is TaskKind.SCHEDULED:
+            rt.pending_fires = max(rt.pending_fires, 1)
+        self.set_phase(rt, TaskPhase.PENDING, "restarted by operator")
+        self.wake("command")
 
     def forget_finished_submissions(self) -> None:
         """Done submissions leave memory (the journal keeps them until retention)."""

@@ -176,6 +176,8 @@ def _own_filters(
         return Rejection(name, RejectReason.DISABLED, "disabled in config"), math.inf
     until = math.inf
     if tel is not None:
+        if tel.missing_secret:
+            return Rejection(name, RejectReason.SECRET_MISSING, tel.missing_secret), math.inf
         if not tel.healthy:
             return Rejection(name, RejectReason.UNHEALTHY, "marked unhealthy"), math.inf
         if tel.backoff_until is not None and now < tel.backoff_until:

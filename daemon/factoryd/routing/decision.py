@@ -21,12 +21,15 @@ from typing import Any
 
 from factoryd.routing.armview import ArmView
 from factoryd.routing.ledger import Reservation
-from factoryd.routing.model import Rejection
+from factoryd.routing.model import Rejection, RejectReason
 from factoryd.routing.scoring import Components
 from factoryd.units.timefmt import iso
 
 #: Runners-up named in a rationale; the full ranking is in `to_dict`.
 RATIONALE_RUNNERS_UP = 5
+#: Rejections that say least about why a task cannot run now, in the order
+#: they come last in a rationale (the others keep the router's order first).
+_LAST = {RejectReason.EXCLUDED: 1, RejectReason.DISABLED: 2, RejectReason.NOT_ALLOWED: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,10 @@ class Decision:
 
     def rationale(self) -> str:
         """One paragraph a person can read in a log line."""
-        rejected = "; ".join(f"{r.arm}: {r.detail}" for r in self.rejections)
+        # The decisive rejections first (a limited pool, a resting arm), the arms the
+        # task could never use last: a blocked task's reason is cut to fit a table.
+        decisive = sorted(self.rejections, key=lambda r: _LAST.get(r.reason, 0))
+        rejected = "; ".join(f"{r.arm}: {r.detail}" for r in decisive)
         chosen = self.chosen
         if self.arm is None or chosen is None:
             if not self.rejections:
@@ -150,7 +156,8 @@ class Decision:
         ]
         if d["reservation"]:
             charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
-            lines.append(f"reserved: {charges or 'nothing'} until {d['reservation']['expires_at']}")
+            # `route` runs nothing and reserves nothing: it says what a run would hold.
+            lines.append(f"would reserve: {charges or 'nothing'} (route reserves nothing)")
         if d["ranking"]:
             lines.append("")
             head = (

@@ -166,10 +166,27 @@ class RoutingEngine:
         if until is None:
             until = self.ledger.hold_limit_unknown(pools, now, reason) if pools else now + 900.0
         elif pools:
-            self.ledger.hold_limit(pools, until, reason)
+            until = self._escalate(pools, until, now, reason)
         if not pools:
             self.telemetry.limit(arm_name, until, reason)
         return until
+
+    def _escalate(self, pools: list[str], until: float, now: float, reason: str) -> float:
+        """A limit with a reset time: the provider's time, unless the pool was limited
+        before with no successful run since (a strike): then at least the pool's own
+        escalating backoff, so that a short retry-after cannot bounce a task back
+        to the same 429 every few seconds. Returns the latest hold."""
+        latest = until
+        for name in pools:
+            st = self.ledger.pools[name]
+            hold = until
+            if st.strikes:
+                step = min(st.spec.limit_backoff * 2 ** (st.strikes - 1), st.spec.limit_backoff_max)
+                hold = max(until, now + step)
+            st.strikes += 1
+            self.ledger.hold_limit([name], hold, reason)
+            latest = max(latest, hold)
+        return latest
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return dump_state(self.ledger, self.telemetry, self.quality, now)

@@ -156,7 +156,7 @@ class RouteRequest:
     requires_vision: bool = False
     complexity: float = 0.0
     effort: str | None = None
-    #: Arms this task may use, in preference order; empty means every arm.
+    #: Arms this task may use (empty: every arm); ranked by score, order breaks ties.
     arms: tuple[str, ...] = ()
     min_quality: float | None = None
 
@@ -215,6 +215,7 @@ class RejectReason(enum.StrEnum):
     EXCLUDED = "excluded"
     AT_CAPACITY = "at_capacity"
     UNHEALTHY = "unhealthy"
+    SECRET_MISSING = "secret_missing"  # noqa: S105 - a reason, not a secret
     BACKOFF = "backoff"
     LIMITED = "limited"
     STALE = "stale_telemetry"

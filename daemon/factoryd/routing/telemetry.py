@@ -61,6 +61,9 @@ class ArmTelemetry:
     limited_reason: str = ""
     #: Set by an operator or an external probe; False keeps the arm out.
     healthy: bool = True
+    #: What secret the daemon's environment lacks for the arm ("" none): keeps
+    #: it out. Set when a config is applied; not part of the saved state.
+    missing_secret: str = ""
     #: Sums over the window, keyed by the window's position in buckets and
     #: kept up to date as outcomes arrive (the router reads them whenever an
     #: arm's view is rebuilt, which is after every run of the arm).
@@ -173,6 +176,8 @@ class TelemetryBook:
         tel = self.arms.get(arm)
         if tel is None:
             return "ok"
+        if tel.missing_secret:
+            return "secret_missing"
         if not tel.healthy:
             return "unhealthy"
         if tel.backoff_until is not None and now < tel.backoff_until:

@@ -16,12 +16,13 @@ import contextlib
 import json
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream, TaskStatus
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 MAX_REQUEST = 1024 * 1024
 REQUEST_TIMEOUT = 10.0
@@ -52,7 +53,7 @@ async def serve(
 
     async def handle(stream: SocketStream) -> None:
         async with stream:
-            reply = await _answer(stream, handlers)
+            reply = await _answer(stream, handlers, _peer(stream))
             with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 await stream.send(json.dumps(reply, default=str).encode() + b"\n")
 
@@ -65,7 +66,21 @@ async def serve(
             path.unlink()
 
 
-async def _answer(stream: SocketStream, handlers: dict[str, Handler]) -> dict[str, Any]:
+def _peer(stream: SocketStream) -> dict[str, int | None]:
+    """Who is on the other end, as the kernel says (SO_PEERCRED): for the logs of
+    operator actions. A client cannot forge it; its own `_peer` key is replaced."""
+    try:
+        sock = stream.extra(SocketAttribute.raw_socket)
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+    except (OSError, anyio.TypedAttributeLookupError, struct.error):
+        return {"uid": None, "pid": None, "gid": None}
+    return {"uid": uid, "pid": pid, "gid": gid}
+
+
+async def _answer(
+    stream: SocketStream, handlers: dict[str, Handler], peer: dict[str, int | None] | None = None
+) -> dict[str, Any]:
     buf = b""
     try:
         with anyio.fail_after(REQUEST_TIMEOUT):
@@ -87,6 +102,7 @@ async def _answer(stream: SocketStream, handlers: dict[str, Handler]) -> dict[st
         return {"ok": False, "error": "request is not a JSON object on one line"}
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return {"ok": False, "error": 'request must be an object with an "op" string'}
+    request["_peer"] = peer or {}
     handler = handlers.get(request["op"])
     if handler is None:
         known = ", ".join(sorted(handlers))

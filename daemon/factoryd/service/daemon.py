@@ -32,13 +32,13 @@ from factoryd.observe.metrics import StateCollector
 from factoryd.proc import capture
 from factoryd.proc.fdlimit import raise_soft_limit
 from factoryd.proc.process import become_subreaper
+from factoryd.reconcile.operator import restore_holds
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
-from factoryd.service import control, preflight, web
+from factoryd.service import control, ops, preflight, web
 from factoryd.service.lock import StateLock
 from factoryd.service.sdnotify import Notifier
 from factoryd.service.spool import watch_spool
-from factoryd.service.status import build_status
 from factoryd.service.submit import submit
 from factoryd.state.journal import Journal
 
@@ -126,11 +126,6 @@ class Service:
     def _control_handlers(self) -> dict[str, control.Handler]:
         rec = self.rec
 
-        async def status(_req: dict[str, Any]) -> Any:
-            result = build_status(rec)
-            result["recent"] = list(rec.table.recent)
-            return result
-
         async def state_dump(_req: dict[str, Any]) -> Any:
             return rec.engine.snapshot(rec.clock.wall())
 
@@ -147,13 +142,18 @@ class Service:
             return {"id": name, "cancelled": True}
 
         async def submit_op(req: dict[str, Any]) -> Any:
-            request = {k: v for k, v in req.items() if k != "op"}
+            request = {k: v for k, v in req.items() if k not in ("op", "_peer")}
             try:
                 accepted = await submit(rec, request, "socket", "request")
             except SubmitError as exc:
                 rec.metrics.submissions.labels("socket", "rejected").inc()
                 raise control.ControlError(str(exc)) from None
-            return {"id": accepted.id, "template": accepted.label, "duplicate": accepted.duplicate}
+            return {
+                "id": accepted.id,
+                "template": accepted.label,
+                "duplicate": accepted.duplicate,
+                "state": accepted.state,
+            }
 
         async def reload(_req: dict[str, Any]) -> Any:
             rec.request_reload(self.load)
@@ -161,12 +161,14 @@ class Service:
 
         fleet = {"fleet_status": _alone} if self.fleet is None else self.fleet.handlers()
         return fleet | {
-            "status": status,
             "state_dump": state_dump,
             "reset": reset,
             "cancel": cancel,
             "submit": submit_op,
             "reload": reload,
+            # status, and the operator's verbs (logs, show, wait, stop, start,
+            # restart, release; reset and reload say more): service/ops.py.
+            **ops.handlers(rec, self.load),
         }
 
     def _claim_state_dir(self) -> None:
@@ -231,6 +233,7 @@ class Service:
         )
         self.notifier.status("recovering")
         recover(rec, self.journal, os.environ.get("INVOCATION_ID", ""))
+        restore_holds(rec, self.journal)
         spool = daemon.spool_dir or daemon.state_dir / "spool"
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from factoryd import __version__
+from factoryd.routing.availability import arm_health
 from factoryd.units.durations import format_seconds
 from factoryd.units.timefmt import iso
 
@@ -37,6 +38,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                 "last_outcome": rt.last_outcome,
                 "next_fire": iso(rt.next_fire) if rt.next_fire else None,
                 "pending_fires": rt.pending_fires,
+                "log": str(run.log_path) if run and run.log_path else rt.last_log,
             }
         )
     pools = []
@@ -68,12 +70,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
         backoff = (
             tel.backoff_until if tel and tel.backoff_until and tel.backoff_until > now_w else None
         )
-        pool_limits = [
-            p for p in arm.pools if p in ledger.pools and ledger.pools[p].is_limited(now_w)
-        ]
-        health = engine.telemetry.condition(name, now_w) if arm.enabled else "disabled"
-        if health == "ok" and pool_limits:
-            health = "limited"
+        health, pool_limits = arm_health(engine, name, now_w)
         arms.append(
             {
                 "name": name,
@@ -98,11 +95,29 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
             "strategy": rec.config.routing.strategy,
             "last_pass": iso(rec.last_pass_wall) if rec.last_pass_wall else None,
             "stopping": rec.stopping,
+            "last_reload": _reload(rec.last_reload),
         },
         "tasks": tasks,
         "pools": pools,
         "arms": arms,
     }
+
+
+def _reload(last: dict[str, Any] | None) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    return {"ok": last["ok"], "at": iso(last["at"]), "errors": list(last["errors"])}
+
+
+def _reload_line(last: dict[str, Any] | None) -> str:
+    if last is None:
+        return "last reload: none since start"
+    if last["ok"]:
+        return f"last reload: ok at {last['at']}"
+    return (
+        f"last reload: FAILED at {last['at']} ({len(last['errors'])} error(s); "
+        "the running config stays; `factoryd reload --dry-run` lists them)"
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -125,10 +140,11 @@ def render_status(s: dict[str, Any]) -> str:
         f"factoryd {d['version']} pid {d['pid']}  config {d['config']}",
         f"runs {d['runs']}/{d['max_concurrent']}  strategy {d['strategy']}  "
         f"last pass {d['last_pass'] or '-'}" + ("  STOPPING" if d["stopping"] else ""),
+        _reload_line(d.get("last_reload")),
         "",
     ]
     lines += _table(
-        ["task", "kind", "phase", "arm", "age", "runs", "restarts", "reason"],
+        ["task", "kind", "phase", "arm", "age", "runs", "restarts", "reason", "log"],
         [
             [
                 t["name"],
@@ -139,6 +155,7 @@ def render_status(s: dict[str, Any]) -> str:
                 str(t["runs"]),
                 str(t["restarts"]),
                 _cut(t["reason"]),
+                t.get("log") or "-",
             ]
             for t in s["tasks"]
         ],
@@ -176,4 +193,22 @@ def render_status(s: dict[str, Any]) -> str:
             for a in s["arms"]
         ],
     )
+    finished = s.get("finished") or []
+    if finished:
+        lines.append("")
+        lines += _table(
+            ["finished", "template", "state", "outcome", "arm", "cost", "ended"],
+            [
+                [
+                    f["id"],
+                    f["template"],
+                    f["state"],
+                    f["outcome"] or "-",
+                    f["arm"] or "-",
+                    "-" if f["cost"] is None else f"${f['cost']:.4f}",
+                    iso(f["updated_at"]),
+                ]
+                for f in finished
+            ],
+        )
     return "\n".join(lines)

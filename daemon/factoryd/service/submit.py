@@ -41,6 +41,8 @@ class Accepted:
     id: str
     label: str
     duplicate: bool
+    #: The submission's journal state ("accepted" until it ends).
+    state: str = "accepted"
 
 
 def _idem_key(request: dict[str, Any]) -> str | None:
@@ -53,6 +55,26 @@ def _idem_key(request: dict[str, Any]) -> str | None:
         except UnicodeEncodeError:
             raise SubmitError("idempotency_key: not valid Unicode text") from None
     return key
+
+
+def _duplicate(
+    rec: Reconciler, existing: j.SubmissionRow, request: dict[str, Any], key: str
+) -> Accepted:
+    """A key seen before: the same request gets the task it made; another is a conflict.
+    Idempotency keys are not secrets: they are logged."""
+    ended = "" if existing.state == "accepted" else f"; it has already ended ({existing.state})"
+    if existing.request != request:
+        rec.logger.warning(
+            "submission.conflict", id=existing.id, idempotency_key=key, state=existing.state
+        )
+        raise SubmitError(
+            f"idempotency key {key!r} was used for a different request "
+            f"(submission {existing.id}{ended}); nothing queued"
+        )
+    rec.logger.info(
+        "submission.duplicate", id=existing.id, idempotency_key=key, state=existing.state
+    )
+    return Accepted(existing.id, existing.label, duplicate=True, state=existing.state)
 
 
 async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
@@ -71,7 +93,7 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         except (sqlite3.Error, OSError) as exc:
             raise _not_journaled(exc) from None
         if existing is not None:
-            return Accepted(existing.id, existing.label, duplicate=True)
+            return _duplicate(rec, existing, request, key)
     sub_id = "s-" + new_run_id(rec.clock.wall())
     spec, label = build_spec(rec.config, request, sub_id, where)
     try:
@@ -81,9 +103,9 @@ async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: s
         )
     except sqlite3.IntegrityError:
         existing = journal.submission_by_key(key) if key else None
-        if existing is None:
+        if existing is None or key is None:
             raise _not_journaled(RuntimeError("constraint failed")) from None
-        return Accepted(existing.id, existing.label, duplicate=True)
+        return _duplicate(rec, existing, request, key)
     except (sqlite3.Error, OSError) as exc:
         raise _not_journaled(exc) from None
     except ValueError as exc:  # text SQLite cannot store (lone surrogates): the request's fault

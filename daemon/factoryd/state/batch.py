@@ -127,6 +127,12 @@ class JournalBatch:
             self._ledger_dirty = True
             self._soft_dirty = True
 
+    def routing_changed(self) -> None:
+        """Pools or arm telemetry changed outside a run (an operator's release)."""
+        self._ledger_dirty = True
+        self._soft_dirty = True
+        self._soft_due = 0.0
+
     def task(self, name: str) -> None:
         if self.journal is not None:
             self._dirty_tasks.add(name)

@@ -66,9 +66,17 @@ def sse(event: str, text: str) -> bytes:
 
 
 async def follow(resp: web.StreamResponse, path: Path, size: int) -> web.StreamResponse:
-    """Write the tail to an open event stream, then each append, until the page leaves."""
+    """Write the tail to an open event stream, then each append, until the page leaves.
+
+    A run's log is created by its first byte, so a page may follow a run
+    before its log exists: that is an empty log, followed until it appears.
+    Only a log that existed and then went away (pruned) ends the stream.
+    """
+    seen = True
     try:
         text, offset = await asyncio.to_thread(read_tail, path, size)
+    except FileNotFoundError:
+        text, offset, seen = "", 0, False
     except OSError as exc:
         await resp.write(sse("gone", f"cannot read the log: {exc.strerror}"))
         return resp
@@ -79,8 +87,14 @@ async def follow(resp: web.StreamResponse, path: Path, size: int) -> web.StreamR
         await asyncio.sleep(FOLLOW_EVERY)
         try:
             now = path.stat().st_size
-        except OSError:
-            await resp.write(sse("gone", "the log is gone (the run was pruned)"))
+            seen = True
+        except FileNotFoundError:
+            if seen:
+                await resp.write(sse("gone", "the log is gone (the run was pruned)"))
+                return resp
+            now = 0
+        except OSError as exc:
+            await resp.write(sse("gone", f"cannot read the log: {exc.strerror}"))
             return resp
         if now < offset:
             offset = 0  # truncated or replaced: start over
@@ -91,9 +105,12 @@ async def follow(resp: web.StreamResponse, path: Path, size: int) -> web.StreamR
                 await resp.write(b": keep-alive\n\n")
             continue
         idle = 0.0
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read(min(now - offset, MAX_CHUNK))
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read(min(now - offset, MAX_CHUNK))
+        except OSError:
+            continue  # gone between stat and open: the next round says so
         offset += len(data)
         text = decoder.decode(data)
         if text:
