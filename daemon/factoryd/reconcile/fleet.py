@@ -1,8 +1,8 @@
 """The reconciler's side of a fleet: shared pools in the decision path and settlement.
 
-Imported only when the config has a `[fleet]` table. Three hooks, all on
-the loop (the one owner of run state), each a short transaction on the
-fleet's database:
+Imported only when the config has a `[fleet]` table. Hooks on the
+router's ledger and engine and on the pass, all on the loop (the one owner
+of run state), each a short transaction on the fleet's database:
 
 * before a pass starts runs, `before_starts` mirrors the fleet's pools
   (usage, fleet-wide holds, windows, limits) into the router's in-memory
@@ -13,8 +13,13 @@ fleet's database:
   refused there, the router moves on to its next arm exactly as after a
   local refusal. The local hold is kept under the fleet's id, so the
   journal, recovery and settlement all name the one reservation;
-* when a run ends, `settled` commits or rolls back its fleet hold in pool
-  units, and a limit it met is held on the pool for every host.
+* every commit and rollback of the router's ledger (`on_settle`: a run
+  that ended, was lost, or was never prepared) settles the fleet's hold in
+  pool units, and every limit a run met (`on_limit`) is held on the pool
+  for every host;
+* what a run taught the router (`on_outcome`: only what the arm did) is
+  sent to the fleet's learning, one batch per pass (`after_pass`), which
+  also keeps the durable queue's claims (reconcile/fleetqueue.py).
 
 While the database is unreachable: no reservation on a shared pool, unless
 `[fleet] outage_allowance` covers it (a local id, `local/...`); settlements
