@@ -77,7 +77,12 @@ def build() -> Reconciler:
         m.cost.labels(f"arm{a}").inc(1.5)
         m.limit_hits.labels(f"arm{a}", f"pool{a % 10}").inc()
     m.add_state_collector(
-        StateCollector(lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label)
+        StateCollector(
+            lambda: rec.engine,
+            rec.table.phase_counts,
+            rec.book.run_states,
+            rec.table.blocked_by_label,
+        )
     )
     return rec
 

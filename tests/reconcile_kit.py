@@ -63,8 +63,10 @@ class NoSweeps:
 class Harness:
     def __init__(self, tmp_path: Path, text: str, seed: int = 1) -> None:
         self.now = 1000.0
+        #: How far the wall clock was stepped (`step_wall`); the monotonic one never is.
+        self.wall_offset = 0.0
         self.fleet = FakeFleet()
-        clock = Clock(mono=lambda: self.now, wall=lambda: 1.8e9 + self.now)
+        clock = Clock(mono=lambda: self.now, wall=lambda: 1.8e9 + self.now + self.wall_offset)
         self.rec = Reconciler(
             load_config(write_config(tmp_path, text)),
             clock=clock,
@@ -81,6 +83,13 @@ class Harness:
 
     def later(self, seconds: float) -> None:
         self.now += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock steps (NTP, an operator's `date -s`); no time passes."""
+        self.wall_offset += seconds
+
+    def wall(self) -> float:
+        return self.rec.clock.wall()
 
     def run_of(self, task: str) -> str:
         run_id = self.rec.tasks[task].run

@@ -377,3 +377,16 @@ def test_every_reason_that_wakes_the_loop_has_its_series_from_the_start() -> Non
     text = Metrics().exposition().decode()
     for reason in PASS_REASONS:
         assert f'factoryd_reconcile_passes_total{{reason="{reason}"}} 0.0' in text
+
+
+def test_dropped_output_help_names_both_causes_cap_and_failed_writes() -> None:
+    """The counter also counts output a full or failing disk could not take,
+    so its help must not send an operator looking only at the log cap."""
+    from factoryd.observe.metrics import Metrics
+
+    text = Metrics().exposition().decode()
+    (help_line,) = [
+        line for line in text.splitlines() if line.startswith("# HELP factoryd_output_dropped_")
+    ]
+    assert "log cap" in help_line
+    assert "could not be written" in help_line

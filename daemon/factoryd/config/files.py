@@ -33,7 +33,7 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"not a regular file ({_file_kind(st.st_mode)}); give a config file")
+            raise refuse(f"not a regular file ({_file_kind(st.st_mode)}); give a regular file")
         if st.st_size > limit:
             raise refuse(f"too large ({st.st_size} bytes; at most {limit})")
         chunks: list[bytes] = []

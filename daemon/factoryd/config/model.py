@@ -20,6 +20,9 @@ from factoryd.routing.quality import QualityPolicy
 from factoryd.routing.scoring import RoutingPolicy
 from factoryd.routing.telemetry import HealthPolicy
 
+#: Default cap on a task's `prompt_file` (`[daemon] prompt_max_bytes`).
+PROMPT_MAX_BYTES = 1024 * 1024
+
 CLIS = ("command", "opencode", "claude", "codex", "gemini")
 
 
@@ -35,6 +38,8 @@ class DaemonSettings:
     log_level: str = "info"
     inherit_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER")
     run_log_max_bytes: int = 16 * 1024 * 1024
+    #: The largest `prompt_file` a run may read (checked before reading).
+    prompt_max_bytes: int = PROMPT_MAX_BYTES
     retain_runs: float = 7 * 86400.0
     spool_dir: Path | None = None
 

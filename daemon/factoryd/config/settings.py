@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from factoryd.config.context import LoadContext
 from factoryd.config.execargs import check_name_list
-from factoryd.config.model import DaemonSettings
+from factoryd.config.model import PROMPT_MAX_BYTES, DaemonSettings
 from factoryd.config.tomltable import MAX_COUNT, Table
 from factoryd.routing.ledger import ScarcityPolicy
 from factoryd.routing.quality import QualityPolicy
@@ -39,6 +39,7 @@ def read_daemon(ctx: LoadContext, t: Table) -> DaemonSettings:
             "inherit_env", ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER")
         ),
         run_log_max_bytes=t.size("run_log_max_bytes", 16 * 1024 * 1024),
+        prompt_max_bytes=t.size("prompt_max_bytes", PROMPT_MAX_BYTES),
         retain_runs=t.duration("retain_runs", 7 * 86400.0),
         spool_dir=ctx.path_of(spool) if isinstance(spool, str) else None,
     )

@@ -45,7 +45,12 @@ class CatchUp:
 def catch_up(
     expr: str, tz: str, last_fire: float, now: float, policy: MissedPolicy, cap: int
 ) -> CatchUp:
-    """Fires in (last_fire, now]: how many to run now, and the next one after `now`."""
+    """Fires in (last_fire, now]: how many to run now, and the next one after `now`.
+
+    A `last_fire` after `now` happened in a timeline the wall clock has since
+    stepped back from: nothing was missed, and the next fire follows `now`.
+    """
+    last_fire = min(last_fire, now)
     missed = 0
     fire = next_fire(expr, tz, last_fire)
     while fire <= now and missed <= cap:

@@ -59,6 +59,7 @@ PASS_BUCKETS = (100e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
 PASS_REASONS = (
     "interval",
     "exit",
+    "prompt",
     "started",
     "submit",
     "command",
@@ -221,7 +222,7 @@ class Metrics:
         )
         self.output_dropped = Counter(
             "factoryd_output_dropped_bytes_total",
-            "Agent output bytes past the log cap.",
+            "Agent output bytes not kept: past the log cap, or the log could not be written.",
             ["cli"],
             registry=r,
         )

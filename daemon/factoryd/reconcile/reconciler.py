@@ -44,6 +44,7 @@ from factoryd.proc import fdlimit, process
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.reconcile.armsecrets import mark_missing_secrets
+from factoryd.reconcile.clocksteps import StepWatch, after_step
 from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
@@ -142,6 +143,7 @@ class Reconciler:
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
         self._next_prune = 0.0
+        self._steps = StepWatch()
         self.last_pass_wall: float | None = None
         self.last_reload: dict[str, Any] | None = None  # ok, at, errors; None: no reload yet
         self.passes = 0
@@ -231,6 +233,8 @@ class Reconciler:
         assert self._tg is not None
         for run in launched:
             self._tg.start_soon(self.book.execute, run)
+        for read in self.book.prompts.start_queued():
+            self._tg.start_soon(self.book.prompts.read, *read)
 
     async def flush(self) -> None:
         """Commit the pass's journal batch; the runs it recorded may then spawn."""
@@ -298,6 +302,10 @@ class Reconciler:
         now_m, now_w = self.clock.mono(), self.clock.wall()
         book, table = self.book, self.table
         book.drain(now_m, now_w)
+        step = self._steps.observe(now_m, now_w)
+        if step is not None:
+            after_step(self.table, step, now_w, self.logger)
+            self._next_prune = min(self._next_prune, now_w + 3600.0)
         self.commands.run_all()
         if self._pending_reload:
             self._pending_reload = False
@@ -369,19 +377,16 @@ class Reconciler:
         try:
             config = self._reload()
         except Exception as exc:
-            self.metrics.config_reloads.labels("error").inc()
-            self.metrics.config_reload_ok.set(0)
             problems = getattr(exc, "problems", None)
-            errors = [str(p) for p in problems] if problems else [str(exc)]
-            self.logger.error(
-                "config.reload_failed", errors=errors, note="keeping the running config"
-            )
-            self.last_reload = {"ok": False, "at": self.clock.wall(), "errors": errors}
-            return
-        self.apply_config(config)
-        self.metrics.config_reloads.labels("success").inc()
-        self.metrics.config_reload_ok.set(1)
-        self.last_reload = {"ok": True, "at": self.clock.wall(), "errors": []}
+            errors = [str(p) for p in problems] if problems else [str(exc) or repr(exc)]
+            self.logger.error("config.reload_failed", errors=errors, note="keeping the running one")
+        else:
+            self.apply_config(config)
+            errors = []
+        ok = not errors
+        self.metrics.config_reloads.labels("success" if ok else "error").inc()
+        self.metrics.config_reload_ok.set(int(ok))
+        self.last_reload = {"ok": ok, "at": self.clock.wall(), "errors": errors}
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -391,15 +396,6 @@ class Reconciler:
         self._adopt_config(config)
 
     # -- counts and health ------------------------------------------------------------
-
-    def task_phases(self) -> dict[str, int]:
-        return self.table.phase_counts()
-
-    def blocked_by_label(self) -> dict[str, int]:
-        return self.table.blocked_by_label()
-
-    def run_states(self) -> dict[str, int]:
-        return self.book.run_states()
 
     def healthy(self, max_age: float) -> tuple[bool, str]:
         if self.last_pass_wall is None:

@@ -1,11 +1,10 @@
 """The run book: every live run, how one starts, and what happens when it ends.
 
 Starting (`start`): route the task (unless every arm it may use is at its
-cap: the planner's `Capacity` says so before the router is asked), prepare
-the run's argv, env and files, record the intent in the pass's journal
-batch, and make its runner through the injected factory. The runner waits
-at its start gate until the batch is committed: a run never starts before
-its record is durable.
+cap, or its prompt file is still being read off the loop: prompts.py),
+prepare the run's argv, env and files, record the intent in the pass's
+journal batch, and make its runner through the injected factory; it waits
+at its start gate until the batch is committed: never before it is durable.
 
 Ending: a runner reports its pid and its result through one memory stream
 that the loop drains (`drain`); `finish` settles the run (settle.py) and
@@ -30,6 +29,7 @@ from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.reconcile.planner import ARMS_AT_CAP, Capacity
+from factoryd.reconcile.prompts import PromptReads
 from factoryd.reconcile.runstate import (
     ActiveRun,
     Clock,
@@ -77,9 +77,7 @@ class RunBook:
         self.clock = clock
         self.rng = rng
         self.logger = logger
-        self.spawner = spawner
-        self.spawn_log = spawn_log
-        self.base_env = base_env
+        self.spawner, self.spawn_log, self.base_env = spawner, spawn_log, base_env
         self.runner_factory = runner_factory
         self.made_dirs = made_dirs
         self.wake = wake
@@ -90,6 +88,7 @@ class RunBook:
         self.stopping = False
         #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
+        self.prompts = PromptReads(table, rng, logger, wake)
         self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
         self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
 
@@ -102,6 +101,8 @@ class RunBook:
             rt.exclude.clear()
             if rt.reason != ARMS_AT_CAP:
                 self.table.set_phase(rt, TaskPhase.PENDING, ARMS_AT_CAP)
+            return
+        if not (got := self.prompts.ready(rt, self.config, now_m, now_w)).ready:
             return
         ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
         t0, busy = time.perf_counter(), capacity.busy_arms()
@@ -139,6 +140,7 @@ class RunBook:
                 self.spawn_log,
                 keep_workdir=rt.source == "config",
                 made=self.made_dirs,
+                prompt=got.prompt,
             )
         except LaunchError as exc:
             settle_unstarted(self.engine, decision, str(spec.route.type), now_w)
@@ -260,9 +262,7 @@ class RunBook:
             task=decision.task,
             spec=rt.spec if rt else None,
             arm=decision.arm or "",
-            cli=self.engine.arms[decision.arm].cli
-            if decision.arm in self.engine.arms
-            else "unknown",
+            cli=getattr(self.engine.arms.get(decision.arm or ""), "cli", "unknown"),
             pools=tuple(decision.charges),
             decision=decision,
             runner=None,

@@ -30,6 +30,7 @@ from factoryd.routing.model import ArmSpec
 from factoryd.run.agents.base import LaunchContext
 from factoryd.run.agents.registry import adapter_for
 from factoryd.run.dirs import MadeDirs
+from factoryd.run.promptfile import PromptFileError, read_prompt_file
 from factoryd.run.runner import RunSpec
 from factoryd.run.workspace_plan import WorkspaceError, WorkspacePlan
 from factoryd.run.workspace_plan import plan as plan_workspace
@@ -126,6 +127,7 @@ def build_run(
     *,
     keep_workdir: bool = True,
     made: MadeDirs | None = None,
+    prompt: str | None = None,
 ) -> BuiltRun:
     """Build everything a Runner needs; raise LaunchError with a reason an operator reads.
 
@@ -133,6 +135,7 @@ def build_run(
     directory (tasks from the config); False gives it a directory per run,
     removed after it (submissions: one-off tasks, whose directories would
     otherwise pile up). `made`: the directories the daemon made already.
+    `prompt`: the task's prompt file, already read (None: read it here).
     """
     launch = config.launch.get(arm.name, ArmLaunch())
     runs = config.daemon.state_dir / "runs"
@@ -164,12 +167,13 @@ def build_run(
             (made or MadeDirs()).ensure(default_workdir)
     except OSError as exc:
         raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    prompt = task.prompt
+    if prompt is None:
+        prompt = task.prompt
     if prompt is None and task.prompt_file is not None:
-        try:
-            prompt = Path(task.prompt_file).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LaunchError(f"cannot read prompt_file {task.prompt_file}: {exc}") from None
+        try:  # the loop reads it ahead on a worker thread (PromptReads); others here
+            prompt = read_prompt_file(task.prompt_file, config.daemon.prompt_max_bytes)
+        except PromptFileError as exc:
+            raise LaunchError(str(exc)) from None
     workdir = str(workspace.path) if workspace else task.workdir or str(default_workdir)
     env = {k: base_env[k] for k in (*config.daemon.inherit_env, *task.inherit_env) if k in base_env}
     hook_env = {**env, **dict(task.env)} if workspace else None

@@ -129,14 +129,18 @@ def call(path: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
             raise ControlError(
                 f"permission denied on {path} (it is 0600: run as the daemon's user)"
             ) from None
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
         chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            raise ControlError(
+                f"{path} hung up without an answer: is it factoryd's socket?"
+            ) from None
+        except TimeoutError:
+            raise ControlError(f"{path} did not answer within {timeout:g}s") from None
     try:
         reply = json.loads(b"".join(chunks))
     except (ValueError, RecursionError):

@@ -218,7 +218,10 @@ class Service:
             self.fleet = FleetService(self.config, rec, self.metrics, self.log)
         self.metrics.add_state_collector(
             StateCollector(
-                lambda: rec.engine, rec.task_phases, rec.run_states, rec.blocked_by_label
+                lambda: rec.engine,
+                rec.table.phase_counts,
+                rec.book.run_states,
+                rec.table.blocked_by_label,
             )
         )
         rec.on_pass.append(self._after_pass)

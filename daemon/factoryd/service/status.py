@@ -134,7 +134,16 @@ def _cut(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_status(s: dict[str, Any]) -> str:
+def render_status(s: Any, error: type[Exception] = ValueError) -> str:
+    """The status as tables; `error` (with a one-line message) when `s` is not
+    a status: whatever answered on the socket was not this factoryd."""
+    try:
+        return _render(s)
+    except (TypeError, KeyError, AttributeError, ValueError):
+        raise error("the control socket answered with an unknown status shape") from None
+
+
+def _render(s: dict[str, Any]) -> str:
     d = s["daemon"]
     lines = [
         f"factoryd {d['version']} pid {d['pid']}  config {d['config']}",

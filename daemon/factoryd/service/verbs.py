@@ -107,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from factoryd.service.status import render_status
 
     r = request(args, {"op": "status"})
-    _out(args, r, "" if args.json else render_status(r))
+    _out(args, r, "" if args.json else render_status(r, ControlError))
     return EXIT_OK
 
 
