@@ -109,9 +109,12 @@ class QueueBook:
         table = self.rec.table
         for sub_id, held in list(self.held.items()):
             rt = table.tasks.get(sub_id)
-            if rt is None:
+            if rt is None:  # ended and forgotten this pass: its record says how
                 del self.held[sub_id]
-                self.keeper.ended(held.item)
+                done = next((r for r in table.recent if r["id"] == sub_id), None)
+                phase = str(done["phase"]) if done else "forgotten"
+                reason = str(done["reason"]) if done else ""
+                self._end(held.item, held.attempt, phase != "succeeded", phase, reason)
                 continue
             if rt.phase in TERMINAL and rt.run is None:
                 del self.held[sub_id]

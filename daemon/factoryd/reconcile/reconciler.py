@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -58,9 +58,6 @@ from factoryd.run.runner import Runner
 from factoryd.state import journal as j
 from factoryd.state.batch import JournalBatch
 from factoryd.state.journal import Journal
-
-if TYPE_CHECKING:
-    from factoryd.reconcile.fleet import FleetLink
 
 __all__ = ["Clock", "Reconciler"]
 
@@ -134,8 +131,7 @@ class Reconciler:
             wake=self.wake,
         )
         self._caps = Caps.from_config(config)
-        #: The fleet's hooks (reconcile/fleet.py), only with a `[fleet]` table.
-        self.fleet: FleetLink | None = None
+        self.fleet: Any = None  # the fleet's hooks (reconcile/fleet.py), only with [fleet]
         self.commands = CommandQueue(self.wake)
         self._wake = anyio.Event()
         self._wake_reasons: set[str] = set()
@@ -318,10 +314,9 @@ class Reconciler:
         todo = plan(table.tasks, table.idle.values(), self.runs, now_m, self._caps)
         for run, why in todo.stops:
             book.stop(run, Outcome.CANCELLED, why)
-        fleet = self.fleet
         if todo.starts:
-            if fleet is not None:
-                fleet.before_starts(self.engine)
+            if self.fleet is not None:  # the router sees the fleet's pools
+                self.fleet.before_starts(self.engine)
             capacity = Capacity(self._caps, self.runs.values())
             for rt in todo.starts:
                 book.start(rt, capacity, now_m, now_w)
@@ -329,8 +324,6 @@ class Reconciler:
         for rt in todo.queued:
             if rt.reason is not WAITING_FOR_SLOT or rt.phase is not pending:
                 table.set_phase(rt, pending, WAITING_FOR_SLOT)
-        if fleet is not None:
-            fleet.after_pass(now_m)
         table.forget_finished_submissions()
         if table.check_index:
             table.verify_index()

@@ -88,6 +88,7 @@ class FleetService:
         self.link = FleetLink(self.store, self.logger)
         self.link.attach(rec.engine)
         rec.fleet = self.link
+        rec.on_pass.append(lambda: self.link.after_pass(rec.clock.mono()))
         self.queue = QueueService(rec, self.store, self.link, self.logger)
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
