@@ -63,8 +63,17 @@ def test_explains_ranking_components_and_rejections(tmp_path: Path) -> None:
     text = out.stdout
     assert "chosen: sub" in text
     assert "fit" in text and "scarcity" in text
+    assert "fit<=" in text  # the bound the quality floor is checked against
     assert "old" in text and "disabled" in text
     assert "Selected sub for task fix" in text
+
+
+def test_an_escalation_says_it_ranks_by_fit(tmp_path: Path) -> None:
+    plain = json.loads(route(tmp_path, "--task", "fix", "--json").stdout)
+    assert plain["by_fit"] is False
+    out = route(tmp_path, "--task", "fix", "--exclude", "key")
+    assert out.returncode == 0, out.stderr
+    assert "Escalation: ranked by task fit first, then score" in out.stdout
 
 
 def test_json_output_carries_each_component(tmp_path: Path) -> None:
@@ -74,6 +83,8 @@ def test_json_output_carries_each_component(tmp_path: Path) -> None:
     assert [r["arm"] for r in d["ranking"]] == ["sub", "key"]
     assert set(d["ranking"][0]["components"]) >= {
         "task_fit",
+        "fit_upper",
+        "cost_floor",
         "throughput",
         "latency",
         "consumption",

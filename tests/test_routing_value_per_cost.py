@@ -4,6 +4,7 @@ feasibility and scarcity (the rules seed B routed by)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
@@ -167,10 +168,46 @@ def test_quality_tracker_ema_min_observations_and_blend() -> None:
     assert q.observed("a", "debug") is None  # fewer than 3 observations
     assert q.blend("a", "debug", 0.5) == 0.5
     q.observe("a", "debug", True)
-    ema = 0.3 * 1 + 0.7 * (0.3 * 0 + 0.7 * 1.0)
-    assert q.observed("a", "debug") == pytest.approx(ema)
-    assert q.blend("a", "debug", 0.5) == pytest.approx(0.7 * ema + 0.3 * 0.5)
+    mean = 2 / 3  # a plain mean while there are fewer than 1/alpha runs
+    assert q.observed("a", "debug") == pytest.approx(mean)
+    assert q.blend("a", "debug", 0.5) == pytest.approx(0.7 * mean + 0.3 * 0.5)
     assert q.observed("a", "review") is None  # per task type
+    for _ in range(20):
+        q.observe("a", "debug", False)
+    # then a moving average with weight alpha (0.1) on the newest run
+    before = q.observed("a", "debug")
+    q.observe("a", "debug", True)
+    assert q.observed("a", "debug") == pytest.approx(0.1 + 0.9 * before)
+
+
+def test_unlucky_runs_do_not_lock_a_good_arm_out_of_the_floor() -> None:
+    """Two failures in three runs keep the floor's upper bound above a 0.55 floor;
+    a long failing record puts the arm below it."""
+    e = engine([arm("a")], strategy="balanced")
+    req = RouteRequest(task="t", type=TaskType.REVIEW)  # floor 0.55
+    for ok in (True, False, False):
+        e.quality.observe("a", "review", ok)
+    d = e.route(req, T0)
+    assert d.arm == "a" and not d.degraded
+    c = d.ranking[0][2].components
+    assert c is not None and c.task_fit < 0.55 < c.fit_upper
+    for _ in range(30):
+        e.quality.observe("a", "review", False)
+    assert e.route(RouteRequest(task="u", type=TaskType.REVIEW), T0).degraded
+
+
+def test_an_escalation_ranks_by_task_fit() -> None:
+    """The run after a failure goes to the arm most likely to succeed, even
+    when a weaker one scores higher (here: free against paid)."""
+    free = arm("free", local=True)
+    paid = arm("paid", cost_per_1k_input=0.003, cost_per_1k_output=0.015)
+    e = engine([arm("first"), free, paid], strategy="balanced")
+    for i in range(12):
+        e.quality.observe("free", "debug", i % 2 == 0)  # 0.5: above the 0.5 floor's bound
+        e.quality.observe("paid", "debug", True)
+    req = RouteRequest(task="t", type=TaskType.DEBUG, estimated_tokens=40_000)
+    assert e.route(req, T0).arm == "free"  # $0.31 a run against free: it scores higher
+    assert e.route(replace(req, task="u"), T0, exclude={"first"}).arm == "paid"
 
 
 def test_observed_outcomes_move_the_decision() -> None:

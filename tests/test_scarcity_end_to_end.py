@@ -59,7 +59,9 @@ def test_priority_scales_scarcity_in_the_balanced_strategy() -> None:
     """A low-value task steps off a filling pool sooner than a critical one."""
     cheap_scarce = arm("plan", pools=("plan",))
     pricey = arm("api", cost_per_1k_input=0.002, cost_per_1k_output=0.002)
-    e = engine([cheap_scarce, pricey], [pool("plan", "runs", 100)])
+    # Prices here are far below the default cost floor: lower it so that
+    # the plan's arm is cheaper and only scarcity can move the choice.
+    e = engine([cheap_scarce, pricey], [pool("plan", "runs", 100)], cost_floor=0.001)
     e.ledger.pools["plan"].used = 60
     low = RouteRequest(task="t", priority="low", type="boilerplate", estimated_tokens=1000)
     crit = RouteRequest(

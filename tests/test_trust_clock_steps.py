@@ -89,6 +89,9 @@ async def test_a_step_is_logged_once_and_slow_passes_are_no_step(tmp_path: Path)
 async def test_backoff_runs_on_the_monotonic_clock_across_a_step(tmp_path: Path) -> None:
     h = Harness(tmp_path, header(tmp_path) + task("svc", "pass"))
     h.step()
+    # The first quick failure restarts at once; the second one backs off.
+    await h.end("svc", Outcome.FAILED, duration=0.1)
+    h.step()
     await h.end("svc", Outcome.FAILED, duration=0.1)
     h.step()
     svc = h.rec.tasks["svc"]

@@ -65,6 +65,7 @@ def read_routing(
         latency_weight=weights.number("latency", d.latency_weight, hi=1000),
         consumption_weight=weights.number("consumption", d.consumption_weight, hi=1000),
         cost_weight=weights.number("cost", d.cost_weight, hi=10),
+        cost_floor=t.number("cost_floor", d.cost_floor, hi=1000),
         max_staleness=t.duration("max_staleness", d.max_staleness, allow_none=True),
         session_token_budget=t.number(
             "session_token_budget", d.session_token_budget, lo=1, integer=True
@@ -75,7 +76,7 @@ def read_routing(
     )
     weights.done()
     q = QualityPolicy(
-        alpha=quality.number("alpha", 0.3, hi=1.0, exclusive_lo=True),
+        alpha=quality.number("alpha", QualityPolicy().alpha, hi=1.0, exclusive_lo=True),
         min_observations=quality.number("min_observations", 3, hi=MAX_COUNT, integer=True),
         observed_weight=quality.number("observed_weight", 0.7, hi=1.0),
     )

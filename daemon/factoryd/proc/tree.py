@@ -19,8 +19,11 @@ import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Iterable
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -34,6 +37,51 @@ _PR_SET_CHILD_SUBREAPER = 36
 #: alone reads and writes it; another thread asks the kernel instead
 #: (`unreaped_child`).
 LEADERS: set[int] = set()
+
+
+class WorkerChildren:
+    """Children that worker threads start and wait for themselves (git, hooks).
+
+    The daemon is a subreaper and collects the zombies of children it does not
+    know; one of these collected first would report exit status 0 to its
+    thread (Python's answer to ECHILD), so a failed git command would pass.
+    Their pids are registered under a lock held across the fork, and every
+    sweep that may reap or kill holds the same lock while it looks (or skips
+    its round when a fork is under way), so no child is taken between its
+    fork and its registration. One instance per daemon, `WORKER_CHILDREN`:
+    the lock is what makes it safe to share between threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """`subprocess.Popen`, with the child registered before anyone can reap it."""
+        with self._lock:
+            proc: subprocess.Popen[Any] = subprocess.Popen(argv, **kwargs)
+            self._pids.add(proc.pid)
+        return proc
+
+    def done(self, pid: int) -> None:
+        """The thread has collected its child (or given it up): forget the pid."""
+        with self._lock:
+            self._pids.discard(pid)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[frozenset[int] | None]:
+        """The registered pids, with no fork in flight while the caller looks;
+        None when a fork is under way (the caller skips this round)."""
+        if not self._lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield frozenset(self._pids)
+        finally:
+            self._lock.release()
+
+
+WORKER_CHILDREN = WorkerChildren()
 
 
 def become_subreaper() -> bool:
@@ -141,9 +189,12 @@ def reap_orphan_zombies() -> None:
     """Collect the exit status of dead processes re-parented to us (never of a
     run leader, whose status belongs to its runner). Without this, a killed
     group member stays a zombie and its group looks alive."""
-    for pid in direct_children():
-        if pid not in LEADERS:
-            reap_pid(pid)
+    with WORKER_CHILDREN.quiet() as workers:
+        if workers is None:
+            return  # a worker is forking: the next sweep reaps what this one leaves
+        for pid in direct_children():
+            if pid not in LEADERS and pid not in workers:
+                reap_pid(pid)
 
 
 def reap_pid(pid: int) -> None:

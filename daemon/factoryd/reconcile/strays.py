@@ -28,6 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from factoryd.observe.metrics import Metrics
 from factoryd.proc import process
+from factoryd.proc.tree import WORKER_CHILDREN
 from factoryd.reconcile.runstate import ActiveRun
 
 #: Seconds between scans for escaped descendants and orphans while runs live.
@@ -72,6 +73,10 @@ def reap_orphans(
     """Kill and reap processes re-parented to us whose run is over; return how many."""
     leaders = {run.pid for run in runs.values() if run.pid is not None}
     strays = []
+    with WORKER_CHILDREN.quiet() as workers:
+        if workers is None:
+            return 0  # a worker thread is forking: look again at the next sweep
+        leaders |= workers
     for pid in process.direct_children():
         if pid in leaders or pid in process.LEADERS:
             continue

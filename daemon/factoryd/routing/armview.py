@@ -139,6 +139,7 @@ def build_view(
         heuristic=fit.heuristic,
         observed=quality.observed(arm.name, type_name),
         task_fit=quality.blend(arm.name, type_name, fit.heuristic),
+        fit_upper=quality.blend_upper(arm.name, type_name, fit.heuristic),
         value=req.value,
         throughput=throughput,
         latency=latency,
@@ -146,6 +147,7 @@ def build_view(
         base_cost=fit.base_cost,
         scarcity=1.0,
         scarce_pool=None,
+        cost_floor=strategy.cost_floor(policy),
     )
     return ArmView(
         arm=arm,
@@ -153,7 +155,7 @@ def build_view(
         rejection=None,
         components=components,
         numerator=strategy.numerator(components, policy),
-        below_quality=not forced and components.task_fit < req.quality_floor,
+        below_quality=not forced and components.fit_upper < req.quality_floor,
         version=version,
         valid_until=valid_until,
     )

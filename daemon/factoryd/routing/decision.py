@@ -73,6 +73,8 @@ class Decision:
     charges: dict[str, float] = field(default_factory=dict)
     #: Each pool's scarcity multiplier when the decision was taken.
     multipliers: Mapping[str, float] = field(default_factory=dict)
+    #: An escalation (some arms excluded for this run): ranked by task fit first.
+    by_fit: bool = False
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
@@ -107,6 +109,8 @@ class Decision:
             parts.append("Forced by request")
         if self.degraded:
             parts.append("Degraded: no arm met the quality floor")
+        if self.by_fit:
+            parts.append("Escalation: ranked by task fit first, then score")
         others = [r for r in self.ranking if r[2].arm.name != self.arm]
         if others:
             named = ", ".join(f"{r[2].arm.name} {-r[0]:.4g}" for r in others[:RATIONALE_RUNNERS_UP])
@@ -124,6 +128,7 @@ class Decision:
             "arm": self.arm,
             "degraded": self.degraded,
             "forced": self.forced,
+            "by_fit": self.by_fit,
             "reservation": None
             if self.reservation is None
             else {
@@ -161,14 +166,15 @@ class Decision:
         if d["ranking"]:
             lines.append("")
             head = (
-                f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'thru':>6} {'lat':>6} "
-                f"{'cons':>6} {'cost':>9} {'scarcity':>8}"
+                f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'fit<=':>6} {'thru':>6} "
+                f"{'lat':>6} {'cons':>6} {'cost':>9} {'scarcity':>8}"
             )
             lines.append(head)
             for r in d["ranking"]:
                 c = r["components"]
                 lines.append(
                     f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
+                    f"{c['fit_upper']:>6.3f} "
                     f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
                     f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
                     + ("  below quality floor" if r["below_quality"] else "")

@@ -12,6 +12,8 @@ Order of work for one request:
    only if nothing else is feasible (the decision is then `degraded`);
 4. score with the configured strategy; rank by score, ties broken by the
    arm's position (the task's `arms` list, else config order), then name;
+   a run with excluded arms (an escalation after a failure or a limit)
+   ranks by task fit first, score second: its task has attempts to lose;
 5. reserve on the best arm; a refused reservation moves on to the next arm,
    so a request never fails while a feasible arm remains.
 
@@ -139,12 +141,17 @@ class Router:
         if degraded:
             ranked, below = below, []
         ranked.sort()
+        if exclude:
+            # An escalation (the run after a failure or a limit): the task has
+            # fewer attempts left, so the arm most likely to succeed goes first.
+            ranked.sort(key=_by_fit)
         below.sort()
         rejections.extend(
             Rejection(
                 view.arm.name,
                 RejectReason.BELOW_QUALITY,
-                f"quality {_fit(view):.3f} below the {req.type} floor {req.quality_floor:.2f}",
+                f"quality {_fit(view):.3f} (at most {_upper(view):.3f}) below the "
+                f"{req.type} floor {req.quality_floor:.2f}",
             )
             for _, _, view in below
         )
@@ -170,6 +177,7 @@ class Router:
                 forced=force is not None,
                 charges=charges,
                 multipliers=multipliers,
+                by_fit=bool(exclude),
             )
         return Decision(
             task=req.task,
@@ -182,6 +190,7 @@ class Router:
             degraded=degraded,
             forced=force is not None,
             multipliers=multipliers,
+            by_fit=bool(exclude),
         )
 
     # -- caches ------------------------------------------------------------
@@ -254,3 +263,12 @@ def _blocked(
 def _fit(view: ArmView) -> float:
     assert view.components is not None, "a rejected arm is never ranked"
     return view.components.task_fit
+
+
+def _by_fit(entry: Ranked) -> tuple[float, float, int]:
+    return (-_fit(entry[2]), entry[0], entry[1])
+
+
+def _upper(view: ArmView) -> float:
+    assert view.components is not None, "a rejected arm is never ranked"
+    return view.components.fit_upper

@@ -47,6 +47,10 @@ class RoutingPolicy:
     latency_target: float = 5.0
     #: How long a reservation may live before it is presumed lost.
     reservation_ttl: float = 7200.0
+    #: USD a run on a free (local or subscription) arm is priced at by
+    #: `balanced`: a free run still takes one of the task's attempts and the
+    #: arm's capacity. At COST_FLOOR a free 0.45 arm scored ~17x a $0.31 one.
+    cost_floor: float = 0.05
 
 
 class Components(NamedTuple):
@@ -59,6 +63,9 @@ class Components(NamedTuple):
     heuristic: float
     observed: float | None
     task_fit: float
+    #: task_fit with the observed part at its upper confidence bound: the
+    #: quality floor keeps an arm out only when this is below it.
+    fit_upper: float
     value: float
     throughput: float
     latency: float
@@ -66,16 +73,19 @@ class Components(NamedTuple):
     base_cost: float
     scarcity: float
     scarce_pool: str | None
+    #: The least a run is priced at by the strategy (a free arm's price).
+    cost_floor: float = COST_FLOOR
 
     @property
     def effective_cost(self) -> float:
-        return max(self.base_cost, COST_FLOOR) * self.scarcity
+        return max(self.base_cost, self.cost_floor) * self.scarcity
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {
             "heuristic": round(self.heuristic, 6),
             "observed": None if self.observed is None else round(self.observed, 6),
             "task_fit": round(self.task_fit, 6),
+            "fit_upper": round(self.fit_upper, 6),
             "value": round(self.value, 6),
             "throughput": round(self.throughput, 6),
             "latency": round(self.latency, 6),
@@ -83,6 +93,7 @@ class Components(NamedTuple):
             "base_cost": round(self.base_cost, 9),
             "scarcity": round(self.scarcity, 6),
             "scarce_pool": self.scarce_pool,
+            "cost_floor": round(self.cost_floor, 9),
             "effective_cost": round(self.effective_cost, 9),
         }
 
@@ -146,6 +157,8 @@ class Strategy:
     numerator: Callable[[Components, RoutingPolicy], float]
     #: How strongly scarcity counts for a task of the given value.
     exponent: Callable[[float], float]
+    #: The least a run is priced at (free arms included).
+    cost_floor: Callable[[RoutingPolicy], float] = lambda p: COST_FLOOR
 
     def score(self, c: Components, p: RoutingPolicy) -> float:
         # float ** float is typed Any (a negative base gives a complex); scarcity is positive.
@@ -154,8 +167,8 @@ class Strategy:
 
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
-    # float ** float is typed Any; the base is at least COST_FLOOR, so positive.
-    numerator: float = c.value * _utility(c, p) / max(c.base_cost, COST_FLOOR) ** p.cost_weight
+    # float ** float is typed Any; the base is at least cost_floor, so positive.
+    numerator: float = c.value * _utility(c, p) / max(c.base_cost, c.cost_floor) ** p.cost_weight
     return numerator
 
 
@@ -165,7 +178,11 @@ def _value_per_cost_numerator(c: Components, p: RoutingPolicy) -> float:
 
 STRATEGIES: dict[str, Strategy] = {
     # Scarcity applies in full, scaled by the task's value (see the module doc).
-    "balanced": Strategy(_balanced_numerator, lambda value: 1.0 / value if value > 0 else 1.0),
+    "balanced": Strategy(
+        _balanced_numerator,
+        lambda value: 1.0 / value if value > 0 else 1.0,
+        lambda p: p.cost_floor,
+    ),
     # Seed A ignores pools altogether.
     "weighted": Strategy(_utility, lambda value: 0.0),
     # Seed B divides by the effective cost, scarcity included.

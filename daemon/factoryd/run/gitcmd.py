@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from factoryd.proc import process
+from factoryd.proc.tree import WORKER_CHILDREN
 
 #: Variables that redirect git away from the repository it is pointed at.
 _REDIRECTING = (
@@ -164,13 +164,10 @@ class Git:
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float) -> GitResult:
-    """One git process, its pid registered as the daemon's own while it lives.
-
-    The daemon is a subreaper and reaps zombie children it does not know
-    (`reconcile.strays`); a git process it reaped first would report exit
-    status 0 to us (Python's answer to ECHILD): a failed command would pass.
-    """
-    proc = subprocess.Popen(
+    """One git process, registered as a worker's child from its fork until it
+    is collected, so the daemon's stray sweeps never reap it first
+    (`proc.tree.WorkerChildren` says why that matters)."""
+    proc = WORKER_CHILDREN.popen(
         argv,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -193,12 +190,11 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> GitResult:
 
 @contextlib.contextmanager
 def owned(pid: int) -> Iterator[None]:
-    """Mark a child of ours as no stray while it runs (see `_run`)."""
-    process.LEADERS.add(pid)
+    """Forget a worker's child once its thread is done with it (see `_run`)."""
     try:
         yield
     finally:
-        process.LEADERS.discard(pid)
+        WORKER_CHILDREN.done(pid)
 
 
 def first_error(stderr: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factoryd.core.workspace_spec import Hook
+from factoryd.proc.tree import WORKER_CHILDREN
 from factoryd.run.gitcmd import owned
 
 #: Output kept per hook in the run log; the rest is counted.
@@ -112,7 +113,7 @@ def run_hook(
     log.note(f"hook {name}: {' '.join(hook.argv)}")
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(
+        proc = WORKER_CHILDREN.popen(
             hook.argv,
             cwd=cwd,
             env=dict(env),

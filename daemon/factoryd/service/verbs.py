@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
 from factoryd.config.loader import ConfigError, load_config
 from factoryd.service import logtail
 from factoryd.service.control import ControlError, call
@@ -66,16 +67,16 @@ def socket_path(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 def _lenient_socket(config: Path) -> Path | None:
     """`control_socket` (or `state_dir`/control.sock) from a config that does not load."""
-    try:
-        text = config.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    try:  # a FIFO or /dev/zero named as the config must not hang or fill memory
+        text = read_regular_file(config, MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except ConfigError:
         return None
     daemon: dict[str, Any] = {}
     try:
         data = tomllib.loads(text)
         if isinstance(data.get("daemon"), dict):
             daemon = data["daemon"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # broken, or nested past reason
         for key in ("control_socket", "state_dir"):
             found = re.search(rf'^\s*{key}\s*=\s*"([^"\n]+)"', text, re.MULTILINE)
             if found:
