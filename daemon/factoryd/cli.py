@@ -20,6 +20,7 @@ from factoryd.config.loader import Config, ConfigError, load_config, parse_task_
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
 from factoryd.service import verbs
+from factoryd.service.fleetview import add_fleet_parser
 from factoryd.units.timefmt import parse_iso
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     def control_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", "-c", help="config file (to find the control socket)")
         p.add_argument("--socket", help="control socket path (overrides --config)")
+
+    add_fleet_parser(sub, control_args, _control)  # `factoryd fleet status`
 
     p = sub.add_parser("state", help="routing state of the running daemon")
     state_sub = p.add_subparsers(dest="state_command", required=True)

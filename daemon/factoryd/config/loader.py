@@ -20,6 +20,7 @@ from typing import Any
 from factoryd.config.arms import read_arm, read_pool
 from factoryd.config.context import LoadContext, declared
 from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
+from factoryd.config.fleet import FleetSettingsError, parse_fleet
 from factoryd.config.model import ArmLaunch, Config, DaemonSettings
 from factoryd.config.settings import read_daemon, read_routing
 from factoryd.config.tasks import read_task
@@ -57,6 +58,11 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
     task_tables = ctx.items(root, "tasks")
     tasks = [read_task(ctx, t, arms, launch) for t in task_tables]
     ctx.unique(task_tables, [t.data.get("name") for t in task_tables], "task")
+    fleet = None
+    try:
+        fleet = parse_fleet(root.raw("fleet") if "fleet" in data else None)
+    except FleetSettingsError as exc:
+        ctx.problem(exc.key, exc.message)
     web = parse_web(root.sub("web"), ctx.path_of, daemon.metrics_listen)
     root.done()
     if ctx.problems:
@@ -75,6 +81,7 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
         launch=launch,
         tasks=tuple(t for t in tasks if t is not None),
         templates=templates,
+        fleet=fleet,
         web=web,
     )
 

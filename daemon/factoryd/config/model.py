@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factoryd.config.fleet import FleetSettings
 from factoryd.config.web import WebSettings
 from factoryd.core.taskspec import TaskSpec
 from factoryd.routing.ledger import ScarcityPolicy
@@ -74,6 +75,8 @@ class Config:
     launch: dict[str, ArmLaunch]
     tasks: tuple[TaskSpec, ...]
     templates: dict[str, TaskSpec] = field(default_factory=dict)
+    #: The `[fleet]` table; None: this host runs alone (no PostgreSQL).
+    fleet: FleetSettings | None = None
     web: WebSettings = field(default_factory=WebSettings)
 
     def arm(self, name: str) -> ArmSpec:
@@ -105,4 +108,6 @@ class Config:
             lines.append(f"    {t.name:<20} {t.kind}{extra}, {t.route.type}, {arms}{state}")
         if self.templates:
             lines.append(f"  {len(self.templates)} template(s): {', '.join(self.templates)}")
+        if self.fleet is not None:
+            lines.append(self.fleet.summary())
         return "\n".join(lines)

@@ -131,6 +131,7 @@ class Reconciler:
             wake=self.wake,
         )
         self._caps = Caps.from_config(config)
+        self.fleet: Any = None  # the fleet's hooks (reconcile/fleet.py), only with [fleet]
         self.commands = CommandQueue(self.wake)
         self._wake = anyio.Event()
         self._wake_reasons: set[str] = set()
@@ -314,6 +315,8 @@ class Reconciler:
         for run, why in todo.stops:
             book.stop(run, Outcome.CANCELLED, why)
         if todo.starts:
+            if self.fleet is not None:  # the router sees the fleet's pools
+                self.fleet.before_starts(self.engine)
             capacity = Capacity(self._caps, self.runs.values())
             for rt in todo.starts:
                 book.start(rt, capacity, now_m, now_w)

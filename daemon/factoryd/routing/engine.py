@@ -7,7 +7,7 @@ pure; the caller passes `now` (wall-clock epoch seconds).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,6 +73,9 @@ class RoutingEngine:
         self.router = Router(
             settings.arms, self.ledger, self.telemetry, self.quality, settings.policy
         )
+        #: Told of every outcome that teaches (arm, task type, ok, seconds, tokens),
+        #: so a fleet can learn it too.
+        self.on_outcome: Callable[[str, str, bool, float, int], None] | None = None
 
     @classmethod
     def from_config(cls, config: RoutingConfig) -> RoutingEngine:
@@ -143,6 +146,8 @@ class RoutingEngine:
                 arm_name, RunSample(at=now, ok=ok, duration=duration, tokens=tokens)
             )
             self.quality.observe(arm_name, task_type, ok)
+            if self.on_outcome is not None:
+                self.on_outcome(arm_name, task_type, ok, duration, tokens)
         if arm_fault:
             self.telemetry.fault(arm_name, now)
         elif ok:

@@ -18,7 +18,7 @@ Its rules, each fixing a defect of seed B:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from factoryd.routing.model import PoolSpec, RejectReason
@@ -94,6 +94,14 @@ class PoolLedger:
         self.expired_total = 0
         self._next_id = 1
         self._next_event = -math.inf
+        #: Asked to confirm each reservation that passed the local check: may
+        #: refuse it, or return it under another id (a fleet's shared ledger
+        #: holds it; None: this ledger alone decides).
+        self.gate: Callable[[Reservation], Reservation | Refusal] | None = None
+        #: Told of every commit (usage) and rollback (None), and of every limit
+        #: reported (its end, None when unknown), so a shared ledger can follow.
+        self.on_settle: Callable[[str, Mapping[str, float] | None], None] | None = None
+        self.on_limit: Callable[[list[str], float | None, str], None] | None = None
         self.reconfigure(pools)
 
     # -- configuration -----------------------------------------------------
@@ -230,6 +238,11 @@ class PoolLedger:
             expires_at=now + ttl,
         )
         self._next_id += 1
+        if self.gate is not None:
+            confirmed = self.gate(res)
+            if isinstance(confirmed, Refusal):
+                return confirmed
+            res = confirmed
         self.restore_reservation(res)
         return res
 
@@ -254,6 +267,8 @@ class PoolLedger:
         res = self.reservations.get(reservation_id)
         if res is not None:
             self._release(res)
+        if self.on_settle is not None:
+            self.on_settle(reservation_id, actual)
         for pool, amount in actual.items():
             if pool in self.pools and amount > 0:
                 self.pools[pool].used += amount
@@ -262,6 +277,8 @@ class PoolLedger:
     def rollback(self, reservation_id: str) -> bool:
         """Release a hold without recording usage (the run used nothing)."""
         res = self.reservations.get(reservation_id)
+        if self.on_settle is not None and reservation_id:
+            self.on_settle(reservation_id, None)
         if res is None:
             return False
         self._release(res)
@@ -269,6 +286,9 @@ class PoolLedger:
 
     def hold_limit(self, pools: Iterable[str], until: float, reason: str) -> None:
         """A provider said these pools are exhausted until `until`."""
+        pools = list(pools)
+        if self.on_limit is not None:
+            self.on_limit(pools, until, reason)
         for pool in pools:
             state = self.pools[pool]
             if state.limited_until is None or until > state.limited_until:
@@ -280,12 +300,20 @@ class PoolLedger:
         """A limit without a reset time: hold for the pool's backoff, doubling per strike."""
         latest = now
         names = list(pools)
-        for pool in names:
-            state = self.pools[pool]
-            hold = min(state.spec.limit_backoff * 2**state.strikes, state.spec.limit_backoff_max)
-            state.strikes += 1
-            latest = max(latest, now + hold)
-            self.hold_limit([pool], now + hold, reason)
+        if self.on_limit is not None:
+            self.on_limit(names, None, reason)
+        hook, self.on_limit = self.on_limit, None  # told once, as a limit without a time
+        try:
+            for pool in names:
+                state = self.pools[pool]
+                hold = min(
+                    state.spec.limit_backoff * 2**state.strikes, state.spec.limit_backoff_max
+                )
+                state.strikes += 1
+                latest = max(latest, now + hold)
+                self.hold_limit([pool], now + hold, reason)
+        finally:
+            self.on_limit = hook
         return latest
 
     def clear_strikes(self, pools: Iterable[str]) -> None:

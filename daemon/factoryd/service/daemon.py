@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from prometheus_client import Counter
@@ -42,6 +42,9 @@ from factoryd.service.spool import watch_spool
 from factoryd.service.submit import submit
 from factoryd.state.journal import Journal
 
+if TYPE_CHECKING:
+    from factoryd.service.fleet import FleetService
+
 
 class Service:
     def __init__(
@@ -59,6 +62,8 @@ class Service:
         self.metrics.config_loaded(Path(self.path).read_bytes())
         self.journal: Journal | None = None
         self.reconciler: Reconciler | None = None
+        #: Fleet mode (service/fleet.py), only with a `[fleet]` table.
+        self.fleet: FleetService | None = None
         self.metrics_port: int | None = None
         self.web_port: int | None = None
         self._last_watchdog = 0.0
@@ -154,7 +159,8 @@ class Service:
             rec.request_reload(self.load)
             return {"reload": "requested"}
 
-        return {
+        fleet = {"fleet_status": _alone} if self.fleet is None else self.fleet.handlers()
+        return fleet | {
             "state_dump": state_dump,
             "reset": reset,
             "cancel": cancel,
@@ -206,6 +212,10 @@ class Service:
         self.reconciler = Reconciler(self.config, metrics=self.metrics, journal=self.journal)
         rec = self.reconciler
         rec.leader_nofile = runs_nofile
+        if self.config.fleet is not None:
+            from factoryd.service.fleet import FleetService
+
+            self.fleet = FleetService(self.config, rec, self.metrics, self.log)
         self.metrics.add_state_collector(
             StateCollector(
                 lambda: rec.engine,
@@ -238,15 +248,24 @@ class Service:
             self.log.info("control.listening", socket=str(daemon.control_socket))
             tg.start_soon(watch_spool, rec, spool)
             tg.start_soon(self._systemd)
+            if self.fleet is not None:
+                tg.start_soon(self.fleet.run)
+                await self.fleet.wait_ready()
             await rec.run()
             tg.cancel_scope.cancel()
         rec.batch.close()
+        if self.fleet is not None:
+            await self.fleet.stop()
         self.log.info("daemon.stopped")
         self._watch_run_logs(False)
         self.notifier.close()
         if self._state_lock is not None:
             self._state_lock.release()
         return 0
+
+
+async def _alone(_req: dict[str, Any]) -> Any:
+    raise control.ControlError("this daemon runs alone: its config has no [fleet] table")
 
 
 def _name(req: dict[str, Any], key: str) -> str:

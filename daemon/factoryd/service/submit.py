@@ -79,6 +79,10 @@ def _duplicate(
 
 async def submit(rec: Reconciler, request: dict[str, Any], source: str, where: str) -> Accepted:
     """Validate, journal (committed), then hand to the loop. Raises SubmitError."""
+    fleet = rec.fleet
+    if fleet is not None and fleet.submit is not None:  # the fleet's durable queue
+        accepted: Accepted = await fleet.submit(request, source, where)
+        return accepted
     journal = rec.batch.journal
     if journal is None:
         raise SubmitError("submissions need a journal (state_dir)")
