@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -349,11 +350,15 @@ async def test_a_daemon_starting_300_runs_at_once_runs_each_exactly_once(tmp_pat
         text += f'[[tasks]]\nname = "t{i}"\nkind = "oneshot"\nargv = ["true"]\n\n'
     async with running(tmp_path, text) as rec:
         done = (TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.GAVE_UP)
-        await until(
-            lambda: all(rt.phase in done for rt in rec.tasks.values()),
-            timeout=60,
-            what="300 one-shot runs to finish",
-        )
+        try:
+            await until(
+                lambda: all(rt.phase in done for rt in rec.tasks.values()),
+                timeout=120,  # 2 s alone; a deadline, not a wait (once over 60 s in a full run)
+                what="300 one-shot runs to finish",
+            )
+        except AssertionError as exc:  # say where the stragglers stand, to find out why
+            left = Counter(f"{rt.phase}: {rt.reason}" for rt in rec.tasks.values())
+            raise AssertionError(f"{exc}; {len(rec.runs)} runs alive; {dict(left)}") from None
         assert {(rt.runs, rt.last_outcome) for rt in rec.tasks.values()} == {(1, "succeeded")}
         assert rec.spawner.available, rec.spawner.failed
 
