@@ -13,9 +13,10 @@ import time
 import anyio
 from common import Results, Row, cleanup, tmpdir
 from factoryd.proc.capture import RunLog
-from factoryd.proc.process import become_subreaper
+from factoryd.proc.tree import become_subreaper
 from factoryd.run.agents.claude import ClaudeParser
-from factoryd.run.runner import Runner, RunSpec
+from factoryd.run.runner import Runner
+from factoryd.run.runspec import RunSpec
 
 MB = 200
 LINE = '{"type":"assistant","message":{"content":[{"type":"text","text":"' + "x" * 180 + '"}]}}\n'

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 from factoryd.config.loader import load_config
-from factoryd.observe.metrics import StateCollector
+from factoryd.observe.scrape import StateCollector
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.routing.model import RouteRequest, Usage
 from factoryd.service import http

@@ -18,7 +18,7 @@ import anyio
 import psutil
 import pytest
 from factoryd.config.loader import load_config
-from factoryd.proc.process import become_subreaper
+from factoryd.proc.tree import become_subreaper
 from factoryd.reconcile.reconciler import Reconciler
 from proc_kit import processes_with_env
 

@@ -14,7 +14,8 @@ import psutil
 from factoryd.core.outcome import RunResult, StopRequest
 from factoryd.proc.capture import RunLog
 from factoryd.run.agents.base import Parser
-from factoryd.run.runner import Runner, RunSpec
+from factoryd.run.runner import Runner
+from factoryd.run.runspec import RunSpec
 
 PY = sys.executable
 

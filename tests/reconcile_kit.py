@@ -15,8 +15,9 @@ from typing import Any
 from daemon_kit import write_config
 from factoryd.config.loader import load_config
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
-from factoryd.reconcile.reconciler import Clock, Reconciler
-from factoryd.run.runner import RunSpec
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.reconcile.runstate import Clock
+from factoryd.run.runspec import RunSpec
 
 
 class FakeRunner:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import count_events, factoryd, start_daemon, tagged, write_config
-from factoryd.config.loader import ConfigError, parse_config
+from factoryd.config.loader import parse_config
+from factoryd.config.tomltable import ConfigError
 from proc_kit import wait_for
 
 BASE = """\

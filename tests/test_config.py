@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import ROOT, factoryd
-from factoryd.config.loader import ConfigError, load_config, parse_config
+from factoryd.config.loader import load_config, parse_config
+from factoryd.config.tomltable import ConfigError
 
 EXAMPLE = ROOT / "etc" / "factoryd.toml"
 

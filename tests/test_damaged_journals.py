@@ -19,7 +19,8 @@ from daemon_kit import factoryd
 from factoryd.state import journal as j
 from factoryd.state import salvage
 from factoryd.state.integrity import marker_for
-from factoryd.state.journal import Journal, JournalError
+from factoryd.state.journal import Journal
+from factoryd.state.schema import JournalError
 
 ROWS = 600
 

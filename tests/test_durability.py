@@ -35,7 +35,8 @@ from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover
 from factoryd.service.control import call
 from factoryd.state import journal as j
-from factoryd.state.journal import Journal, JournalError
+from factoryd.state.journal import Journal
+from factoryd.state.schema import JournalError
 from proc_kit import wait_for
 
 QUIET = "import time; print('up', flush=True); time.sleep(600)"

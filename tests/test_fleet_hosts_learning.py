@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from factoryd.config.fleet import FleetSettings
 from factoryd.routing.ledger import PoolLedger, Reservation
 from factoryd.routing.model import RejectReason
 from factoryd.routing.quality import QualityTracker
@@ -12,7 +13,6 @@ from factoryd.state.fleet.learning import ArmOutcome, SharedLearning, as_quality
 from factoryd.state.fleet.ledger import SharedLedger
 from factoryd.state.fleet.mirror import FLEET_HOLD, mirror_into
 from factoryd.state.fleet.queue import DurableQueue
-from factoryd.state.fleet.settings import FleetSettings
 from factoryd.state.fleet.store import FleetStore
 from fleet_kit import pool, shift_clock
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from daemon_kit import factoryd
 from factoryd.config.files import MAX_CONFIG_BYTES
-from factoryd.config.loader import ConfigError, load_config, parse_config
+from factoryd.config.loader import load_config, parse_config
 from factoryd.config.submission import SubmitError, build_spec
+from factoryd.config.tomltable import ConfigError
 
 GOOD = """\
 [daemon]

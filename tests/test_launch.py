@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from daemon_kit import header, running, task, until, write_config
-from factoryd.config.loader import Config, load_config
+from factoryd.config.loader import load_config
+from factoryd.config.model import Config
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.run import launch
 from factoryd.run.dirs import make_ahead

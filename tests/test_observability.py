@@ -322,7 +322,8 @@ def test_label_cardinality_is_constant_while_a_thousand_runs_come_and_go(tmp_pat
 
 def test_healthz_turns_503_when_the_loop_stops_passing(tmp_path: Path) -> None:
     from factoryd.config.loader import load_config
-    from factoryd.reconcile.reconciler import Clock, Reconciler
+    from factoryd.reconcile.reconciler import Reconciler
+    from factoryd.reconcile.runstate import Clock
 
     now = [1000.0]
     rec = Reconciler(

@@ -15,7 +15,8 @@ from pathlib import Path
 from daemon_kit import events, factoryd, header, start_daemon, task, write_config
 from factoryd.config.loader import load_config
 from factoryd.observe.scrape import StateCollector
-from factoryd.reconcile.reconciler import Clock, Reconciler
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.reconcile.runstate import Clock
 from factoryd.routing.engine import RoutingEngine
 from factoryd.service.status import build_status
 from proc_kit import spec, wait_for

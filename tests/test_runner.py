@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from factoryd.core.outcome import Outcome, StopRequest
-from factoryd.proc.process import become_subreaper
+from factoryd.proc.tree import become_subreaper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from proc_kit import processes_with_marker, py, run_to_end, spec, wait_for

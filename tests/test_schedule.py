@@ -12,7 +12,7 @@ from daemon_kit import header, running, task, until
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.core.schedule import catch_up, next_fire
 from factoryd.core.taskspec import MissedPolicy
-from factoryd.reconcile.reconciler import Clock
+from factoryd.reconcile.runstate import Clock
 
 
 def ts(*parts: int) -> float:
@@ -76,7 +76,7 @@ async def test_capacity_refused_fire_is_queued_then_run(tmp_path: Path) -> None:
     )
     from daemon_kit import write_config
     from factoryd.config.loader import load_config
-    from factoryd.proc.process import become_subreaper
+    from factoryd.proc.tree import become_subreaper
     from factoryd.reconcile.reconciler import Reconciler
 
     become_subreaper()

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from factoryd.cli import main
-from factoryd.config.loader import Config, load_config
+from factoryd.config.loader import load_config
+from factoryd.config.model import Config
 from factoryd.core.lesson import lesson
 from factoryd.core.outcome import Outcome
 from factoryd.routing.engine import RoutingEngine

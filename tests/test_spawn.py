@@ -22,9 +22,9 @@ import pytest
 from daemon_kit import header, running, until
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.proc import process, spawner
-from factoryd.proc.process import become_subreaper
 from factoryd.proc.spawner import Spawner
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.proc.tree import become_subreaper
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from daemon_kit import write_config
 from factoryd.config.loader import load_config
 from factoryd.core.lifecycle import TaskPhase
-from factoryd.reconcile.reconciler import Clock, Reconciler
+from factoryd.reconcile.reconciler import Reconciler
+from factoryd.reconcile.runstate import Clock
 from factoryd.service.status import build_status, render_status
 
 T = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from factoryd import __version__
-from factoryd.config.loader import Config, ConfigError, load_config, parse_task_override
+from factoryd.config.loader import load_config, parse_task_override
+from factoryd.config.model import Config
+from factoryd.config.tomltable import ConfigError
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
 from factoryd.service import verbs
@@ -48,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from factoryd.observe import logs
     from factoryd.service.daemon import Service
-    from factoryd.state.journal import JournalError
+    from factoryd.state.schema import JournalError
 
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     service = Service(config, state_lock=held)
@@ -145,7 +147,7 @@ def _journal_path(args: argparse.Namespace) -> Path:
 
 def cmd_journal_check(args: argparse.Namespace) -> int:
     from factoryd.state import salvage
-    from factoryd.state.journal import JournalError
+    from factoryd.state.schema import JournalError
 
     try:
         report = salvage.check(_journal_path(args))
@@ -157,7 +159,7 @@ def cmd_journal_check(args: argparse.Namespace) -> int:
 
 def cmd_journal_recover(args: argparse.Namespace) -> int:
     from factoryd.state import salvage
-    from factoryd.state.journal import JournalError
+    from factoryd.state.schema import JournalError
 
     try:
         report = salvage.recover(_journal_path(args))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from factoryd.config.loader import Config, ConfigError, parse_task_override
+from factoryd.config.loader import parse_task_override
+from factoryd.config.model import Config
+from factoryd.config.tomltable import ConfigError
 from factoryd.core.taskspec import TaskSpec
 
 REQUEST_KEYS = {"template", "set", "spec", "idempotency_key", "name"}

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from structlog.typing import FilteringBoundLogger
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.routing.engine import RoutingEngine
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.core.taskspec import TaskKind
 from factoryd.reconcile.runstate import ActiveRun, TaskState

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import anyio
 from structlog.typing import FilteringBoundLogger
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.outcome import Outcome, RunResult
 from factoryd.reconcile.runstate import TaskState
 from factoryd.reconcile.settle import judge

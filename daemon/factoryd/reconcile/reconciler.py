@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.lifecycle import TaskPhase
 from factoryd.core.outcome import Outcome
 from factoryd.observe.logs import get_logger

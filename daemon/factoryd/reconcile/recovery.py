@@ -33,7 +33,7 @@ from factoryd.routing.decision import Decision
 from factoryd.routing.ledger import Reservation
 from factoryd.routing.snapshot import SnapshotError, load_state, read_reservation, restore_pool
 from factoryd.run.launch import adopted_run_spec
-from factoryd.run.runner import Adoption
+from factoryd.run.runspec import Adoption
 from factoryd.state import journal as j
 from factoryd.state.batch import spec_digest
 from factoryd.units.timefmt import iso

@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 from structlog.typing import FilteringBoundLogger
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.lifecycle import TaskPhase, exclusions_after
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.observe.metrics import Metrics
@@ -45,7 +45,7 @@ from factoryd.routing.decision import Decision
 from factoryd.routing.engine import RoutingEngine
 from factoryd.run.dirs import MadeDirs
 from factoryd.run.launch import LaunchError, build_run, new_run_id, remove_run_dir
-from factoryd.run.runner import Adoption, Gate, RunSpec
+from factoryd.run.runspec import Adoption, Gate, RunSpec
 from factoryd.state.batch import JournalBatch
 from factoryd.units.timefmt import iso as _iso
 

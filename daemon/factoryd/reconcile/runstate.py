@@ -24,7 +24,7 @@ from factoryd.core.taskspec import TaskSpec
 from factoryd.observe.logs import get_logger
 from factoryd.proc.spawner import Spawner
 from factoryd.routing.decision import Decision
-from factoryd.run.runner import Adoption, Gate, RunSpec, StartedCallback
+from factoryd.run.runspec import Adoption, Gate, RunSpec, StartedCallback
 from factoryd.run.workspace_plan import WorkspacePlan
 
 

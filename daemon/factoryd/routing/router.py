@@ -35,9 +35,9 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
-from factoryd.routing.decision import Candidate, Decision, Ranked, Rejection
+from factoryd.routing.decision import Candidate, Decision, Ranked
 from factoryd.routing.ledger import PoolLedger, Refusal
-from factoryd.routing.model import ArmSpec, RejectReason, RouteRequest
+from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
 from factoryd.routing.quality import QualityTracker
 from factoryd.routing.quotes import PoolQuotes
 from factoryd.routing.scoring import STRATEGIES, RoutingPolicy

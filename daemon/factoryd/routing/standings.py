@@ -16,8 +16,9 @@ import math
 from collections.abc import Callable, Mapping
 
 from factoryd.routing.armview import ArmView
-from factoryd.routing.decision import Ranked, Rejection
+from factoryd.routing.decision import Ranked
 from factoryd.routing.ledger import Refusal
+from factoryd.routing.model import Rejection
 from factoryd.routing.quotes import PoolQuote
 from factoryd.routing.versions import ArmVersions
 

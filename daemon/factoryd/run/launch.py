@@ -20,18 +20,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from factoryd.config.loader import ArmLaunch, Config
+from factoryd.config.model import ArmLaunch, Config
 from factoryd.core.taskspec import TaskSpec
 from factoryd.observe.logs import REDACTOR
 from factoryd.proc.capture import RunLog
-from factoryd.proc.process import RUN_ID_ENV, STATE_DIR_ENV
+from factoryd.proc.process import STATE_DIR_ENV
 from factoryd.proc.spawnlog import SpawnLog
+from factoryd.proc.tree import RUN_ID_ENV
 from factoryd.routing.model import ArmSpec
 from factoryd.run.agents.base import LaunchContext
 from factoryd.run.agents.registry import adapter_for
 from factoryd.run.dirs import MadeDirs
 from factoryd.run.promptfile import PromptFileError, read_prompt_file
-from factoryd.run.runner import RunSpec
+from factoryd.run.runspec import RunSpec
 from factoryd.run.workspace_plan import WorkspaceError, WorkspacePlan
 from factoryd.run.workspace_plan import plan as plan_workspace
 

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from prometheus_client import Counter
 
-from factoryd.config.loader import Config, load_config
+from factoryd.config.loader import load_config
+from factoryd.config.model import Config
 from factoryd.config.submission import SubmitError
 from factoryd.observe.logs import get_logger
-from factoryd.observe.metrics import StateCollector
+from factoryd.observe.scrape import StateCollector
 from factoryd.proc import capture
 from factoryd.proc.fdlimit import raise_soft_limit
-from factoryd.proc.process import become_subreaper
+from factoryd.proc.tree import become_subreaper
 from factoryd.reconcile.operator import restore_holds
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.reconcile.recovery import recover

@@ -32,7 +32,7 @@ from prometheus_client import Gauge
 from structlog.typing import FilteringBoundLogger
 
 from factoryd import __version__
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.observe.metrics import Metrics
 from factoryd.reconcile.fleet import FleetLink
 from factoryd.reconcile.reconciler import Reconciler

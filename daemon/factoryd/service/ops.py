@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from factoryd.config.loader import Config, ConfigError, load_config
+from factoryd.config.loader import load_config
+from factoryd.config.model import Config
 from factoryd.config.submission import SubmitError, build_spec
+from factoryd.config.tomltable import ConfigError
 from factoryd.core.lifecycle import TERMINAL
 from factoryd.reconcile import operator
 from factoryd.service import control

@@ -19,7 +19,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.service import lock
 from factoryd.service.lock import StateLock
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 
 
 class _Named(Protocol):

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
-from factoryd.config.loader import ConfigError, load_config
+from factoryd.config.loader import load_config
+from factoryd.config.tomltable import ConfigError
 from factoryd.service import logtail
 from factoryd.service.control import ControlError, call
 from factoryd.service.reloaddiff import render_diff

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.lesson import lesson
 from factoryd.core.lifecycle import RestartBook, TaskPhase, exclusions_after, verdict_after_run
 from factoryd.core.outcome import Outcome

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.routing.decision import Decision
 from factoryd.routing.engine import RoutingEngine, settings_from_config
 from factoryd.routing.model import ArmSpec, RouteRequest, charge_actual

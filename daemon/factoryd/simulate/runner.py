@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.simulate.loop import Simulation, Tally
 from factoryd.simulate.policies import ORACLE, make_policy, policy_names
 from factoryd.simulate.scenario import Scenario

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.config.tomltable import ConfigError, Problem, Table, describe
 from factoryd.core.schedule import next_fire
 from factoryd.units.durations import DurationError, Period, parse_period

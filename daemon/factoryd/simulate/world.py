@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from factoryd.config.loader import Config
+from factoryd.config.model import Config
 from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome
 from factoryd.core.schedule import next_fire

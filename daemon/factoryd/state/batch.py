@@ -26,7 +26,7 @@ from factoryd.core.taskspec import TaskSpec
 from factoryd.proc.spawnlog import SpawnLog
 from factoryd.routing.ledger import PoolLedger, Reservation
 from factoryd.routing.snapshot import reservation_record
-from factoryd.run.runner import Gate
+from factoryd.run.runspec import Gate
 from factoryd.state import journal as j
 
 #: Telemetry and quality are soft state: written at most this often.

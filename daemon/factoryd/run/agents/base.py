@@ -16,7 +16,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from factoryd.config.loader import ArmLaunch
+from factoryd.config.model import ArmLaunch
 from factoryd.core.events import (
     Activity,
     AgentEvent,

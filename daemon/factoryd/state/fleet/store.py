@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from factoryd.config.fleet import FleetSettings
 from factoryd.state.fleet.allowance import OutageAllowance
 from factoryd.state.fleet.db import Conn, Database
 from factoryd.state.fleet.dsn import resolve_dsn
@@ -28,7 +29,6 @@ from factoryd.state.fleet.once import FleetOnce
 from factoryd.state.fleet.outbox import SettlementOutbox
 from factoryd.state.fleet.queue import DurableQueue, QueueWaiter
 from factoryd.state.fleet.schema import migrate
-from factoryd.state.fleet.settings import FleetSettings
 
 
 class FleetStore:
