@@ -21,7 +21,7 @@ from factoryd.config.arms import read_arm, read_pool
 from factoryd.config.context import LoadContext, declared
 from factoryd.config.files import MAX_CONFIG_BYTES, read_regular_file
 from factoryd.config.fleet import FleetSettingsError, parse_fleet
-from factoryd.config.model import ArmLaunch, Config, DaemonSettings
+from factoryd.config.model import Config
 from factoryd.config.settings import read_daemon, read_routing
 from factoryd.config.tasks import read_task
 from factoryd.config.tomltable import ConfigError, Problem, Table
@@ -155,13 +155,4 @@ def parse_task_override(
     return spec
 
 
-__all__ = [
-    "ArmLaunch",
-    "Config",
-    "ConfigError",
-    "DaemonSettings",
-    "Problem",
-    "load_config",
-    "parse_config",
-    "parse_task_override",
-]
+__all__ = ["load_config", "parse_config", "parse_task_override"]

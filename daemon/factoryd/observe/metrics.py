@@ -33,7 +33,6 @@ from factoryd import __version__
 from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome, RunResult
 from factoryd.observe.exposition import Renderer
-from factoryd.observe.scrape import StateCollector
 from factoryd.routing.decision import Decision
 from factoryd.routing.model import Usage
 
@@ -320,11 +319,4 @@ class Metrics:
         self.registry.register(collector)
 
 
-__all__ = [
-    "DECISION_BUCKETS",
-    "DURATION_BUCKETS",
-    "PASS_BUCKETS",
-    "PASS_REASONS",
-    "Metrics",
-    "StateCollector",
-]
+__all__ = ["DECISION_BUCKETS", "DURATION_BUCKETS", "PASS_BUCKETS", "PASS_REASONS", "Metrics"]

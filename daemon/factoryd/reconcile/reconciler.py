@@ -59,7 +59,7 @@ from factoryd.state import journal as j
 from factoryd.state.batch import JournalBatch
 from factoryd.state.journal import Journal
 
-__all__ = ["Clock", "Reconciler"]
+__all__ = ["Reconciler"]
 
 #: How long start-up waits for the config's kept task directories (seconds).
 DIRS_AHEAD_WAIT = 2.0

@@ -189,4 +189,4 @@ class Decision:
         return "\n".join(lines)
 
 
-__all__ = ["RATIONALE_RUNNERS_UP", "Candidate", "Decision", "Ranked", "Rejection"]
+__all__ = ["RATIONALE_RUNNERS_UP", "Candidate", "Decision", "Ranked"]

@@ -35,7 +35,7 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
-from factoryd.routing.decision import Candidate, Decision, Ranked
+from factoryd.routing.decision import Decision, Ranked
 from factoryd.routing.ledger import PoolLedger, Refusal
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
 from factoryd.routing.quality import QualityTracker
@@ -44,7 +44,7 @@ from factoryd.routing.scoring import STRATEGIES, RoutingPolicy
 from factoryd.routing.standings import Standing, Standings
 from factoryd.routing.telemetry import TelemetryBook
 
-__all__ = ["Candidate", "Decision", "Rejection", "Router"]
+__all__ = ["Router"]
 
 #: Request shapes whose standings are kept; beyond this the cache starts over.
 MAX_SHAPES = 1024

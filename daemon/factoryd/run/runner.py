@@ -28,7 +28,6 @@ from factoryd.proc.capture import PipeReader
 from factoryd.proc.spawner import Spawner
 from factoryd.run import teardown
 from factoryd.run.runspec import Adoption, EventCallback, Gate, RunSpec, StartedCallback
-from factoryd.run.teardown import LEFTOVER_GRACE
 
 #: How long to wait for pipes to close once every process is gone.
 DRAIN_TIMEOUT = 2.0
@@ -346,13 +345,4 @@ def _status(code: int | None) -> str:
     return "no exit status" if code is None else process.describe_status(code)
 
 
-__all__ = [
-    "DRAIN_TIMEOUT",
-    "LEFTOVER_GRACE",
-    "Adoption",
-    "EventCallback",
-    "Gate",
-    "RunSpec",
-    "Runner",
-    "StartedCallback",
-]
+__all__ = ["DRAIN_TIMEOUT", "Runner"]
