@@ -43,6 +43,10 @@ def _numbers(directory: Path) -> list[int]:
     return [int(line.split()[1]) for line in text.splitlines() if line.startswith("n ")]
 
 
+def _lines_in(logs: Path) -> int:
+    return sum(len(_numbers(logs / f"w{i:02}")) for i in range(WRITERS))
+
+
 def test_no_line_is_lost_when_the_daemon_is_killed_at_any_moment(tmp_path: Path) -> None:
     rng = random.Random(20261202)
     tag = uuid.uuid4().hex
@@ -76,7 +80,14 @@ def test_no_line_is_lost_when_the_daemon_is_killed_at_any_moment(tmp_path: Path)
     final = start_daemon(config, final_log)
     try:
         wait_for(lambda: count_events(final_log, "control.listening") == 1, timeout=30, what="up")
-        time.sleep(0.3)
+        # The final daemon must have captured output of its own before it stops: the
+        # writers' logs grow past what they held when it started.
+        held = _lines_in(tmp_path / "logs")
+        wait_for(
+            lambda: _lines_in(tmp_path / "logs") > held + WRITERS * 50,
+            timeout=30,
+            what="output captured by the final daemon",
+        )
         final.send_signal(signal.SIGTERM)
         assert final.wait(timeout=30) == 0
     finally:
