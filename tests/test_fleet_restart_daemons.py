@@ -1,4 +1,4 @@
-"""PostgreSQL restarted under three busy daemons, no outage allowance: nothing overspent, nothing lost.
+"""PostgreSQL restarted under three busy daemons, no allowance: no overspend, nothing lost.
 
 Three real daemons share a runs pool of 40. Each runs one long task (it
 ends when the test says so) and a service that churns one-second runs on
@@ -85,9 +85,7 @@ def test_a_postgres_restart_mid_run_overspends_nothing_and_loses_no_settlement(
         pg.stop("immediate")
         down = True
         for host in hosts:
-            wait_for(
-                lambda h=host: h.metric("factoryd_fleet_connected") == 0.0, 15, "disconnected"
-            )
+            wait_for(lambda h=host: h.metric("factoryd_fleet_connected") == 0.0, 15, "disconnected")
             wait_for(
                 lambda h=host: any("unreachable" in e["rationale"] for e in h.events("route.none")),
                 15,
