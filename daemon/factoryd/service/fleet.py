@@ -16,8 +16,10 @@ the fleet's storage (state/fleet/) and the reconciler's hooks
 * the `fleet_status` control operation behind `factoryd fleet status`;
 * the durable queue's claimer and renewals (service/fleetqueue.py).
 
-Every database call runs in a worker thread, never on the loop's thread,
-except the reconciler's own short reserve and settle transactions.
+Every database call runs in a worker thread, never on the loop's thread:
+the reconciler's reserves and settlements through its worker
+(reconcile/fleetwork.py, started here), the heartbeat, claims and status
+in anyio's threads.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ PRUNE_EVERY = 3600.0
 SETTLEMENTS_KEPT = 7 * 86400.0
 #: How long the first pass waits for the database at start-up (seconds).
 START_WAIT = 5.0
+#: How long shutdown gives queued settlements to reach the database (then: the outbox).
+DRAIN_WAIT = 5.0
 
 
 class FleetService:
@@ -89,6 +93,8 @@ class FleetService:
         self.link.attach(rec.engine)
         rec.fleet = self.link
         rec.on_pass.append(lambda: self.link.after_pass(rec.clock.mono()))
+        self.link.on_answer = self._answered
+        rec.book.asking = self.link.asking
         self.queue = QueueService(rec, self.store, self.link, self.logger)
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
@@ -109,10 +115,22 @@ class FleetService:
         else:
             self.logger.warning("fleet.disconnected", database=self.store.db.where, reason=reason)
 
+    def _answered(self, task: str) -> None:
+        """A shared reservation's answer is back (on the loop): the task may start now."""
+        rt = self.rec.tasks.get(task)
+        if rt is not None:
+            rt.retry_at = None
+        self.rec.wake("fleet")
+
     # -- background ------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect (retrying), then heartbeat until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.link.work.serve)
+            await self._run()
+
+    async def _run(self) -> None:
         delay = 0.5
         while not self.link.ready:
             try:
@@ -143,7 +161,10 @@ class FleetService:
                 self.outbox_pending.set(len(self.store.outbox))
                 self.claims.set(len(self.queue.book.held))
                 spent = time.monotonic() - started
-                await anyio.sleep(max(0.0, self.settings.heartbeat - spent))
+                # While the database is away, look again every second (its own
+                # backoff spaces the real attempts), so the gate reopens soon after.
+                every = self.settings.heartbeat if self.store.db.connected else 1.0
+                await anyio.sleep(max(0.0, min(every, self.settings.heartbeat) - spent))
 
     async def wait_ready(self, timeout: float = START_WAIT) -> None:
         """Start-up gives the database a moment before the first pass, so the
@@ -223,7 +244,9 @@ class FleetService:
         return {"fleet_status": fleet_status}
 
     async def stop(self) -> None:
-        """The loop ended: settle the queue's side, then disconnect."""
+        """The loop ended: run the settlements still queued (or keep them in the
+        outbox), settle the queue's side, then disconnect."""
+        await self.link.work.drain(DRAIN_WAIT)
         if self.link.ready:
             await self.queue.shutdown()
         self.store.close()
