@@ -122,55 +122,78 @@ def _started(host: Host, task: str) -> list[dict[str, Any]]:
     return [e for e in host.events("run.started") if e.get("task") == task]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet database calls run on the event loop: a settlement or reserve in flight "
-    "when the link goes silent holds the loop for the 10 s io_timeout, so the lease lapse "
-    "is seen ~10 s after the cut while another host took the item over at ~3 s",
-)
-def test_a_cut_off_daemon_gives_its_claim_up_and_the_item_never_runs_twice(
-    linked: tuple[PgServer, Link], tmp_path: Path
-) -> None:
+def _fleet(
+    linked: tuple[PgServer, Link], tmp_path: Path, tag: str, churn: bool, **c_daemon: object
+) -> tuple[str, list[Host]]:
+    """Hosts a and b on the server's socket, c in the namespace over the veth."""
     pg, link = linked
     dsn = pg.fresh_db()
-    tag = uuid.uuid4().hex
     fleet = {"lease": f"{LEASE}s"}
     a, b = (Host(n, tmp_path / n, dsn, _body(tag, False), fleet=fleet) for n in ("a", "b"))
     c = NetnsHost(
-        "c", tmp_path / "c", tcp_dsn(dsn, pg, link), _body(tag, True), fleet=fleet,
-        daemon={"max_concurrent": 4}, link=link,
+        "c", tmp_path / "c", tcp_dsn(dsn, pg, link), _body(tag, churn), fleet=fleet,
+        daemon={"max_concurrent": 4, **c_daemon}, link=link,
     )  # fmt: skip
-    hosts = [a, b, c]
+    return dsn, [a, b, c]
+
+
+def _claimed_by_c(dsn: str, hosts: list[Host]) -> str:
+    """Start c alone, so that c is the host that claims the item; then a and b."""
+    a, b, c = hosts
+    c.start()
+    wait_for(lambda: c.events("fleet.ready"), 30, "host c ready over the veth")
+    done = c.cli("submit", "--template", "work")
+    assert done.returncode == 0, done.stderr
+    sub_id = done.stdout.strip()
+    wait_for(lambda: _started(c, sub_id), 30, "host c running the item")
+    a.start()
+    b.start()
+    wait_for(lambda: a.events("fleet.ready") and b.events("fleet.ready"), 30, "a and b ready")
+    assert _item(dsn) == ("claimed", 1, "c")
+    return sub_id
+
+
+def _handover(hosts: list[Host], sub_id: str, cut_at: float) -> None:
+    """c's run of the item ended before another host's began, and within the lease."""
+    a, b, c = hosts
+    moved = wait_for(lambda: _started(a, sub_id) + _started(b, sub_id), LEASE + 15, "a takeover")
+    ended = wait_for(
+        lambda: [e for e in c.events("run.finished") if e.get("task") == sub_id],
+        30,
+        "c's run of the item ending",
+    )
+    overlap = when(ended[0]) - when(moved[0])
+    assert overlap <= 0, f"two live runs for {overlap:.2f}s: c's still ran"
+    lost = c.events("fleet.claim_lost")
+    assert when(lost[0]) - cut_at <= LEASE, "c held its claim past the lease"
+    taken = [e for h in (a, b) for e in h.events("fleet.claim_taken_over")]
+    assert [(e["id"], e["attempt"], e["lost_by"]) for e in taken] == [(sub_id, 2, "c")]
+
+
+def _clean_up(hosts: list[Host], link: Link, tag: str) -> None:
+    with contextlib.suppress(Exception):
+        link.mend()
+    for host in hosts:
+        host.stop()
+    for proc in tagged(tag):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def test_a_cut_off_daemon_gives_its_claim_up_and_the_item_never_runs_twice(
+    linked: tuple[PgServer, Link], tmp_path: Path
+) -> None:
+    link = linked[1]
+    tag = uuid.uuid4().hex
+    dsn, hosts = _fleet(linked, tmp_path, tag, churn=True)
+    c = hosts[2]
     try:
-        # c alone first, so that c is the host that claims the item.
-        c.start()
-        wait_for(lambda: c.events("fleet.ready"), 30, "host c ready over the veth")
-        done = c.cli("submit", "--template", "work")
-        assert done.returncode == 0, done.stderr
-        sub_id = done.stdout.strip()
-        wait_for(lambda: _started(c, sub_id), 30, "host c running the item")
-        a.start()
-        b.start()
-        wait_for(lambda: a.events("fleet.ready") and b.events("fleet.ready"), 30, "a and b ready")
+        sub_id = _claimed_by_c(dsn, hosts)
         wait_for(lambda: len(_started(c, "churn")) >= 3, 30, "host c churning on the pool")
-        assert _item(dsn) == ("claimed", 1, "c")
         with Census(tag) as census:
             link.cut()
             cut_at = time.time()
-            moved = wait_for(
-                lambda: _started(a, sub_id) + _started(b, sub_id), LEASE + 15, "a takeover"
-            )
-            ended = wait_for(
-                lambda: [e for e in c.events("run.finished") if e.get("task") == sub_id],
-                30,
-                "c's run of the item ending",
-            )
-            overlap = when(ended[0]) - when(moved[0])
-            assert overlap <= 0, f"two live runs for {overlap:.2f}s: c's still ran"
-            lost = c.events("fleet.claim_lost")
-            assert when(lost[0]) - cut_at <= LEASE, "c held its claim past the lease"
-            taken = [e for h in (a, b) for e in h.events("fleet.claim_taken_over")]
-            assert [(e["id"], e["attempt"], e["lost_by"]) for e in taken] == [(sub_id, 2, "c")]
+            _handover(hosts, sub_id, cut_at)
             # No shared work starts on c once the lease has passed since the cut.
             wait_for(lambda: c.events("fleet.disconnected"), 30, "c noticing the cut")
             time.sleep(LEASE)  # a lease more of the cut, to see that nothing starts
@@ -191,10 +214,22 @@ def test_a_cut_off_daemon_gives_its_claim_up_and_the_item_never_runs_twice(
         assert _item(dsn)[:2] == ("claimed", 2) and _item(dsn)[2] in ("a", "b")
         assert len(_started(c, sub_id)) == 1  # c never ran it again
     finally:
-        with contextlib.suppress(Exception):
-            link.mend()
-        for host in hosts:
-            host.stop()
-        for proc in tagged(tag):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        _clean_up(hosts, link, tag)
+
+
+def test_a_quiet_cut_off_daemon_notices_its_lapsed_lease_in_time(
+    linked: tuple[PgServer, Link], tmp_path: Path
+) -> None:
+    """The same cut on a host with nothing else to do and the default 5 s loop_interval:
+    nothing but the lease deadline itself can wake its loop in time."""
+    link = linked[1]
+    tag = uuid.uuid4().hex
+    dsn, hosts = _fleet(linked, tmp_path, tag, churn=False, loop_interval="5s")
+    try:
+        sub_id = _claimed_by_c(dsn, hosts)
+        with Census(tag) as census:
+            link.cut()
+            _handover(hosts, sub_id, time.time())
+        assert census.most == 1, f"{census.most} live runs of {sub_id} at once"
+    finally:
+        _clean_up(hosts, link, tag)
