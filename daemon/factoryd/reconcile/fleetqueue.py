@@ -94,6 +94,10 @@ class QueueBook:
     def pairs(self) -> list[tuple[int, int]]:
         return self.keeper.pairs()
 
+    def next_deadline(self) -> float | None:
+        """When (monotonic) the soonest held lease may lapse: the loop must pass then."""
+        return self.keeper.next_deadline()
+
     def confirmed(self, sent: list[tuple[int, int]], ours: set[int], sent_at: float) -> None:
         """A renewal of `sent` came back with `ours` still this host's."""
         for item, attempt in sent:
