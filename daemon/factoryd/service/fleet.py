@@ -166,6 +166,11 @@ class FleetService:
                 every = self.settings.heartbeat if self.store.db.connected else 1.0
                 await anyio.sleep(max(0.0, min(every, self.settings.heartbeat) - spent))
 
+    async def readopt(self) -> int:
+        """Before recovery: keep the previous daemon's claims the queue still gives
+        this host (service/fleetqueue.py); returns how many."""
+        return await self.queue.readopt(START_WAIT)
+
     async def wait_ready(self, timeout: float = START_WAIT) -> None:
         """Start-up gives the database a moment before the first pass, so the
         config's tasks do not all block on "not connected yet" for nothing."""

@@ -156,10 +156,39 @@ class QueueService:
                 accepted=done,
             )  # fmt: skip
 
+    async def readopt(self, wait: float) -> int:
+        """Before recovery: the claims the previous daemon on this host held and
+        that the queue still gives this host (renewed with their attempt, the
+        fencing token) become tasks again, so recovery adopts their live runs
+        (or lets the task's policy judge a run that died). A claim the queue
+        no longer confirms is left out: its run is stopped as an orphan."""
+        sent = time.monotonic()
+
+        def held() -> tuple[list[Claim], set[int]]:
+            mine = self.store.queue.mine()
+            return mine, self.store.queue.renew([(c.item, c.attempt) for c in mine])
+
+        claims: list[Claim] = []
+        ours: set[int] = set()
+        with anyio.move_on_after(wait):
+            try:
+                claims, ours = await anyio.to_thread.run_sync(held, abandon_on_cancel=True)
+            except TROUBLE as exc:
+                self.logger.warning("fleet.readopt_failed", error=" ".join(str(exc).split())[:200])
+        kept = 0
+        for claim in claims:
+            if claim.item in ours:
+                self.book.take(claim, sent)
+                kept += 1
+        if claims:
+            self.logger.info("fleet.claims_kept", kept=kept, lost=len(claims) - kept)
+        return kept
+
     def stop_orphans(self) -> None:
         """After a restart: runs adopted from the previous daemon whose task came
-        from the queue are no longer this host's (its claims lapse or are taken):
-        stop them, so the item runs once, wherever it is claimed next."""
+        from the queue and whose claim `readopt` could not confirm are no longer
+        this host's (the claim lapsed and was taken, or may be): stop them, so
+        the item runs once, wherever it is claimed next."""
         for run in list(self.rec.runs.values()):
             if self.rec.tasks.get(run.task) is None:
                 self.rec.book.stop(
