@@ -24,6 +24,7 @@ in anyio's threads.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -37,6 +38,7 @@ from factoryd import __version__
 from factoryd.config.model import Config
 from factoryd.observe.metrics import Metrics
 from factoryd.reconcile.fleet import FleetLink
+from factoryd.reconcile.fleetonce import OnceBook
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.service import control
 from factoryd.service.fleetqueue import QueueService
@@ -96,6 +98,9 @@ class FleetService:
         self.link.on_answer = self._answered
         rec.book.asking = self.link.asking
         self.queue = QueueService(rec, self.store, self.link, self.logger)
+        self.once = OnceBook(rec, self.link, self.logger)
+        rec.book.admit = self.once.admit
+        rec.on_pass.append(lambda: self.once.each_pass(rec.clock.mono()))
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None
@@ -151,6 +156,7 @@ class FleetService:
                 started = time.monotonic()
                 try:
                     await self.queue.renew()
+                    await self._hold_services()
                     await anyio.to_thread.run_sync(self._chores)
                     learned = await anyio.to_thread.run_sync(self.learned)
                     await self.rec.run_in_loop(partial(self._adopt_learning, learned))
@@ -165,6 +171,16 @@ class FleetService:
                 # backoff spaces the real attempts), so the gate reopens soon after.
                 every = self.settings.heartbeat if self.store.db.connected else 1.0
                 await anyio.sleep(max(0.0, min(every, self.settings.heartbeat) - spent))
+
+    async def _hold_services(self) -> None:
+        """Take or renew this host's hold on each fleet-wide service (`fleet = "once"`)."""
+        asks = self.once.hold_requests()
+        if not asks:
+            return
+        sent = time.monotonic()
+        hold = self.store.once.hold
+        answers = await anyio.to_thread.run_sync(lambda: {t: hold(t, a) for t, a in asks})
+        await self.rec.run_in_loop(partial(self.once.holds_answered, answers, sent))
 
     async def readopt(self) -> int:
         """Before recovery: keep the previous daemon's claims the queue still gives
@@ -253,6 +269,9 @@ class FleetService:
         outbox), settle the queue's side, then disconnect."""
         await self.link.work.drain(DRAIN_WAIT)
         if self.link.ready:
+            for task, attempt in self.once.releases():  # another host takes it at once
+                with contextlib.suppress(FleetError, psycopg.Error):
+                    await anyio.to_thread.run_sync(self.store.once.let_go, task, attempt)
             await self.queue.shutdown()
         self.store.close()
 
