@@ -116,6 +116,9 @@ class OnceBook:
             return self.link.store.once.claim_fire(task, due)
         except (*TROUBLE, FleetError):
             return None
+        except Exception as exc:  # asked again later, never waited on forever
+            self.logger.error("fleet.fire_claim_failed", task=task, error=type(exc).__name__)
+            return None
 
     def _fire_answer(self, task: str, due: float, won: bool | None) -> None:
         if self.fires.get(task) != (due, None):

@@ -7,10 +7,13 @@ the fleet's storage (state/fleet/) and the reconciler's hooks
 * connecting: the schema is created or migrated and the host registered,
   retried with backoff while the database is unreachable (the daemon runs
   meanwhile; shared pools take no new reservation until it is in);
-* every heartbeat (a third of the lease): the host's heartbeat, the pools'
-  specs when the config changed, the outbox replayed when it holds
-  settlements made during an outage, and the shared learning read back
-  into the router's quality;
+* every heartbeat (a third of the lease; every second while the database
+  is away): the host's heartbeat, the holds on fleet-wide services
+  (reconcile/fleetonce.py), the pools' specs when the config changed, the
+  outbox replayed when it holds settlements made during an outage, and the
+  shared learning read back into the router's quality;
+* before recovery, the claims this host's previous daemon held and the
+  queue still gives it are kept, so their runs are adopted (`readopt`);
 * `factoryd_fleet_connected` (1/0), `factoryd_fleet_outbox_pending`, and one
   `fleet.connected` / `fleet.disconnected` log event per transition;
 * the `fleet_status` control operation behind `factoryd fleet status`;
@@ -139,7 +142,7 @@ class FleetService:
         delay = 0.5
         while not self.link.ready:
             try:
-                await anyio.to_thread.run_sync(self._open)
+                await self.queue.in_thread(self._open)
             except FleetUnavailable:
                 pass
             except (FleetError, psycopg.Error) as exc:  # a schema too new: an operator must act
@@ -157,8 +160,8 @@ class FleetService:
                 try:
                     await self.queue.renew()
                     await self._hold_services()
-                    await anyio.to_thread.run_sync(self._chores)
-                    learned = await anyio.to_thread.run_sync(self.learned)
+                    await self.queue.in_thread(self._chores)
+                    learned = await self.queue.in_thread(self.learned)
                     await self.rec.run_in_loop(partial(self._adopt_learning, learned))
                 except FleetUnavailable:
                     pass
@@ -179,7 +182,7 @@ class FleetService:
             return
         sent = time.monotonic()
         hold = self.store.once.hold
-        answers = await anyio.to_thread.run_sync(lambda: {t: hold(t, a) for t, a in asks})
+        answers = await self.queue.in_thread(lambda: {t: hold(t, a) for t, a in asks})
         await self.rec.run_in_loop(partial(self.once.holds_answered, answers, sent))
 
     async def readopt(self) -> int:
@@ -255,7 +258,7 @@ class FleetService:
     def handlers(self) -> dict[str, control.Handler]:
         async def fleet_status(_req: dict[str, Any]) -> Any:
             try:
-                status = await anyio.to_thread.run_sync(self.store.status)
+                status = await self.queue.in_thread(self.store.status)
             except FleetUnavailable as exc:
                 raise control.ControlError(str(exc)) from None
             status["host"] = self.settings.host
@@ -271,7 +274,7 @@ class FleetService:
         if self.link.ready:
             for task, attempt in self.once.releases():  # another host takes it at once
                 with contextlib.suppress(FleetError, psycopg.Error):
-                    await anyio.to_thread.run_sync(self.store.once.let_go, task, attempt)
+                    await self.queue.in_thread(self.store.once.let_go, task, attempt)
             await self.queue.shutdown()
         self.store.close()
 
