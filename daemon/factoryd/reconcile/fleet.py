@@ -98,6 +98,7 @@ class FleetLink:
         #: Worker-side only (touched by jobs, one at a time): limits and
         #: outcomes not yet sent.
         self._limits: list[_PendingLimit] = []
+        self._limits_waiting = False
         self._unsent: list[ArmOutcome] = []
         #: Outcomes of this pass (loop side), posted once per pass.
         self._outcomes: list[ArmOutcome] = []
@@ -211,6 +212,9 @@ class FleetLink:
         except FleetError as exc:
             first = next(iter(charges), "")
             return Refusal(first, RejectReason.POOL_EXHAUSTED, f"fleet ledger: {exc}")
+        except Exception as exc:  # an answer the task can act on, never a wait forever
+            self._job_failed("reserve", exc)
+            return f"the fleet's ledger failed: {type(exc).__name__}"
 
     def _got_answer(self, task: str, ask: Ask, answer: Reservation | Refusal | str) -> None:
         """On the loop: the worker's answer to a reserve."""
@@ -303,8 +307,6 @@ class FleetLink:
         else:
             self.store.outbox.commit(rid, committed)
         self.logger.info("fleet.settlement_kept", res_id=rid, pending=len(self.store.outbox))
-
-    _limits_waiting = False
 
     def _send_limits(self, limit: _PendingLimit | None = None) -> None:
         """In the worker: hold the limits seen for every host (kept while away)."""

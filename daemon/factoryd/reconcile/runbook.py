@@ -89,6 +89,9 @@ class RunBook:
         #: True while a task waits for the fleet's answer on a shared reservation
         #: (reconcile/fleet.py): not blocked, the answer wakes the loop.
         self.asking: Callable[[str], bool] = lambda _task: False
+        #: Asked before a task is routed: False holds it back (a fleet-wide task
+        #: another host runs, reconcile/fleetonce.py).
+        self.admit: Callable[[TaskState], bool] = lambda _rt: True
         #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.prompts = PromptReads(table, rng, logger, wake)
@@ -99,6 +102,8 @@ class RunBook:
 
     def start(self, rt: TaskState, capacity: Capacity, now_m: float, now_w: float) -> None:
         """Route one task and launch its run (or say why it cannot start)."""
+        if not self.admit(rt):
+            return
         spec = rt.spec
         if capacity.all_busy(self.engine.arms, spec.route.arms, rt.exclude):
             rt.exclude.clear()

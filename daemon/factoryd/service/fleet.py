@@ -7,10 +7,13 @@ the fleet's storage (state/fleet/) and the reconciler's hooks
 * connecting: the schema is created or migrated and the host registered,
   retried with backoff while the database is unreachable (the daemon runs
   meanwhile; shared pools take no new reservation until it is in);
-* every heartbeat (a third of the lease): the host's heartbeat, the pools'
-  specs when the config changed, the outbox replayed when it holds
-  settlements made during an outage, and the shared learning read back
-  into the router's quality;
+* every heartbeat (a third of the lease; every second while the database
+  is away): the host's heartbeat, the holds on fleet-wide services
+  (reconcile/fleetonce.py), the pools' specs when the config changed, the
+  outbox replayed when it holds settlements made during an outage, and the
+  shared learning read back into the router's quality;
+* before recovery, the claims this host's previous daemon held and the
+  queue still gives it are kept, so their runs are adopted (`readopt`);
 * `factoryd_fleet_connected` (1/0), `factoryd_fleet_outbox_pending`, and one
   `fleet.connected` / `fleet.disconnected` log event per transition;
 * the `fleet_status` control operation behind `factoryd fleet status`;
@@ -24,6 +27,7 @@ in anyio's threads.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -37,6 +41,7 @@ from factoryd import __version__
 from factoryd.config.model import Config
 from factoryd.observe.metrics import Metrics
 from factoryd.reconcile.fleet import FleetLink
+from factoryd.reconcile.fleetonce import OnceBook
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.service import control
 from factoryd.service.fleetqueue import QueueService
@@ -96,6 +101,9 @@ class FleetService:
         self.link.on_answer = self._answered
         rec.book.asking = self.link.asking
         self.queue = QueueService(rec, self.store, self.link, self.logger)
+        self.once = OnceBook(rec, self.link, self.logger)
+        rec.book.admit = self.once.admit
+        rec.on_pass.append(lambda: self.once.each_pass(rec.clock.mono()))
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None
@@ -134,7 +142,7 @@ class FleetService:
         delay = 0.5
         while not self.link.ready:
             try:
-                await anyio.to_thread.run_sync(self._open)
+                await self.queue.in_thread(self._open)
             except FleetUnavailable:
                 pass
             except (FleetError, psycopg.Error) as exc:  # a schema too new: an operator must act
@@ -151,8 +159,9 @@ class FleetService:
                 started = time.monotonic()
                 try:
                     await self.queue.renew()
-                    await anyio.to_thread.run_sync(self._chores)
-                    learned = await anyio.to_thread.run_sync(self.learned)
+                    await self._hold_services()
+                    await self.queue.in_thread(self._chores)
+                    learned = await self.queue.in_thread(self.learned)
                     await self.rec.run_in_loop(partial(self._adopt_learning, learned))
                 except FleetUnavailable:
                     pass
@@ -165,6 +174,21 @@ class FleetService:
                 # backoff spaces the real attempts), so the gate reopens soon after.
                 every = self.settings.heartbeat if self.store.db.connected else 1.0
                 await anyio.sleep(max(0.0, min(every, self.settings.heartbeat) - spent))
+
+    async def _hold_services(self) -> None:
+        """Take or renew this host's hold on each fleet-wide service (`fleet = "once"`)."""
+        asks = self.once.hold_requests()
+        if not asks:
+            return
+        sent = time.monotonic()
+        hold = self.store.once.hold
+        answers = await self.queue.in_thread(lambda: {t: hold(t, a) for t, a in asks})
+        await self.rec.run_in_loop(partial(self.once.holds_answered, answers, sent))
+
+    async def readopt(self) -> int:
+        """Before recovery: keep the previous daemon's claims the queue still gives
+        this host (service/fleetqueue.py); returns how many."""
+        return await self.queue.readopt(START_WAIT)
 
     async def wait_ready(self, timeout: float = START_WAIT) -> None:
         """Start-up gives the database a moment before the first pass, so the
@@ -234,7 +258,7 @@ class FleetService:
     def handlers(self) -> dict[str, control.Handler]:
         async def fleet_status(_req: dict[str, Any]) -> Any:
             try:
-                status = await anyio.to_thread.run_sync(self.store.status)
+                status = await self.queue.in_thread(self.store.status)
             except FleetUnavailable as exc:
                 raise control.ControlError(str(exc)) from None
             status["host"] = self.settings.host
@@ -248,6 +272,9 @@ class FleetService:
         outbox), settle the queue's side, then disconnect."""
         await self.link.work.drain(DRAIN_WAIT)
         if self.link.ready:
+            for task, attempt in self.once.releases():  # another host takes it at once
+                with contextlib.suppress(FleetError, psycopg.Error):
+                    await self.queue.in_thread(self.store.once.let_go, task, attempt)
             await self.queue.shutdown()
         self.store.close()
 
