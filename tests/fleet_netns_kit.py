@@ -45,7 +45,6 @@ class Link:
         base = int(ipaddress.IPv4Address("10.0.0.0")) + ((pid % (1 << 22)) << 2)
         self.host_ip = str(ipaddress.IPv4Address(base + 1))
         self.ns_ip = str(ipaddress.IPv4Address(base + 2))
-        self._up = False
 
     def open(self) -> Link:
         _ip("netns", "add", self.ns)
@@ -60,7 +59,6 @@ class Link:
         except BaseException:
             self.close()
             raise
-        self._up = True
         return self
 
     def cut(self) -> None:
