@@ -161,7 +161,9 @@ def test_a_fleet_wide_service_runs_on_one_host_and_moves_when_it_dies(
             LEASE + 15,
             "the service on another host",
         )
-        assert when(started[0]) - died_at <= LEASE + 5.0
+        moved = when(started[0]) - died_at
+        print(f"the service ran on another host {moved:.2f}s after its host died (lease {LEASE}s)")
+        assert moved <= LEASE + 5.0
         took = [e for h in others for e in h.events("fleet.once_held")]
         assert len(took) == 1 and took[0]["took_from"] == holder.name
         time.sleep(LEASE * 2)

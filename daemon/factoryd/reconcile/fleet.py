@@ -95,6 +95,8 @@ class FleetLink:
         #: Called on the loop when a reservation's answer came back for a task
         #: (the service clears the task's retry delay and wakes the loop).
         self.on_answer: Callable[[str], None] = lambda _task: None
+        #: False holds a fleet-wide task back on this host (reconcile/fleetonce.py).
+        self.admit: Callable[[str], bool] = lambda _task: True
         #: Worker-side only (touched by jobs, one at a time): limits and
         #: outcomes not yet sent.
         self._limits: list[_PendingLimit] = []
@@ -158,8 +160,10 @@ class FleetLink:
         Never waits: the first call for a task posts the reserve to the worker
         and refuses (every arm of the task, until the answer is back); the call
         after the answer takes it."""
-        ask = self.asks.get(res.task)
         first = next(iter(res.charges), "")
+        if not self.admit(res.task):
+            return Refusal(first or res.arm, RejectReason.POOL_LIMITED, "fleet: not this host's")
+        ask = self.asks.get(res.task)
         if ask is not None:
             if ask.answer is None:
                 return Refusal(

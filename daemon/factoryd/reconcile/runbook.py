@@ -86,12 +86,7 @@ class RunBook:
         self.launched: list[ActiveRun] = []
         #: Set while the daemon shuts down: a cancelled run is then no verdict.
         self.stopping = False
-        #: True while a task waits for the fleet's answer on a shared reservation
-        #: (reconcile/fleet.py): not blocked, the answer wakes the loop.
-        self.asking: Callable[[str], bool] = lambda _task: False
-        #: Asked before a task is routed: False holds it back (a fleet-wide task
-        #: another host runs, reconcile/fleetonce.py).
-        self.admit: Callable[[TaskState], bool] = lambda _rt: True
+        self.held_back: Callable[[TaskState], bool] = lambda _rt: False  # fleet: waits, unblocked
         #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.prompts = PromptReads(table, rng, logger, wake)
@@ -102,8 +97,6 @@ class RunBook:
 
     def start(self, rt: TaskState, capacity: Capacity, now_m: float, now_w: float) -> None:
         """Route one task and launch its run (or say why it cannot start)."""
-        if not self.admit(rt):
-            return
         spec = rt.spec
         if capacity.all_busy(self.engine.arms, spec.route.arms, rt.exclude):
             rt.exclude.clear()
@@ -122,7 +115,7 @@ class RunBook:
         if decision.arm is None:
             rt.exclude.clear()
             rt.retry_at = now_m + self.config.daemon.loop_interval
-            if self.asking(rt.name):
+            if self.held_back(rt):
                 return
             if rt.phase is not TaskPhase.BLOCKED or rt.reason != decision.rationale():
                 self.logger.warning("route.none", task=rt.name, rationale=decision.rationale())

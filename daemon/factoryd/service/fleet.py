@@ -99,10 +99,11 @@ class FleetService:
         rec.fleet = self.link
         rec.on_pass.append(lambda: self.link.after_pass(rec.clock.mono()))
         self.link.on_answer = self._answered
-        rec.book.asking = self.link.asking
         self.queue = QueueService(rec, self.store, self.link, self.logger)
         self.once = OnceBook(rec, self.link, self.logger)
-        rec.book.admit = self.once.admit
+        self.link.admit = self._admit
+        # A task held back by the fleet waits (its answer wakes the loop): not "blocked".
+        rec.book.held_back = lambda rt: not self.once.admit(rt) or self.link.asking(rt.name)
         rec.on_pass.append(lambda: self.once.each_pass(rec.clock.mono()))
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
@@ -122,6 +123,10 @@ class FleetService:
             self.logger.info("fleet.connected", database=self.store.db.where)
         else:
             self.logger.warning("fleet.disconnected", database=self.store.db.where, reason=reason)
+
+    def _admit(self, task: str) -> bool:
+        rt = self.rec.tasks.get(task)
+        return rt is None or self.once.admit(rt)
 
     def _answered(self, task: str) -> None:
         """A shared reservation's answer is back (on the loop): the task may start now."""
