@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 import common  # noqa: E402
 import exit_latency  # noqa: E402
 import fleet  # noqa: E402
+import fleet_daemons  # noqa: E402
 import idle  # noqa: E402
 import instructions  # noqa: E402
 import memory  # noqa: E402
@@ -50,6 +51,7 @@ def main() -> None:
         output.run(results, reps=2 if args.quick else 3)
         orphans.run(results)
         fleet.run(results, quick=args.quick)
+        fleet_daemons.run(results, quick=args.quick)
         worktree.run(results, reps=3 if args.quick else 7)
     except common.BenchFailed as exc:
         raise SystemExit(f"benchmark failed: {exc}") from None

@@ -63,6 +63,9 @@ def _load(ctx: LoadContext, data: dict[str, Any]) -> Config | None:
         fleet = parse_fleet(root.raw("fleet") if "fleet" in data else None)
     except FleetSettingsError as exc:
         ctx.problem(exc.key, exc.message)
+    for t, spec in zip(task_tables, tasks, strict=True):
+        if fleet is None and spec is not None and spec.fleet is not None:
+            t.problem("fleet", '"once" needs a [fleet] table (the database the hosts share)')
     web = parse_web(root.sub("web"), ctx.path_of, daemon.metrics_listen)
     root.done()
     if ctx.problems:
@@ -150,6 +153,8 @@ def parse_task_override(
     spec = read_task(
         loader, Table(loader, data, ""), arms, config.launch, base, template=route_only
     )
+    if spec is not None and spec.fleet is not None:
+        loader.problem("fleet", "only a configured task may be fleet-wide")
     if loader.problems or spec is None:
         raise ConfigError(loader.problems)
     return spec

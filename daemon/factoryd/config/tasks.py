@@ -109,6 +109,9 @@ def read_task(
     env = own_env or (base.env if base else ())
     inherit_env = t.str_list("inherit_env", base.inherit_env if base else ())
     check_name_list(t, "inherit_env", inherit_env)
+    fleet = None if template else t.string("fleet", base.fleet if base else None, ("once",))
+    if fleet is not None and schedule is None and kind != "service":
+        t.problem("fleet", '"once" is for a scheduled task or a service')
     spec = TaskSpec(
         name=name if isinstance(name, str) else "?",
         kind=TaskKind(kind or "service"),
@@ -148,6 +151,7 @@ def read_task(
         ),
         enabled=t.boolean("enabled", base.enabled if base else True),
         workspace=workspace,
+        fleet=fleet,
     )
     for key, value in (("timeout", spec.timeout), ("stall_timeout", spec.stall_timeout)):
         if value == 0:

@@ -74,3 +74,6 @@ class TaskSpec:
     enabled: bool = True
     #: A git worktree per run (see core/workspace_spec.py); None: `workdir` rules.
     workspace: WorkspaceSpec | None = None
+    #: "once": one fire per fleet per due time, or a service on one host at a
+    #: time (reconcile/fleetonce.py); None: every host runs its own.
+    fleet: str | None = None

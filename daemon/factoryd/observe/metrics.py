@@ -65,6 +65,7 @@ PASS_REASONS = (
     "reload",
     "cancel",
     "reset",
+    "fleet",
     "shutdown",
 )
 

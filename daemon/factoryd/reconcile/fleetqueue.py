@@ -94,6 +94,12 @@ class QueueBook:
     def pairs(self) -> list[tuple[int, int]]:
         return self.keeper.pairs()
 
+    def next_deadline(self) -> float | None:
+        """When (monotonic) the soonest held lease may lapse. The loop sleeps no longer:
+        a quiet host that waited for its next `loop_interval` pass would stop a
+        lapsed claim's run seconds after another host started it."""
+        return self.keeper.next_deadline()
+
     def confirmed(self, sent: list[tuple[int, int]], ours: set[int], sent_at: float) -> None:
         """A renewal of `sent` came back with `ours` still this host's."""
         for item, attempt in sent:

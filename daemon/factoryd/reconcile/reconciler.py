@@ -343,7 +343,8 @@ class Reconciler:
                 soonest = min(soonest, rt.next_fire - now_w)
         if self.runs:
             soonest = min(soonest, max(self.sweeper.next_due - now_m, 0.0) + 0.001)
-        return max(soonest, 0.0)
+        lapse = self.fleet.queue.next_deadline() if self.fleet and self.fleet.queue else None
+        return max(min(soonest, lapse - now_m + 0.001) if lapse else soonest, 0.0)
 
     # -- reload -----------------------------------------------------------------
 

@@ -86,6 +86,7 @@ class RunBook:
         self.launched: list[ActiveRun] = []
         #: Set while the daemon shuts down: a cancelled run is then no verdict.
         self.stopping = False
+        self.held_back: Callable[[TaskState], bool] = lambda _rt: False  # fleet: waits, unblocked
         #: One thread removes run directories: a burst of exits must not grow a pool.
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.prompts = PromptReads(table, rng, logger, wake)
@@ -114,6 +115,8 @@ class RunBook:
         if decision.arm is None:
             rt.exclude.clear()
             rt.retry_at = now_m + self.config.daemon.loop_interval
+            if self.held_back(rt):
+                return
             if rt.phase is not TaskPhase.BLOCKED or rt.reason != decision.rationale():
                 self.logger.warning("route.none", task=rt.name, rationale=decision.rationale())
                 self.table.set_phase(rt, TaskPhase.BLOCKED, decision.rationale())

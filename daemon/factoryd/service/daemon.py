@@ -236,6 +236,8 @@ class Service:
             pools=len(self.config.pools),
         )
         self.notifier.status("recovering")
+        if self.fleet is not None:  # claims still ours become tasks, so their runs are adopted
+            await self.fleet.readopt()
         recover(rec, self.journal, os.environ.get("INVOCATION_ID", ""))
         restore_holds(rec, self.journal)
         spool = daemon.spool_dir or daemon.state_dir / "spool"

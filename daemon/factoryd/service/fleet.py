@@ -7,21 +7,27 @@ the fleet's storage (state/fleet/) and the reconciler's hooks
 * connecting: the schema is created or migrated and the host registered,
   retried with backoff while the database is unreachable (the daemon runs
   meanwhile; shared pools take no new reservation until it is in);
-* every heartbeat (a third of the lease): the host's heartbeat, the pools'
-  specs when the config changed, the outbox replayed when it holds
-  settlements made during an outage, and the shared learning read back
-  into the router's quality;
+* every heartbeat (a third of the lease; every second while the database
+  is away): the host's heartbeat, the holds on fleet-wide services
+  (reconcile/fleetonce.py), the pools' specs when the config changed, the
+  outbox replayed when it holds settlements made during an outage, and the
+  shared learning read back into the router's quality;
+* before recovery, the claims this host's previous daemon held and the
+  queue still gives it are kept, so their runs are adopted (`readopt`);
 * `factoryd_fleet_connected` (1/0), `factoryd_fleet_outbox_pending`, and one
   `fleet.connected` / `fleet.disconnected` log event per transition;
 * the `fleet_status` control operation behind `factoryd fleet status`;
 * the durable queue's claimer and renewals (service/fleetqueue.py).
 
-Every database call runs in a worker thread, never on the loop's thread,
-except the reconciler's own short reserve and settle transactions.
+Every database call runs in a worker thread, never on the loop's thread:
+the reconciler's reserves and settlements through its worker
+(reconcile/fleetwork.py, started here), the heartbeat, claims and status
+in anyio's threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -35,6 +41,7 @@ from factoryd import __version__
 from factoryd.config.model import Config
 from factoryd.observe.metrics import Metrics
 from factoryd.reconcile.fleet import FleetLink
+from factoryd.reconcile.fleetonce import OnceBook
 from factoryd.reconcile.reconciler import Reconciler
 from factoryd.service import control
 from factoryd.service.fleetqueue import QueueService
@@ -47,6 +54,8 @@ PRUNE_EVERY = 3600.0
 SETTLEMENTS_KEPT = 7 * 86400.0
 #: How long the first pass waits for the database at start-up (seconds).
 START_WAIT = 5.0
+#: How long shutdown gives queued settlements to reach the database (then: the outbox).
+DRAIN_WAIT = 5.0
 
 
 class FleetService:
@@ -89,7 +98,13 @@ class FleetService:
         self.link.attach(rec.engine)
         rec.fleet = self.link
         rec.on_pass.append(lambda: self.link.after_pass(rec.clock.mono()))
+        self.link.on_answer = self._answered
         self.queue = QueueService(rec, self.store, self.link, self.logger)
+        self.once = OnceBook(rec, self.link, self.logger)
+        self.link.admit = self._admit
+        # A task held back by the fleet waits (its answer wakes the loop): not "blocked".
+        rec.book.held_back = lambda rt: not self.once.admit(rt) or self.link.asking(rt.name)
+        rec.on_pass.append(lambda: self.once.each_pass(rec.clock.mono()))
         #: Set once connected (start-up waits for it a little, see `wait_ready`).
         self.ready = anyio.Event()
         self._synced: tuple[Any, ...] | None = None
@@ -109,14 +124,30 @@ class FleetService:
         else:
             self.logger.warning("fleet.disconnected", database=self.store.db.where, reason=reason)
 
+    def _admit(self, task: str) -> bool:
+        rt = self.rec.tasks.get(task)
+        return rt is None or self.once.admit(rt)
+
+    def _answered(self, task: str) -> None:
+        """A shared reservation's answer is back (on the loop): the task may start now."""
+        rt = self.rec.tasks.get(task)
+        if rt is not None:
+            rt.retry_at = None
+        self.rec.wake("fleet")
+
     # -- background ------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect (retrying), then heartbeat until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.link.work.serve)
+            await self._run()
+
+    async def _run(self) -> None:
         delay = 0.5
         while not self.link.ready:
             try:
-                await anyio.to_thread.run_sync(self._open)
+                await self.queue.in_thread(self._open)
             except FleetUnavailable:
                 pass
             except (FleetError, psycopg.Error) as exc:  # a schema too new: an operator must act
@@ -133,8 +164,9 @@ class FleetService:
                 started = time.monotonic()
                 try:
                     await self.queue.renew()
-                    await anyio.to_thread.run_sync(self._chores)
-                    learned = await anyio.to_thread.run_sync(self.learned)
+                    await self._hold_services()
+                    await self.queue.in_thread(self._chores)
+                    learned = await self.queue.in_thread(self.learned)
                     await self.rec.run_in_loop(partial(self._adopt_learning, learned))
                 except FleetUnavailable:
                     pass
@@ -143,7 +175,25 @@ class FleetService:
                 self.outbox_pending.set(len(self.store.outbox))
                 self.claims.set(len(self.queue.book.held))
                 spent = time.monotonic() - started
-                await anyio.sleep(max(0.0, self.settings.heartbeat - spent))
+                # While the database is away, look again every second (its own
+                # backoff spaces the real attempts), so the gate reopens soon after.
+                every = self.settings.heartbeat if self.store.db.connected else 1.0
+                await anyio.sleep(max(0.0, min(every, self.settings.heartbeat) - spent))
+
+    async def _hold_services(self) -> None:
+        """Take or renew this host's hold on each fleet-wide service (`fleet = "once"`)."""
+        asks = self.once.hold_requests()
+        if not asks:
+            return
+        sent = time.monotonic()
+        hold = self.store.once.hold
+        answers = await self.queue.in_thread(lambda: {t: hold(t, a) for t, a in asks})
+        await self.rec.run_in_loop(partial(self.once.holds_answered, answers, sent))
+
+    async def readopt(self) -> int:
+        """Before recovery: keep the previous daemon's claims the queue still gives
+        this host (service/fleetqueue.py); returns how many."""
+        return await self.queue.readopt(START_WAIT)
 
     async def wait_ready(self, timeout: float = START_WAIT) -> None:
         """Start-up gives the database a moment before the first pass, so the
@@ -213,7 +263,7 @@ class FleetService:
     def handlers(self) -> dict[str, control.Handler]:
         async def fleet_status(_req: dict[str, Any]) -> Any:
             try:
-                status = await anyio.to_thread.run_sync(self.store.status)
+                status = await self.queue.in_thread(self.store.status)
             except FleetUnavailable as exc:
                 raise control.ControlError(str(exc)) from None
             status["host"] = self.settings.host
@@ -223,8 +273,13 @@ class FleetService:
         return {"fleet_status": fleet_status}
 
     async def stop(self) -> None:
-        """The loop ended: settle the queue's side, then disconnect."""
+        """The loop ended: run the settlements still queued (or keep them in the
+        outbox), settle the queue's side, then disconnect."""
+        await self.link.work.drain(DRAIN_WAIT)
         if self.link.ready:
+            for task, attempt in self.once.releases():  # another host takes it at once
+                with contextlib.suppress(FleetError, psycopg.Error):
+                    await self.queue.in_thread(self.store.once.let_go, task, attempt)
             await self.queue.shutdown()
         self.store.close()
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
@@ -45,6 +46,9 @@ from factoryd.state.fleet.store import FleetStore
 TROUBLE = (FleetError, psycopg.Error)
 #: At most this many items per claim call.
 CLAIM_BATCH = 16
+#: Threads for the service's database calls (the claimer's LISTEN wait holds one).
+THREADS = 8
+T = TypeVar("T")
 
 
 class QueueService:
@@ -58,6 +62,15 @@ class QueueService:
         self.logger = logger
         link.queue = self.book
         link.submit = self.submit
+        #: The fleet's own threads: calls a silent database holds (up to its
+        #: timeouts) never take the threads the rest of the daemon needs.
+        self.threads = anyio.CapacityLimiter(THREADS)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any, abandon: bool = False) -> T:
+        """Run a database call in one of the fleet's threads."""
+        return await anyio.to_thread.run_sync(
+            fn, *args, limiter=self.threads, abandon_on_cancel=abandon
+        )
 
     # -- submitting ------------------------------------------------------------------
 
@@ -74,7 +87,7 @@ class QueueService:
         except (TypeError, ValueError) as exc:
             raise SubmitError(f"the request cannot be stored: {exc}") from None
         try:
-            got = await anyio.to_thread.run_sync(
+            got = await self.in_thread(
                 lambda: self.store.queue.enqueue(
                     sub_id, label, request, idem_key=key, source=source
                 )
@@ -107,7 +120,7 @@ class QueueService:
                 if room > 0 and not self.rec.stopping:
                     sent = time.monotonic()
                     try:
-                        claims = await anyio.to_thread.run_sync(self.store.queue.claim, room)
+                        claims = await self.in_thread(self.store.queue.claim, room)
                     except TROUBLE:
                         claims = []
                     if claims:
@@ -115,7 +128,7 @@ class QueueService:
                         if len(claims) == room:
                             continue  # perhaps more waiting
                 try:
-                    await anyio.to_thread.run_sync(waiter.wait, poll, abandon_on_cancel=True)
+                    await self.in_thread(waiter.wait, poll, abandon=True)
                 except TROUBLE:
                     await anyio.sleep(min(poll, 1.0))
         finally:
@@ -129,7 +142,7 @@ class QueueService:
         """The heartbeat's renewal: stop what the queue no longer gives this host."""
         pairs = self.book.pairs()
         sent = time.monotonic()
-        ours = await anyio.to_thread.run_sync(self.store.heartbeat, pairs)
+        ours = await self.in_thread(self.store.heartbeat, pairs)
         await self.rec.run_in_loop(lambda: self.book.confirmed(pairs, ours, sent))
 
     async def finish_ended(self) -> None:
@@ -144,7 +157,7 @@ class QueueService:
                 reason=end.reason,
             )
             try:
-                done = await anyio.to_thread.run_sync(finish)
+                done = await self.in_thread(finish)
             except TROUBLE:
                 self.store.outbox.finish(
                     end.item, end.attempt, failed=end.failed, outcome=end.outcome,
@@ -156,10 +169,39 @@ class QueueService:
                 accepted=done,
             )  # fmt: skip
 
+    async def readopt(self, wait: float) -> int:
+        """Before recovery: the claims the previous daemon on this host held and
+        that the queue still gives this host (renewed with their attempt, the
+        fencing token) become tasks again, so recovery adopts their live runs
+        (or lets the task's policy judge a run that died). A claim the queue
+        no longer confirms is left out: its run is stopped as an orphan."""
+        sent = time.monotonic()
+
+        def held() -> tuple[list[Claim], set[int]]:
+            mine = self.store.queue.mine()
+            return mine, self.store.queue.renew([(c.item, c.attempt) for c in mine])
+
+        claims: list[Claim] = []
+        ours: set[int] = set()
+        with anyio.move_on_after(wait):
+            try:
+                claims, ours = await self.in_thread(held, abandon=True)
+            except TROUBLE as exc:
+                self.logger.warning("fleet.readopt_failed", error=" ".join(str(exc).split())[:200])
+        kept = 0
+        for claim in claims:
+            if claim.item in ours:
+                self.book.take(claim, sent)
+                kept += 1
+        if claims:
+            self.logger.info("fleet.claims_kept", kept=kept, lost=len(claims) - kept)
+        return kept
+
     def stop_orphans(self) -> None:
         """After a restart: runs adopted from the previous daemon whose task came
-        from the queue are no longer this host's (its claims lapse or are taken):
-        stop them, so the item runs once, wherever it is claimed next."""
+        from the queue and whose claim `readopt` could not confirm are no longer
+        this host's (the claim lapsed and was taken, or may be): stop them, so
+        the item runs once, wherever it is claimed next."""
         for run in list(self.rec.runs.values()):
             if self.rec.tasks.get(run.task) is None:
                 self.rec.book.stop(
@@ -172,6 +214,6 @@ class QueueService:
             await self.finish_ended()
             for item, attempt in self.book.release_all():
                 with contextlib.suppress(*TROUBLE):  # else the lease lapses by itself
-                    await anyio.to_thread.run_sync(
+                    await self.in_thread(
                         self.store.queue.release, item, attempt, "host shutting down"
                     )

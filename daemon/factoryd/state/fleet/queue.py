@@ -121,6 +121,23 @@ class DurableQueue:
 
         return self.db.run(op)
 
+    def mine(self) -> list[Claim]:
+        """The items the queue says this host has claimed (after a restart: the
+        previous daemon's claims, to renew before its runs are adopted)."""
+
+        def op(conn: Conn) -> list[Claim]:
+            rows = conn.execute(
+                "SELECT id, sub_id, label, request, attempt, lease_until FROM fleet_queue "
+                "WHERE state = 'claimed' AND host = %s ORDER BY id",
+                (self.host,),
+            ).fetchall()
+            return [
+                Claim(int(r[0]), str(r[1]), str(r[2]), dict(r[3]), int(r[4]), float(r[5]), None)
+                for r in rows
+            ]
+
+        return self.db.run(op)
+
     def renew(self, claims: Iterable[tuple[int, int]]) -> set[int]:
         """Extend the leases of (item, attempt) pairs; returns the items still ours.
 
