@@ -7,7 +7,9 @@
   due time across the fleet;
 * a service configured on all three hosts runs on exactly one; when that
   host dies (kill -9 of the daemon and its runs), another runs it within
-  lease + 5 s, and still only one runs.
+  lease + 5 s, and still only one runs;
+* a host where an operator stopped the service never takes it over when
+  its holder dies, until `factoryd start`.
 """
 
 from __future__ import annotations
@@ -171,6 +173,41 @@ def test_a_fleet_wide_service_runs_on_one_host_and_moves_when_it_dies(
         assert len([e for h in others for e in h.events("route.decision")]) == 1
     finally:
         for host in hosts:
+            host.stop()
+        for proc in tagged(tag):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+def test_a_host_where_an_operator_stopped_the_service_never_takes_it_over(
+    pg: PgServer, dsn: str, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex
+    body = ARM + table(
+        "[[tasks]]", name="svc", fleet="once", arms=["local"],
+        argv=[PY, "-c", "import time; time.sleep(600)"], env={"TEST_TAG": tag},
+    )  # fmt: skip
+    a, b = _hosts(tmp_path, dsn, body)[:2]
+    try:
+        a.start()
+        wait_for(lambda: len(tagged(tag)) == 1, 30, "the service running on a")
+        b.start()
+        wait_for(lambda: b.events("fleet.ready"), 30, "host b ready")
+        done = b.cli("stop", "svc")
+        assert done.returncode == 0, done.stderr
+        assert a.proc is not None
+        for proc in [psutil.Process(a.proc.pid), *tagged(tag)]:
+            proc.kill()
+        a.proc.wait()
+        time.sleep(LEASE * 2 + 1)  # the lease has lapsed: b may take it, but must not
+        assert not b.events("fleet.once_held") and not b.events("route.decision")
+        assert tagged(tag) == []
+        done = b.cli("start", "svc")  # the operator lets it run here again
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: len(tagged(tag)) == 1, LEASE + 10, "the service running on b")
+        assert b.events("fleet.once_held")[0]["took_from"] == "a"
+    finally:
+        for host in (a, b):
             host.stop()
         for proc in tagged(tag):
             with contextlib.suppress(psutil.Error):

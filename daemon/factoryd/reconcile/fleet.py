@@ -175,7 +175,7 @@ class FleetLink:
             if ask.arm == res.arm and ask.charges == dict(res.charges):
                 return self._answered(res, ask)
             if isinstance(ask.answer, Reservation):  # the router chose otherwise now
-                self.work.post("settle", partial(self._settle, ask.rid, None))
+                self._undo(ask.rid)
         if not res.charges:
             return res  # an arm that draws on no pool shares nothing
         if not self.ready:
@@ -226,7 +226,7 @@ class FleetLink:
         ask.answered_at = time.monotonic()
         if self.asks.get(task) is not ask:  # dropped meanwhile: undo a grant
             if isinstance(answer, Reservation):
-                self.work.post("settle", partial(self._settle, ask.rid, None))
+                self._undo(ask.rid)
             return
         self.on_answer(task)
 
@@ -293,6 +293,12 @@ class FleetLink:
             if struck:
                 self.work.post("strikes", partial(self.store.ledger.clear_strikes, struck))
 
+    def _undo(self, rid: str) -> None:
+        """Roll back a fleet grant no run will use (kept in the outbox at shutdown)."""
+        self.work.post(
+            "settle", partial(self._settle, rid, None), fallback=partial(self._keep, rid, None)
+        )
+
     def _settle(self, rid: str, committed: dict[str, float] | None) -> None:
         """In the worker: settle the fleet's hold, or keep it for the flush."""
         try:
@@ -345,11 +351,7 @@ class FleetLink:
             self.queue.each_pass(now_m)
         for _task, ask in self.asks.stale(time.monotonic()):
             if isinstance(ask.answer, Reservation):
-                self.work.post(
-                    "settle",
-                    partial(self._settle, ask.rid, None),
-                    fallback=partial(self._keep, ask.rid, None),
-                )
+                self._undo(ask.rid)
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []

@@ -139,8 +139,10 @@ class OnceBook:
         for name in self.services():
             rt = self.rec.tasks.get(name)
             if rt is None or (rt.phase in TERMINAL and name not in self._stopped):
-                continue  # gave up, failed or stopped by an operator: not a candidate
+                continue  # gave up, failed or cancelled: not a candidate
             held = self.held.get(name)
+            if held is None and rt.phase is TaskPhase.STOPPED:
+                continue  # held by an operator here: never take it (a holder keeps it)
             out.append((name, held.attempt if held else None))
         return out
 
