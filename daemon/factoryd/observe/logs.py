@@ -9,11 +9,13 @@ string, including nested dicts and lists.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
 import time
 from collections.abc import Iterable, MutableMapping
+from itertools import compress
 from json import encoder as json_encoder
 from typing import Any, TextIO
 
@@ -45,10 +47,14 @@ class Redactor:
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        #: What `scrub_line` looks for: each secret, and its JSON-escaped form.
+        self._needles: tuple[str, ...] = ()
 
     def add(self, values: Iterable[str]) -> None:
         # Very short values would scrub ordinary words; real keys are long.
         self._values.update(v for v in values if len(v) >= 6)
+        needles = self._values | {json.dumps(v)[1:-1] for v in self._values}
+        self._needles = tuple(sorted(needles, key=len, reverse=True))
 
     def scrub(self, value: Any, key: str = "") -> Any:
         if key and _secret_key(key) and isinstance(value, str | bytes | int | float):
@@ -70,36 +76,64 @@ class Redactor:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        # The daemon writes several lines per run: the common fields (numbers,
-        # booleans, None, strings when no secret is registered, names that are
-        # not credential-like) are passed over without a call per field.
-        values = self._values
         for key, value in event.items():
-            if value is None:
-                continue
-            cls = value.__class__
-            secret = _SECRET_KEYS.get(key)
-            if secret is None:
-                secret = _remember_key(key)
-            if secret:
-                event[key] = self.scrub(value, key)
-            elif cls is str:
-                if values:
-                    event[key] = self.scrub(value)
-            elif cls not in _PLAIN:
-                event[key] = self.scrub(value, key)
+            event[key] = self.scrub(value, key)
         return event
 
+    # -- JSON lines: names per field, values once per line ---------------------
 
-#: `_secret_key` answers by name, as a plain dict (read once per field of every line).
-_SECRET_KEYS: dict[str, bool] = {}
+    def scrub_names(self, event: MutableMapping[str, Any]) -> None:
+        """The half of `__call__` that goes by field name: credential-named fields,
+        at the top and nested. Secret values are `scrub_line`'s. The daemon writes
+        a few lines per run, and this looks at a line's fields with set
+        operations and no Python step per field when none is credential-named
+        or nested (the common line)."""
+        keys = event.keys()
+        if not _NAMED.issuperset(keys):
+            for key in keys - _NAMED:
+                _name_key(key)
+        for key in keys & _SECRET_NAMES:
+            event[key] = self._by_name(event[key], key)
+        nested = list(compress(keys, map(_NESTED.__contains__, map(type, event.values()))))
+        for key in nested:
+            event[key] = self._by_name(event[key], key)
+
+    def _by_name(self, value: Any, key: str = "") -> Any:
+        if key and _secret_key(key) and isinstance(value, str | bytes | int | float):
+            return REDACTED
+        if isinstance(value, dict):
+            return {k: self._by_name(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            if _LEAVES.issuperset(map(type, value)):
+                return list(value)
+            return [self._by_name(v) for v in value]
+        return value
+
+    def scrub_line(self, line: str) -> str:
+        """Secret values out of a rendered JSON line, as they appear in it (raw, and
+        JSON-escaped where that differs): one search per secret per line instead
+        of one per secret per string field."""
+        for needle in self._needles:
+            if needle in line:
+                line = line.replace(needle, REDACTED)
+        return line
 
 
-def _remember_key(key: str) -> bool:
-    if len(_SECRET_KEYS) > 4096:  # field names are few; a flood of new ones is not kept
-        _SECRET_KEYS.clear()
-    secret = _SECRET_KEYS[key] = bool(key) and _secret_key(key)
-    return secret
+#: Field names seen, and those among them that look like credentials (bounded:
+#: a flood of new names starts the sets again).
+_NAMED: set[str] = set()
+_SECRET_NAMES: set[str] = set()
+_NESTED = frozenset({dict, list, tuple})
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _name_key(key: str) -> None:
+    if len(_NAMED) > 4096:
+        _NAMED.clear()
+        _SECRET_NAMES.clear()
+    _NAMED.add(key)
+    if key and _secret_key(key):
+        _SECRET_NAMES.add(key)
 
 
 REDACTOR = Redactor()
@@ -169,23 +203,52 @@ _LEVELS = {
 }
 
 
+class _JSONPipeline:
+    """The JSON lines' processors in one call: level, timestamp, redaction,
+    exception text, rendering, in that order (as the separate processors ran;
+    the daemon writes a few lines per run, and each processor is a call).
+    Secret values are scrubbed from the rendered line (the exception text
+    included), credential-named fields before rendering."""
+
+    def __init__(self) -> None:
+        self._stamp = _Clock()
+        self._render = _JSONLines()
+        self._exc = structlog.processors.format_exc_info
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        event["level"] = _LEVEL_OF_METHOD.get(method, method)
+        self._stamp(logger, method, event)
+        REDACTOR.scrub_names(event)
+        if "exc_info" in event:
+            event = self._exc(logger, method, event)
+        return REDACTOR.scrub_line(self._render(logger, method, event))
+
+
+#: structlog's add_log_level: the method's name, but for these two.
+_LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog once for the process. `fmt`: auto | json | console."""
+    """Set up structlog once for the process. `fmt`: auto | json | console.
+
+    No processor merges structlog's context variables: nothing in the daemon
+    binds any, and merging them walked every context variable on every line."""
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty()) if fmt == "console" else _JSONLines()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+    processors: list[Any] = (
+        [
             structlog.processors.add_log_level,
             _Clock(),
             REDACTOR,
             structlog.processors.format_exc_info,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+        ]
+        if fmt == "console"
+        else [_JSONPipeline()]
+    )
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
