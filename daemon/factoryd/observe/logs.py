@@ -169,7 +169,7 @@ class _JSONLines(structlog.processors.JSONRenderer):
 
     def __init__(self) -> None:
         super().__init__(sort_keys=False)
-        make = json_encoder.c_make_encoder
+        make = getattr(json_encoder, "c_make_encoder", None)
         self._encode = (
             None
             if make is None
