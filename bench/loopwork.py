@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "daemon"))
 
 from factoryd.config.loader import load_config  # noqa: E402
 from factoryd.observe import logs  # noqa: E402
+from factoryd.observe.metrics import Metrics  # noqa: E402
 from factoryd.proc.spawner import Spawner  # noqa: E402
 from factoryd.reconcile.reconciler import Reconciler  # noqa: E402
 from factoryd.reconcile.runstate import Clock  # noqa: E402
@@ -161,7 +162,7 @@ async def _drive(rec: Reconciler, runs: int) -> None:
     await rec.run()
 
 
-def drive(runs: int) -> int:
+def drive(runs: int, *, page: bool = True) -> int:
     """Start `runs` trivial runs, rounded up to a multiple of TASKS (each pass
     starts one per task), and return how many ran."""
     runs = -(-runs // TASKS) * TASKS
@@ -178,7 +179,7 @@ def drive(runs: int) -> int:
             clock = LogicalClock()
             rec = Reconciler(
                 config,
-                metrics=RecordingMetrics(),
+                metrics=RecordingMetrics() if page else Metrics(),
                 journal=journal,
                 clock=Clock(mono=clock.mono, wall=clock.wall),
                 rng=random.Random(0),
