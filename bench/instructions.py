@@ -7,11 +7,16 @@ machine's speed. Each figure is the difference of two runs of the same
 script, one doing N more units of work than the other, divided by N: start-up
 and import costs cancel out.
 
-    python bench/instructions.py [--decisions N]
+    python bench/instructions.py [--decisions N] [--runs N]
 
 Figures: instructions per routing decision (10 and 50 arms over 10 pools,
-with its settlement, as bench/route.py times them). A spawn is not compared:
-its cost is in the kernel, which callgrind does not count.
+with its settlement, as bench/route.py times them), and a run's loop work:
+the daemon process's instructions per trivial run, from the task wanting a
+run to its end journaled, logged and counted (loopwork.py drives the real
+reconciler, runner, journal, logs and metrics in-process, with the far side
+of the spawn helper answering at once; its docstring says why that and not
+the daemon itself). A spawn is not compared: its cost is in the kernel,
+which callgrind does not count.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import PY, Results, Row  # noqa: E402
+from common import PY, BenchFailed, Results, Row  # noqa: E402
 
 #: The work one unit stands for, as a script that does it `n` times.
 WORK = {
     "route-10": "import route; route.time_decisions(route.build(10), {n})",
     "route-50": "import route; route.time_decisions(route.build(50), {n})",
+    # The daemon's side of N trivial runs, in-process (see loopwork.py for why).
+    "run-loop": "import loopwork; loopwork.drive({n})",
 }
 
 
@@ -57,21 +64,24 @@ def count(snippet: str) -> int:
             check=False,
         )
         if proc.returncode != 0 or not out.exists():
-            raise SystemExit(f"callgrind failed ({proc.returncode}): {proc.stderr[-400:]}")
+            raise BenchFailed(
+                f"instructions: callgrind failed ({proc.returncode}): {proc.stderr[-400:]}"
+            )
         m = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         if m is None:
-            raise SystemExit("callgrind wrote no instruction total")
+            raise BenchFailed("instructions: callgrind wrote no instruction total")
         return int(m.group(1))
 
 
 def per_unit(name: str, n: int) -> float:
-    """Instructions per unit of `name`: (count at 2n - count at n) / n."""
+    """Instructions per unit of `name`: (count at 2n - count at n) / n (for the
+    run loop, n a multiple of loopwork.TASKS: it runs whole passes)."""
     small = count(WORK[name].format(n=n))
     large = count(WORK[name].format(n=2 * n))
     return (large - small) / n
 
 
-def run(results: Results, decisions: int = 300) -> None:
+def run(results: Results, decisions: int = 300, runs: int = 96) -> None:
     if shutil.which("valgrind") is None:
         print("instructions: valgrind is not installed (apt-get install valgrind); skipped")
         return
@@ -88,14 +98,27 @@ def run(results: Results, decisions: int = 300) -> None:
                 "a regression shows as a rise",
             )
         )
+    ic = per_unit("run-loop", runs)
+    results.add(
+        Row(
+            "instructions",
+            "a run's loop work (daemon side: route, spawn request, exit, settle, journal, "
+            "log lines, metrics)",
+            f"{ic:,.0f}",
+            "-",
+            "-",
+            "a regression shows as a rise",
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=96, help="a multiple of 16")
     args = parser.parse_args()
     results = Results()
-    run(results, args.decisions)
+    run(results, args.decisions, args.runs)
     del results  # each row was printed as it was added
 
 

@@ -9,10 +9,14 @@ string, including nested dicts and lists.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
+from itertools import compress
+from json import encoder as json_encoder
 from typing import Any, TextIO
 
 import structlog
@@ -43,10 +47,14 @@ class Redactor:
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        #: What `scrub_line` looks for: each secret, and its JSON-escaped form.
+        self._needles: tuple[str, ...] = ()
 
     def add(self, values: Iterable[str]) -> None:
         # Very short values would scrub ordinary words; real keys are long.
         self._values.update(v for v in values if len(v) >= 6)
+        needles = self._values | {json.dumps(v)[1:-1] for v in self._values}
+        self._needles = tuple(sorted(needles, key=len, reverse=True))
 
     def scrub(self, value: Any, key: str = "") -> Any:
         if key and _secret_key(key) and isinstance(value, str | bytes | int | float):
@@ -68,12 +76,124 @@ class Redactor:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        for key in list(event):
-            event[key] = self.scrub(event[key], key)
+        for key, value in event.items():
+            event[key] = self.scrub(value, key)
         return event
+
+    # -- JSON lines: names per field, values once per line ---------------------
+
+    def scrub_names(self, event: MutableMapping[str, Any]) -> None:
+        """The half of `__call__` that goes by field name: credential-named fields,
+        at the top and nested. Secret values are `scrub_line`'s. The daemon writes
+        a few lines per run, and this looks at a line's fields with set
+        operations and no Python step per field when none is credential-named
+        or nested (the common line)."""
+        keys = event.keys()
+        if not _NAMED.issuperset(keys):
+            for key in keys - _NAMED:
+                _name_key(key)
+        for key in keys & _SECRET_NAMES:
+            event[key] = self._by_name(event[key], key)
+        nested = list(compress(keys, map(_NESTED.__contains__, map(type, event.values()))))
+        for key in nested:
+            event[key] = self._by_name(event[key], key)
+
+    def _by_name(self, value: Any, key: str = "") -> Any:
+        if key and _secret_key(key) and isinstance(value, str | bytes | int | float):
+            return REDACTED
+        if isinstance(value, dict):
+            return {k: self._by_name(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            if _LEAVES.issuperset(map(type, value)):
+                return list(value)
+            return [self._by_name(v) for v in value]
+        return value
+
+    def scrub_line(self, line: str) -> str:
+        """Secret values out of a rendered JSON line, as they appear in it (raw, and
+        JSON-escaped where that differs): one search per secret per line instead
+        of one per secret per string field."""
+        for needle in self._needles:
+            if needle in line:
+                line = line.replace(needle, REDACTED)
+        return line
+
+
+#: Field names seen, and those among them that look like credentials (bounded:
+#: a flood of new names starts the sets again).
+_NAMED: set[str] = set()
+_SECRET_NAMES: set[str] = set()
+_NESTED = frozenset({dict, list, tuple})
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _name_key(key: str) -> None:
+    if len(_NAMED) > 4096:
+        _NAMED.clear()
+        _SECRET_NAMES.clear()
+    _NAMED.add(key)
+    if key and _secret_key(key):
+        _SECRET_NAMES.add(key)
 
 
 REDACTOR = Redactor()
+
+
+class _Clock:
+    """The `timestamp` field, as structlog's TimeStamper(fmt="iso", utc=True) writes
+    it (2026-12-02T08:33:55.771277Z), with the date and time of day formatted
+    once per second instead of once per line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        micro = int((now - second) * 1e6)
+        event["timestamp"] = f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+        return event
+
+
+class _JSONLines(structlog.processors.JSONRenderer):
+    """structlog's JSON rendering, byte for byte, with json's C encoder made once
+    instead of once per line (json.dumps builds a new one for every call that
+    passes `default`). Whatever it cannot encode goes the usual way, which
+    raises the usual errors."""
+
+    def __init__(self) -> None:
+        super().__init__(sort_keys=False)
+        make = getattr(json_encoder, "c_make_encoder", None)
+        self._encode = (
+            None
+            if make is None
+            else make(
+                None,  # no circular check: a circular value fails and takes the usual way
+                self._dumps_kw["default"],
+                json_encoder.encode_basestring_ascii,
+                None,
+                ": ",
+                ", ",
+                False,
+                False,
+                True,
+            )
+        )
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if self._encode is not None:
+            try:
+                return "".join(self._encode(event_dict, 0))
+            except Exception:  # noqa: S110 - rendered (or refused) below, as before
+                pass
+        return super().__call__(logger, name, event_dict)
+
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -83,27 +203,54 @@ _LEVELS = {
 }
 
 
+class _JSONPipeline:
+    """The JSON lines' processors in one call: level, timestamp, redaction,
+    exception text, rendering, in that order (as the separate processors ran;
+    the daemon writes a few lines per run, and each processor is a call).
+    Secret values are scrubbed from the rendered line (the exception text
+    included), credential-named fields before rendering."""
+
+    def __init__(self) -> None:
+        self._stamp = _Clock()
+        self._render = _JSONLines()
+        self._exc = structlog.processors.format_exc_info
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        event["level"] = _LEVEL_OF_METHOD.get(method, method)
+        self._stamp(logger, method, event)
+        REDACTOR.scrub_names(event)
+        if "exc_info" in event:
+            event = self._exc(logger, method, event)
+        return REDACTOR.scrub_line(self._render(logger, method, event))
+
+
+#: structlog's add_log_level: the method's name, but for these two.
+_LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog once for the process. `fmt`: auto | json | console."""
+    """Set up structlog once for the process. `fmt`: auto | json | console.
+
+    No processor merges structlog's context variables: nothing in the daemon
+    binds any, and merging them walked every context variable on every line."""
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
-        if fmt == "console"
-        else structlog.processors.JSONRenderer(sort_keys=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+    processors: list[Any] = (
+        [
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _Clock(),
             REDACTOR,
             structlog.processors.format_exc_info,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+        ]
+        if fmt == "console"
+        else [_JSONPipeline()]
+    )
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
 

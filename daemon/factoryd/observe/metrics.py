@@ -253,6 +253,21 @@ class Metrics:
         #: Every run's output counters, per CLI (a handful of series): looked up
         #: once, not three `labels()` calls per run.
         self._per_cli: dict[str, tuple[Any, Any, Any]] = {}
+        #: Series looked up by `child`, by (metric, label values).
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: prometheus_client validates
+        and locks on every `labels()` call, and a run's counters are the same
+        handful of series run after run (labels are configured names, so the
+        cache is as bounded as the series themselves)."""
+        key = (metric, labels)
+        got = self._children.get(key)
+        if got is None:
+            if len(self._children) > 100_000:
+                self._children.clear()
+            got = self._children[key] = metric.labels(*labels)
+        return got
 
     # -- recording ----------------------------------------------------------
 
@@ -263,17 +278,17 @@ class Metrics:
 
     def decision(self, d: Decision, seconds: float) -> None:
         self.decision_seconds.observe(seconds)
-        self.decisions.labels(d.arm or "none", d.strategy).inc()
+        self.child(self.decisions, d.arm or "none", d.strategy).inc()
         for r in d.rejections:
             # An arm the task does not allow is the task's choice, not a rejection.
             if r.reason != "not_allowed":
-                self.rejections.labels(r.arm, str(r.reason)).inc()
+                self.child(self.rejections, r.arm, str(r.reason)).inc()
 
     def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
         """Everything a finished run counts, whatever its outcome."""
         outcome = result.outcome
-        self.runs_finished.labels(task, arm, str(outcome)).inc()
-        self.run_duration.labels(task).observe(result.duration)
+        self.child(self.runs_finished, task, arm, str(outcome)).inc()
+        self.child(self.run_duration, task).observe(result.duration)
         if outcome is Outcome.TIMED_OUT:
             self.timeouts.labels(task).inc()
         elif outcome is Outcome.STALLED:

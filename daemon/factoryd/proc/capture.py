@@ -293,12 +293,26 @@ class PipeReader:
         """Stop reading now (the fd stays open: its owner closes it)."""
         self._end(None)
 
+    def poll(self, reads: int = 4) -> bool:
+        """Read what the pipe holds now, without waiting (at most `reads` chunks);
+        True once EOF is read. The leader's exit is often reported before the
+        loop has read the EOF of its pipes: reading them here spares the run
+        the clean-up and drain wait that open pipes call for."""
+        for _ in range(reads):
+            if self._done.done() or not self._read_once():
+                break
+        return self._done.done()
+
     def _readable(self) -> None:
+        self._read_once()
+
+    def _read_once(self) -> bool:
+        """Read one chunk and hand it on; False if the pipe had nothing to read."""
         try:
             # Pipe to file in the kernel: a kill -9 never finds bytes only here.
             data = self._log.take(self._fd, READ_CHUNK)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         try:
@@ -307,7 +321,7 @@ class PipeReader:
                 if tail is not None:
                     self._on_lines(tail, 1)
                 self._end(None)
-                return
+                return True
             if len(data) >= FLOODING and not self._widened:
                 self._widened = True
                 widen_pipe(self._fd)
@@ -317,6 +331,7 @@ class PipeReader:
                 self._on_lines(block, count)
         except Exception as exc:  # surfaces in `wait`, not as a loop callback error
             self._end(exc)
+        return True
 
     def _end(self, exc: Exception | None) -> None:
         if self._done.done():

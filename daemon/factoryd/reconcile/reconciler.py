@@ -273,7 +273,7 @@ class Reconciler:
                 for hook in self.on_pass:
                     hook()
                 for reason in reasons:
-                    self.metrics.passes.labels(reason).inc()
+                    self.metrics.child(self.metrics.passes, reason).inc()
                 self.passes += 1
                 self.last_pass_wall = self.clock.wall()
                 self.metrics.last_pass.set(self.last_pass_wall)

@@ -213,6 +213,7 @@ class RunBook:
             started_wall=started_wall,
             run_dir=run_dir,
             log_path=log_path,
+            parent_logger=self.logger,
         )
         if adoption is not None:
             run.pid, run.state = adoption.pid, "running"
@@ -224,7 +225,7 @@ class RunBook:
             rt.retry_at = None
             if adoption is None:
                 rt.runs += 1
-                self.metrics.runs_started.labels(rt.label, spec.arm).inc()
+                self.metrics.child(self.metrics.runs_started, rt.label, spec.arm).inc()
             self.table.set_phase(
                 rt,
                 TaskPhase.RUNNING,
@@ -273,6 +274,7 @@ class RunBook:
             started_wall=decision.at,
             run_dir=None,
             log_path=None,
+            parent_logger=self.logger,
         )
         self.runs[run_id] = run
         if rt is not None:

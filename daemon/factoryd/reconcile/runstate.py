@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -122,9 +122,13 @@ class ActiveRun:
     #: A logger bound to the run's task, id, arm and pools: every event about
     #: a run carries them.
     logger: FilteringBoundLogger = field(init=False)
+    #: The logger the run's own is bound from (the loop's: binding an existing
+    #: logger costs a dict, where `get_logger` resolves structlog's config anew).
+    parent_logger: InitVar[FilteringBoundLogger | None] = None
 
-    def __post_init__(self) -> None:
-        self.logger = get_logger(
+    def __post_init__(self, parent_logger: FilteringBoundLogger | None) -> None:
+        base = parent_logger if parent_logger is not None else get_logger()
+        self.logger = base.bind(
             task=self.task, run_id=self.run_id, arm=self.arm, pools=list(self.pools)
         )
 

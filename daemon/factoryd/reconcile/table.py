@@ -233,7 +233,7 @@ class TaskTable:
         rt.exclude = exclude
         if verdict.counts_restart:
             rt.restarts += 1
-            self.metrics.restarts.labels(rt.label).inc()
+            self.metrics.child(self.metrics.restarts, rt.label).inc()
         if verdict.phase is TaskPhase.GAVE_UP:
             self.metrics.give_ups.labels(rt.label).inc()
         rt.retry_at = verdict.retry_at

@@ -13,6 +13,7 @@ per-run directory that is removed when the run ends.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -91,9 +92,16 @@ class BuiltRun:
     hook_env: dict[str, str] | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def task_workdir(state_dir: Path, task: str) -> Path:
-    """Where a command task without a `workdir` runs, run after run."""
+    """Where a command task without a `workdir` runs, run after run (remembered:
+    a task's runs all ask for the same path)."""
     return state_dir / "work" / _safe(task)
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_log_dir(log_dir: Path, task: str) -> Path:
+    return log_dir / _safe(task)
 
 
 def _runs_in_kept_dir(task: TaskSpec, arm: ArmSpec, keep_workdir: bool) -> bool:
@@ -226,7 +234,7 @@ def build_run(
             "FACTORYD_ARM": arm.name,
         }
     )
-    log_path = config.daemon.log_dir / _safe(task.name) / f"{run_id}.log"
+    log_path = _task_log_dir(config.daemon.log_dir, task.name) / f"{run_id}.log"
     spec = _run_spec(
         config,
         run_id,

@@ -230,7 +230,7 @@ class Runner:
                 raise
             if teardown.left_behind(
                 child, self._watch.descendants, result, self._stopped
-            ) or not all(r.done for r in readers):
+            ) or not all([r.done or r.poll() for r in readers]):
                 with anyio.CancelScope(shield=True):
                     await teardown.clean_up(
                         child,
