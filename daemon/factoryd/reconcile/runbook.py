@@ -272,8 +272,6 @@ class RunBook:
             runner=None,
             started_mono=now_m,
             started_wall=decision.at,
-            run_dir=None,
-            log_path=None,
             parent_logger=self.logger,
         )
         self.runs[run_id] = run

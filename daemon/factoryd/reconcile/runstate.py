@@ -107,8 +107,9 @@ class ActiveRun:
     runner: RunHandle | None
     started_mono: float
     started_wall: float
-    run_dir: Path | None
-    log_path: Path | None
+    #: None for a run recovery found gone (no directory, no log of its own).
+    run_dir: Path | None = None
+    log_path: Path | None = None
     state: RunState = "starting"
     pid: int | None = None
     stop_reason: str | None = None
