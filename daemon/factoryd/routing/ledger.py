@@ -242,18 +242,24 @@ class PoolLedger:
             confirmed = self.gate(res)
             if isinstance(confirmed, Refusal):
                 return confirmed
-            res = confirmed
-        self.restore_reservation(res)
+            if confirmed is not res:
+                self.restore_reservation(confirmed)
+                return confirmed
+        self._hold(res)
         return res
 
-    def restore_reservation(self, res: Reservation) -> None:
-        """Put a reservation back (from a snapshot or journal) exactly as it was."""
+    def _hold(self, res: Reservation) -> None:
         self.reservations[res.id] = res
         for pool, amount in res.charges.items():
             state = self.pools[pool]
             state.holds[res.id] = amount
             state._sum_holds()
-        self._next_event = min(self._next_event, res.expires_at)
+        if res.expires_at < self._next_event:
+            self._next_event = res.expires_at
+
+    def restore_reservation(self, res: Reservation) -> None:
+        """Put a reservation back (from a snapshot or journal) exactly as it was."""
+        self._hold(res)
         number = res.id[1:]
         if res.id.startswith("r") and number.isdigit():
             self._next_id = max(self._next_id, int(number) + 1)

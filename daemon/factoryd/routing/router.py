@@ -35,8 +35,8 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
-from factoryd.routing.decision import Decision, Ranked
-from factoryd.routing.ledger import PoolLedger, Refusal
+from factoryd.routing.decision import Basis, Decision, Ranked, best_ranked, sort_ranked
+from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
 from factoryd.routing.quality import QualityTracker
 from factoryd.routing.quotes import PoolQuotes
@@ -128,10 +128,8 @@ class Router:
             rebuild,
             lambda charges: self.ledger.refusal(charges, now),
         )
-        entries = standings.entries
-        if exclude or busy:
-            entries = _blocked(standings, exclude, busy)
-        rejections = [*standings.not_allowed, *(e for e in entries if e.__class__ is Rejection)]
+        # A copy either way: the standings change in place at the next decision.
+        entries = _blocked(standings, exclude, busy) if exclude or busy else standings.entries[:]
         ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]
         below: list[Ranked] = []
         if standings.below:
@@ -140,58 +138,60 @@ class Router:
         degraded = not ranked and bool(below)
         if degraded:
             ranked, below = below, []
-        ranked.sort()
-        if exclude:
-            # An escalation (the run after a failure or a limit): the task has
-            # fewer attempts left, so the arm most likely to succeed goes first.
-            ranked.sort(key=_by_fit)
-        below.sort()
-        rejections.extend(
-            Rejection(
-                view.arm.name,
-                RejectReason.BELOW_QUALITY,
-                f"quality {_fit(view):.3f} (at most {_upper(view):.3f}) below the "
-                f"{req.type} floor {req.quality_floor:.2f}",
-            )
-            for _, _, view in below
-        )
-        multipliers = {pool: quote.multiplier for pool, quote in quotes.items()}
+        # An escalation (the run after a failure or a limit, some arms excluded):
+        # the task has fewer attempts left, so the arm most likely to succeed goes first.
+        by_fit = bool(exclude)
+        refused: list[Rejection] = []
         ttl = self.policy.reservation_ttl if ttl is None else ttl
-        for _, _, view in ranked:
-            charges = dict(view.fit.charges)
-            held = self.ledger.reserve(view.arm.name, req.task, charges, now, ttl)
-            if isinstance(held, Refusal):
-                rejections.append(
-                    Rejection(view.arm.name, RejectReason.RESERVE_FAILED, held.detail)
-                )
-                continue
-            return Decision(
-                task=req.task,
-                strategy=self.policy.strategy,
-                at=now,
-                arm=view.arm.name,
-                reservation=held,
-                ranking=ranked,
-                rejections=tuple(rejections),
-                degraded=degraded,
-                forced=force is not None,
-                charges=charges,
-                multipliers=multipliers,
-                by_fit=bool(exclude),
-            )
+        chosen: Ranked | None = None
+        held: tuple[Reservation, dict[str, float]] | None = None
+        if ranked:
+            # Usually the best arm's reservation holds: it is found without sorting.
+            chosen = best_ranked(ranked, by_fit)
+            held = self._reserve(chosen, req.task, now, ttl, refused)
+            if held is None:
+                chosen = None
+                # Refused: the rest in the full order, as the decision ranks them.
+                for entry in sort_ranked(ranked, by_fit)[1:]:
+                    held = self._reserve(entry, req.task, now, ttl, refused)
+                    if held is not None:
+                        chosen = entry
+                        break
+        basis = Basis(
+            ranked,
+            chosen,
+            standings.not_allowed,
+            entries,
+            below,
+            refused,
+            quotes,
+            str(req.type),
+            req.quality_floor,
+        )
         return Decision(
-            task=req.task,
-            strategy=self.policy.strategy,
-            at=now,
-            arm=None,
-            reservation=None,
-            ranking=ranked,
-            rejections=tuple(rejections),
+            req.task,
+            self.policy.strategy,
+            now,
+            None if chosen is None else chosen[2].arm.name,
+            None if held is None else held[0],
             degraded=degraded,
             forced=force is not None,
-            multipliers=multipliers,
-            by_fit=bool(exclude),
+            charges={} if held is None else held[1],
+            by_fit=by_fit,
+            basis=basis,
         )
+
+    def _reserve(
+        self, entry: Ranked, task: str, now: float, ttl: float, refused: list[Rejection]
+    ) -> tuple[Reservation, dict[str, float]] | None:
+        """Hold the estimate for the arm of `entry`, or note the ledger's refusal."""
+        view = entry[2]
+        charges = dict(view.fit.charges)
+        got = self.ledger.reserve(view.arm.name, task, charges, now, ttl)
+        if isinstance(got, Refusal):
+            refused.append(Rejection(view.arm.name, RejectReason.RESERVE_FAILED, got.detail))
+            return None
+        return got, charges
 
     # -- caches ------------------------------------------------------------
 
@@ -258,17 +258,3 @@ def _blocked(
                 continue
             entries[i] = Rejection(name, reason, detail)
     return entries
-
-
-def _fit(view: ArmView) -> float:
-    assert view.components is not None, "a rejected arm is never ranked"
-    return view.components.task_fit
-
-
-def _by_fit(entry: Ranked) -> tuple[float, float, int]:
-    return (-_fit(entry[2]), entry[0], entry[1])
-
-
-def _upper(view: ArmView) -> float:
-    assert view.components is not None, "a rejected arm is never ranked"
-    return view.components.fit_upper
