@@ -35,16 +35,19 @@ from routing_kit import T0, arm, engine, pool
 
 GOLDEN = Path(__file__).parent / "fixtures" / "route_lazy_golden.json"
 SCENARIOS = 80
+#: The last scenarios have rankings long enough to find runners-up by a heap.
+WIDE = 4
 OPS = 60
 
 
-def random_engine(rng: random.Random) -> tuple[RoutingEngine, list[ArmSpec], list[str]]:
+def random_engine(rng: random.Random, wide: bool) -> tuple[RoutingEngine, list[ArmSpec], list[str]]:
+    """A random configuration; `wide`: 150 arms that can all run (long rankings)."""
     units = ["tokens", "runs", "usd"]
     pools = [
         pool(
             f"p{i}",
             rng.choice(units),
-            rng.choice([3, 40, 5.0, 200_000, 1e9, 1e12]),
+            1e12 if wide else rng.choice([3, 40, 5.0, 200_000, 1e9, 1e12]),
             rng.choice([None, "5m", "1h", "5h"]),
         )
         for i in range(rng.randint(0, 8))
@@ -56,47 +59,49 @@ def random_engine(rng: random.Random) -> tuple[RoutingEngine, list[ArmSpec], lis
             pools=tuple(rng.sample(names, rng.randint(0, min(3, len(names))))),
             context_window=rng.choice([0, 100_000, 200_000]),
             thinking=rng.choice([(), ("high",)]),
-            tools=rng.random() > 0.1,
-            vision=rng.random() > 0.7,
+            tools=wide or rng.random() > 0.1,
+            vision=wide or rng.random() > 0.7,
             local=rng.random() > 0.8,
-            fallback=rng.random() > 0.15,
-            enabled=rng.random() > 0.05,
-            max_complexity=rng.choice([None, None, 0.5]),
+            fallback=wide or rng.random() > 0.15,
+            enabled=wide or rng.random() > 0.05,
+            max_complexity=None if wide else rng.choice([None, None, 0.5]),
             cost_per_1k_input=rng.choice([0.0, 0.001, 0.5]),
             cost_per_1k_output=rng.choice([0.0, 0.004, 2.0]),
         )
-        for i in range(rng.choice([1, 2, 5, 12, 40, 60, 60]))
+        for i in range(150 if wide else rng.choice([1, 2, 5, 12, 40, 60, 60]))
     ]
     strategy = rng.choice(["balanced", "balanced", "weighted", "value_per_cost"])
     return engine(arms, pools, strategy), arms, names
 
 
-def random_request(rng: random.Random, n: int, arm_names: list[str]) -> RouteRequest:
+def random_request(rng: random.Random, n: int, arm_names: list[str], wide: bool) -> RouteRequest:
     allowed: tuple[str, ...] = ()
-    if rng.random() < 0.2:
+    if not wide and rng.random() < 0.2:
         allowed = tuple(rng.sample(arm_names, rng.randint(1, len(arm_names))))
     return RouteRequest(
         task=f"t{n}",
-        type=rng.choice(list(TaskType)),
+        type=TaskType.GENERATION if wide else rng.choice(list(TaskType)),
         priority=rng.choice(list(Priority)),
         estimated_tokens=rng.choice([0, 1_000, 20_000, 150_000]),
         requires_tools=rng.random() < 0.2,
         requires_vision=rng.random() < 0.1,
         complexity=rng.choice([0.0, 0.3, 0.8]),
-        effort=rng.choice([None, None, "high"]),
+        effort=None if wide else rng.choice([None, None, "high"]),
         arms=allowed,
-        min_quality=rng.choice([None, None, 0.3, 0.7]),
+        min_quality=0.0 if wide else rng.choice([None, None, 0.3, 0.7]),
     )
 
 
 def explain(d: Any) -> str:
-    """Everything a reader can ask of a decision, as one string."""
+    """Everything a reader can ask of a decision, as one string: the rationale
+    first, as the daemon's log line reads it before anything else."""
+    rationale = d.rationale()
     chosen = d.chosen
     return "\n".join(
         [
+            rationale,
             json.dumps(d.to_dict()),
             d.render(),
-            d.rationale(),
             repr([(c.arm, c.score, tuple(c.components), c.below_quality) for c in d.candidates]),
             repr(None if chosen is None else (chosen.arm, chosen.score, tuple(chosen.components))),
             repr((d.arm, d.charges, [tuple(r.__repr__() for r in d.rejections)])),
@@ -108,9 +113,10 @@ def history(seed: int) -> list[str]:
     """Digests of every decision's explanation in one random history, each read
     after the whole history has run."""
     rng = random.Random(seed)
-    e, arms, pool_names = random_engine(rng)
+    e, arms, pool_names = random_engine(rng, seed >= SCENARIOS - WIDE)
     names = [a.name for a in arms]
-    requests = [random_request(rng, i, names) for i in range(4)]
+    wide = seed >= SCENARIOS - WIDE
+    requests = [random_request(rng, i, names, wide) for i in range(4)]
     refuse: set[str] = set()
 
     def gate(res: Reservation) -> Reservation | Refusal:
@@ -127,7 +133,7 @@ def history(seed: int) -> list[str]:
             req = rng.choice(requests)
             exclude = tuple(rng.sample(names, min(len(names), rng.choice([0, 0, 0, 1, 2]))))
             busy = tuple(rng.sample(names, min(len(names), rng.choice([0, 0, 1]))))
-            force = rng.choice(names + ["nobody"]) if rng.random() < 0.1 else None
+            force = rng.choice([*names, "nobody"]) if rng.random() < 0.1 else None
             d = e.route(req, now, exclude=exclude, busy=busy, force=force)
             decisions.append(d)
             ending = rng.choice(["ok", "ok", "fail", "fault", "spawn", "limited", "open"])

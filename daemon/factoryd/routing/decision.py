@@ -28,6 +28,8 @@ from factoryd.units.timefmt import iso
 
 #: Runners-up named in a rationale; the full ranking is in `to_dict`.
 RATIONALE_RUNNERS_UP = 5
+#: Rankings longer than this have their runners-up found without a full sort.
+NSMALLEST_FROM = 128
 #: Rejections that say least about why a task cannot run now, in the order
 #: they come last in a rationale (the others keep the router's order first).
 _LAST = {RejectReason.EXCLUDED: 1, RejectReason.DISABLED: 2, RejectReason.NOT_ALLOWED: 3}
@@ -46,13 +48,19 @@ class Candidate:
 Ranked = tuple[float, int, ArmView]
 
 
-def _candidate(entry: Ranked, multipliers: Mapping[str, float]) -> Candidate:
-    neg_score, _, view = entry
+def _scarcest(view: ArmView, multipliers: Mapping[str, float]) -> tuple[float, str | None]:
+    """The largest multiplier among the arm's pools, and its pool (1.0, None: no pool)."""
     scarcity, scarce_pool = 1.0, None
     pools = [p for p in view.arm.pools if p in multipliers]
     for i, pool in enumerate(pools):
         if i == 0 or multipliers[pool] > scarcity:
             scarcity, scarce_pool = multipliers[pool], pool
+    return scarcity, scarce_pool
+
+
+def _candidate(entry: Ranked, multipliers: Mapping[str, float]) -> Candidate:
+    neg_score, _, view = entry
+    scarcity, scarce_pool = _scarcest(view, multipliers)
     assert view.components is not None, "a rejected arm is never ranked"
     components = view.components._replace(scarcity=scarcity, scarce_pool=scarce_pool)
     return Candidate(view.arm.name, -neg_score, components, view.below_quality)
@@ -216,7 +224,8 @@ class Decision:
     def _leaders(self, count: int) -> Sequence[Ranked]:
         """The first `count` of the ranking, without sorting all of it if it can."""
         basis = self._basis
-        if self._ranking is not None or basis is None or len(basis.ranked) <= 4 * count:
+        # Sorting in C beats a heap in Python up to about a hundred entries.
+        if self._ranking is not None or basis is None or len(basis.ranked) <= NSMALLEST_FROM:
             return self.ranking[:count]
         if self.by_fit:
             return heapq.nsmallest(count, basis.ranked, key=by_fit_key)
@@ -238,14 +247,17 @@ class Decision:
             if not self.rejections:
                 return f"No arm available for task {self.task}"
             return f"All arms rejected for task {self.task}: {rejected}"
-        chosen = _candidate(chosen_entry, self.multipliers)
-        c = chosen.components
+        # What the chosen Candidate would say, without building it.
+        c = chosen_entry[2].components
+        assert c is not None, "a rejected arm is never ranked"
+        scarcity, scarce_pool = _scarcest(chosen_entry[2], self.multipliers)
+        cost = max(c.base_cost, c.cost_floor) * scarcity
         parts = [
             f"Selected {self.arm} for task {self.task} (strategy {self.strategy}, "
-            f"score {chosen.score:.4g}; fit {c.task_fit:.3f}, throughput {c.throughput:.3f}, "
+            f"score {-chosen_entry[0]:.4g}; fit {c.task_fit:.3f}, throughput {c.throughput:.3f}, "
             f"latency {c.latency:.3f}, consumption {c.consumption:.3f}, "
-            f"cost {c.effective_cost:.4g} x{c.scarcity:.3g} scarcity"
-            + (f" from {c.scarce_pool}" if c.scarce_pool else "")
+            f"cost {cost:.4g} x{scarcity:.3g} scarcity"
+            + (f" from {scarce_pool}" if scarce_pool else "")
             + ")"
         ]
         if self.forced:
