@@ -138,11 +138,12 @@ def build_view(
     heuristic = fit.heuristic
     value = req.value
     # Positional: a named tuple built from keywords costs a dict per call.
+    observed, task_fit, fit_upper = quality.fit_terms(arm.name, type_name, heuristic)
     components = Components(
         heuristic,
-        quality.observed(arm.name, type_name),
-        quality.blend(arm.name, type_name, heuristic),
-        quality.blend_upper(arm.name, type_name, heuristic),
+        observed,
+        task_fit,
+        fit_upper,
         value,
         throughput,
         latency,

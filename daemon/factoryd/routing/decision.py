@@ -77,20 +77,20 @@ class Basis:
     """
 
     __slots__ = (
+        "_ranked",
         "below",
         "chosen",
         "entries",
         "floor",
         "not_allowed",
         "quotes",
-        "ranked",
         "refused",
         "task_type",
     )
 
     def __init__(
         self,
-        ranked: list[Ranked],
+        ranked: list[Ranked] | None,
         chosen: Ranked | None,
         not_allowed: tuple[Rejection, ...],
         entries: list[Any],
@@ -100,8 +100,8 @@ class Basis:
         task_type: str,
         floor: float,
     ) -> None:
-        #: The scored arms in the standings' order (sorted on first read).
-        self.ranked = ranked
+        # The scored arms in the standings' order (None: listed from `entries`).
+        self._ranked = ranked
         self.chosen = chosen
         self.not_allowed = not_allowed
         #: Every arm's standing: a ranked tuple or its own Rejection.
@@ -114,6 +114,13 @@ class Basis:
         self.quotes = quotes
         self.task_type = task_type
         self.floor = floor
+
+    @property
+    def ranked(self) -> list[Ranked]:
+        """The scored arms, in the standings' order until the decision sorts them."""
+        if self._ranked is None:
+            self._ranked = [e for e in self.entries if e.__class__ is tuple]
+        return self._ranked
 
 
 class Decision:

@@ -146,9 +146,7 @@ class RoutingEngine:
             rolled_back = False
         tokens = usage.total_tokens if usage else 0
         if not limited and usage is not None:
-            self.telemetry.record(
-                arm_name, RunSample(at=now, ok=ok, duration=duration, tokens=tokens)
-            )
+            self.telemetry.record(arm_name, RunSample(now, ok, duration, tokens))
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)
@@ -158,7 +156,7 @@ class RoutingEngine:
             self.telemetry.healthy_run(arm_name)
             if arm is not None:
                 self.ledger.clear_strikes(arm.pools)
-        return Settlement(committed, rolled_back=rolled_back, hold_had_expired=not held)
+        return Settlement(committed, rolled_back, not held)
 
     def report_limit(self, arm_name: str, until: float | None, now: float, reason: str) -> float:
         """An agent hit a usage limit: its pools (or the arm itself) are out until `until`.

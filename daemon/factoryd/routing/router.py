@@ -25,7 +25,8 @@ caches never change an answer (tests/test_routing_cache.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeGuard
 
 from factoryd.routing.armview import (
     ArmFit,
@@ -35,7 +36,14 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
-from factoryd.routing.decision import Basis, Decision, Ranked, best_ranked, sort_ranked
+from factoryd.routing.decision import (
+    Basis,
+    Decision,
+    Ranked,
+    best_ranked,
+    by_fit_key,
+    sort_ranked,
+)
 from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
 from factoryd.routing.quality import QualityTracker
@@ -45,6 +53,9 @@ from factoryd.routing.standings import Standing, Standings
 from factoryd.routing.telemetry import TelemetryBook
 
 __all__ = ["Router"]
+
+#: True for a standing that is a ranked entry (a tuple), not a Rejection; in C.
+_IS_RANKED: Callable[[object], TypeGuard[Ranked]] = tuple.__instancecheck__  # type: ignore[assignment]
 
 #: Request shapes whose standings are kept; beyond this the cache starts over.
 MAX_SHAPES = 1024
@@ -80,6 +91,9 @@ class Router:
     def forget(self) -> None:
         """Drop every cached standing and pool quote (after state was loaded wholesale)."""
         self._shapes: dict[RequestShape, Standings] = {}
+        #: The same standings by request object (id, with the object kept so
+        #: that its id is not reused while the entry lives).
+        self._by_request: dict[int, tuple[RouteRequest, Standings]] = {}
         self._quotes = PoolQuotes()
         self._latest = -math.inf
 
@@ -106,14 +120,19 @@ class Router:
             self.forget()  # the clock stepped back: validity times no longer hold
         self._latest = now
         quotes = self._quotes.refresh(self.ledger, now)
-        exponent = self.strategy.exponent(req.value)
         if force is None:
-            standings = self._standings(req, now, exponent)
+            # A task's request is one long-lived object: known by identity, it
+            # needs no shape built and hashed.
+            known = self._by_request.get(id(req))
+            if known is not None and known[0] is req:
+                standings = known[1]
+            else:
+                standings = self._standings(req, now)
         elif force in self.arms:
             view = self._view(self.arms[force], req, now, fit=None, forced=True)
-            standings = Standings([(0, force, view)], (), exponent)
+            standings = Standings([(0, force, view)], (), self.strategy.exponent(req.value))
         else:
-            standings = Standings([], (), exponent)
+            standings = Standings([], (), self.strategy.exponent(req.value))
             standings.not_allowed = (
                 Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}"),
             )
@@ -130,27 +149,37 @@ class Router:
         )
         # A copy either way: the standings change in place at the next decision.
         entries = _blocked(standings, exclude, busy) if exclude or busy else standings.entries[:]
-        ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]
-        below: list[Ranked] = []
-        if standings.below:
-            below = [e for e in ranked if e[2].below_quality]
-            ranked = [e for e in ranked if not e[2].below_quality]
-        degraded = not ranked and bool(below)
-        if degraded:
-            ranked, below = below, []
         # An escalation (the run after a failure or a limit, some arms excluded):
         # the task has fewer attempts left, so the arm most likely to succeed goes first.
         by_fit = bool(exclude)
+        ranked: list[Ranked] | None = None  # listed from the entries when read
+        below: list[Ranked] = []
+        degraded = False
+        if standings.below:
+            ranked = [e for e in entries if e.__class__ is tuple]
+            below = [e for e in ranked if e[2].below_quality]
+            ranked = [e for e in ranked if not e[2].below_quality]
+            degraded = not ranked and bool(below)
+            if degraded:
+                ranked, below = below, []
+            best = best_ranked(ranked, by_fit) if ranked else None
+        else:
+            # Usually the best arm's reservation holds: it is found without sorting.
+            scored = filter(_IS_RANKED, entries)
+            best = (
+                min(scored, key=by_fit_key, default=None) if by_fit else min(scored, default=None)
+            )
         refused: list[Rejection] = []
         ttl = self.policy.reservation_ttl if ttl is None else ttl
         chosen: Ranked | None = None
         held: tuple[Reservation, dict[str, float]] | None = None
-        if ranked:
-            # Usually the best arm's reservation holds: it is found without sorting.
-            chosen = best_ranked(ranked, by_fit)
-            held = self._reserve(chosen, req.task, now, ttl, refused)
-            if held is None:
-                chosen = None
+        if best is not None:
+            held = self._reserve(best, req.task, now, ttl, refused)
+            if held is not None:
+                chosen = best
+            else:
+                if ranked is None:
+                    ranked = list(filter(_IS_RANKED, entries))
                 # Refused: the rest in the full order, as the decision ranks them.
                 for entry in sort_ranked(ranked, by_fit)[1:]:
                     held = self._reserve(entry, req.task, now, ttl, refused)
@@ -210,14 +239,19 @@ class Router:
             forced=forced,
         )
 
-    def _standings(self, req: RouteRequest, now: float, exponent: float) -> Standings:
+    def _standings(self, req: RouteRequest, now: float) -> Standings:
         """The cached standings for requests shaped like `req`, made on first use."""
+        if len(self._by_request) >= MAX_SHAPES:
+            self._by_request.clear()
         key = request_shape(req)
         standings = self._shapes.get(key)
         if standings is not None:
+            self._by_request[id(req)] = (req, standings)
             return standings
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
+            self._by_request.clear()
+        exponent = self.strategy.exponent(req.value)
         if req.arms:
             arms = [self.arms[n] for n in dict.fromkeys(req.arms) if n in self.arms]
             not_allowed = tuple(
@@ -236,6 +270,7 @@ class Router:
             (rank[a.name], a.name, self._view(a, req, now, fit=None, forced=False)) for a in arms
         ]
         standings = self._shapes[key] = Standings(views, not_allowed, exponent)
+        self._by_request[id(req)] = (req, standings)
         return standings
 
 
