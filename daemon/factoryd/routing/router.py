@@ -25,8 +25,7 @@ caches never change an answer (tests/test_routing_cache.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
-from typing import TypeGuard
+from collections.abc import Collection, Sequence
 
 from factoryd.routing.armview import (
     ArmFit,
@@ -37,6 +36,7 @@ from factoryd.routing.armview import (
     request_shape,
 )
 from factoryd.routing.decision import (
+    IS_RANKED,
     Basis,
     Decision,
     Ranked,
@@ -53,9 +53,6 @@ from factoryd.routing.standings import Standing, Standings
 from factoryd.routing.telemetry import TelemetryBook
 
 __all__ = ["Router"]
-
-#: True for a standing that is a ranked entry (a tuple), not a Rejection; in C.
-_IS_RANKED: Callable[[object], TypeGuard[Ranked]] = tuple.__instancecheck__  # type: ignore[assignment]
 
 #: Request shapes whose standings are kept; beyond this the cache starts over.
 MAX_SHAPES = 1024
@@ -165,7 +162,7 @@ class Router:
             best = best_ranked(ranked, by_fit) if ranked else None
         else:
             # Usually the best arm's reservation holds: it is found without sorting.
-            scored = filter(_IS_RANKED, entries)
+            scored = filter(IS_RANKED, entries)
             best = (
                 min(scored, key=by_fit_key, default=None) if by_fit else min(scored, default=None)
             )
@@ -179,7 +176,7 @@ class Router:
                 chosen = best
             else:
                 if ranked is None:
-                    ranked = list(filter(_IS_RANKED, entries))
+                    ranked = list(filter(IS_RANKED, entries))
                 # Refused: the rest in the full order, as the decision ranks them.
                 for entry in sort_ranked(ranked, by_fit)[1:]:
                     held = self._reserve(entry, req.task, now, ttl, refused)
