@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from factoryd.routing.armview import ArmView
+from factoryd.routing.explain import render_table
 from factoryd.routing.ledger import Reservation
 from factoryd.routing.model import Rejection, RejectReason
 from factoryd.routing.scoring import Components
@@ -331,39 +332,7 @@ class Decision:
 
     def render(self) -> str:
         """The whole decision as a table a person reads (`factoryd route`)."""
-        d = self.to_dict()
-        lines = [
-            f"task {d['task']}  strategy {d['strategy']}  at {d['at']}",
-            f"chosen: {d['arm'] or 'none'}" + ("  (degraded)" if d["degraded"] else ""),
-        ]
-        if d["reservation"]:
-            charges = ", ".join(f"{p} {a:g}" for p, a in d["reservation"]["charges"].items())
-            # `route` runs nothing and reserves nothing: it says what a run would hold.
-            lines.append(f"would reserve: {charges or 'nothing'} (route reserves nothing)")
-        if d["ranking"]:
-            lines.append("")
-            head = (
-                f"{'#':>2} {'arm':<20} {'score':>10} {'fit':>6} {'fit<=':>6} {'thru':>6} "
-                f"{'lat':>6} {'cons':>6} {'cost':>9} {'scarcity':>8}"
-            )
-            lines.append(head)
-            for r in d["ranking"]:
-                c = r["components"]
-                lines.append(
-                    f"{r['rank']:>2} {r['arm']:<20} {r['score']:>10.4g} {c['task_fit']:>6.3f} "
-                    f"{c['fit_upper']:>6.3f} "
-                    f"{c['throughput']:>6.3f} {c['latency']:>6.3f} {c['consumption']:>6.3f} "
-                    f"{c['effective_cost']:>9.4g} {c['scarcity']:>8.3g}"
-                    + ("  below quality floor" if r["below_quality"] else "")
-                )
-        if d["rejections"]:
-            lines.append("")
-            lines.append("rejected:")
-            for r in d["rejections"]:
-                lines.append(f"  {r['arm']:<20} {r['reason']:<18} {r['detail']}")
-        lines.append("")
-        lines.append(d["rationale"])
-        return "\n".join(lines)
+        return render_table(self.to_dict())
 
 
 def by_fit_key(entry: Ranked) -> tuple[float, float, int]:
