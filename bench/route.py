@@ -5,6 +5,12 @@ Prints decisions/s and median/p99 microseconds per decision for 10, 50 and
 `subprocess.Popen(['/bin/true']).wait()`. Target: a 50-arm decision costs
 at most 5% of that spawn.
 
+Two figures per arm count: the router alone (`route`, timed; its `settle`
+runs between decisions, untimed), and the decision as the daemon takes it
+on every run start: `route`, the metrics and the web page's record of it
+(`RecordingMetrics.decision`) and the rationale for the `route.decision`
+log line.
+
     python bench/route.py [--decisions N]
 """
 
@@ -21,6 +27,7 @@ from factoryd.routing.model import ArmSpec, PoolSpec, PoolUnit, RouteRequest, Ta
 from factoryd.routing.quality import QualityPolicy
 from factoryd.routing.scoring import RoutingPolicy
 from factoryd.routing.telemetry import HealthPolicy, RunSample
+from factoryd.service.web.hub import RecordingMetrics
 from factoryd.units.durations import Period
 
 
@@ -58,13 +65,18 @@ def build(n_arms: int, n_pools: int = 10) -> RoutingEngine:
     return engine
 
 
-def time_decisions(engine: RoutingEngine, count: int) -> list[float]:
+def time_decisions(engine: RoutingEngine, count: int, daemon: bool = False) -> list[float]:
+    """Seconds per decision; `daemon`: with what the daemon does beside it."""
     req = RouteRequest(task="t", type=TaskType.DEBUG, estimated_tokens=20_000)
     samples = []
     now = time.time()
+    metrics = RecordingMetrics() if daemon else None
     for i in range(count):
         t0 = time.perf_counter()
         d = engine.route(req, now + i * 0.001)
+        if metrics is not None:
+            metrics.decision(d, 0.0)
+            d.rationale()
         samples.append(time.perf_counter() - t0)
         engine.settle(
             d,
@@ -97,14 +109,18 @@ def main() -> None:
     args = parser.parse_args()
     spawn = statistics.median(time_spawn(300))
     print(f"baseline: Popen(['/bin/true']).wait() median {spawn * 1e6:.0f} us")
-    print(f"{'arms':>5} {'decisions/s':>12} {'median us':>10} {'p99 us':>8} {'% of spawn':>11}")
+    print(
+        f"{'arms':>5} {'path':<8} {'decisions/s':>12} {'median us':>10} {'p99 us':>8} "
+        f"{'% of spawn':>11}"
+    )
     for n in (10, 50, 200):
-        samples = time_decisions(build(n), args.decisions)
-        med = statistics.median(samples)
-        print(
-            f"{n:>5} {1 / statistics.mean(samples):>12.0f} {med * 1e6:>10.1f} "
-            f"{pct(samples, 0.99) * 1e6:>8.1f} {100 * med / spawn:>10.1f}%"
-        )
+        for path in ("router", "daemon"):
+            samples = time_decisions(build(n), args.decisions, daemon=path == "daemon")
+            med = statistics.median(samples)
+            print(
+                f"{n:>5} {path:<8} {1 / statistics.mean(samples):>12.0f} {med * 1e6:>10.1f} "
+                f"{pct(samples, 0.99) * 1e6:>8.1f} {100 * med / spawn:>10.1f}%"
+            )
     print("target: a 50-arm decision costs at most 5% of one spawn")
 
 

@@ -135,29 +135,33 @@ def build_view(
         )
         consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
     type_name = str(req.type)
+    heuristic = fit.heuristic
+    value = req.value
+    # Positional: a named tuple built from keywords costs a dict per call.
+    observed, task_fit, fit_upper = quality.fit_terms(arm.name, type_name, heuristic)
     components = Components(
-        heuristic=fit.heuristic,
-        observed=quality.observed(arm.name, type_name),
-        task_fit=quality.blend(arm.name, type_name, fit.heuristic),
-        fit_upper=quality.blend_upper(arm.name, type_name, fit.heuristic),
-        value=req.value,
-        throughput=throughput,
-        latency=latency,
-        consumption=consumption,
-        base_cost=fit.base_cost,
-        scarcity=1.0,
-        scarce_pool=None,
-        cost_floor=strategy.cost_floor(policy),
+        heuristic,
+        observed,
+        task_fit,
+        fit_upper,
+        value,
+        throughput,
+        latency,
+        consumption,
+        fit.base_cost,
+        1.0,
+        None,
+        strategy.cost_floor(policy),
     )
     return ArmView(
-        arm=arm,
-        fit=fit,
-        rejection=None,
-        components=components,
-        numerator=strategy.numerator(components, policy),
-        below_quality=not forced and components.fit_upper < req.quality_floor,
-        version=version,
-        valid_until=valid_until,
+        arm,
+        fit,
+        None,
+        components,
+        strategy.numerator(components, policy),
+        not forced and components.fit_upper < req.quality_floor,
+        version,
+        valid_until,
     )
 
 

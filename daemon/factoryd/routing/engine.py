@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from factoryd.routing.decision import Decision
 from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
@@ -53,9 +53,11 @@ class RoutingConfig(Protocol):
     def telemetry_window(self) -> float: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What `settle` did with a run's reservation, for logs and metrics."""
+class Settlement(NamedTuple):
+    """What `settle` did with a run's reservation, for logs and metrics.
+
+    A named tuple: one is made per run, and a tuple is made faster than a
+    frozen dataclass."""
 
     committed: dict[str, float]
     rolled_back: bool
@@ -127,24 +129,24 @@ class RoutingEngine:
         if arm_name is None:
             return Settlement({}, rolled_back=False, hold_had_expired=False)
         res_id = decision.reservation.id if decision.reservation else ""
-        arm = self.arms.get(arm_name)
+        arm = self.router.arms.get(arm_name)
+        ledger = self.ledger
         if usage is None or arm is None:
-            held = self.ledger.rollback(res_id)
+            held = ledger.rollback(res_id)
             committed: dict[str, float] = {}
             rolled_back = True
         else:
-            committed = {
-                pool: charge_actual(self.ledger.pools[pool].spec, arm, usage)
-                for pool in decision.charges
-                if pool in self.ledger.pools
-            }
-            held = self.ledger.commit(res_id, committed)
+            pools = ledger.pools
+            committed = {}
+            for pool in decision.charges:
+                state = pools.get(pool)
+                if state is not None:
+                    committed[pool] = charge_actual(state.spec, arm, usage)
+            held = ledger.commit(res_id, committed)
             rolled_back = False
         tokens = usage.total_tokens if usage else 0
         if not limited and usage is not None:
-            self.telemetry.record(
-                arm_name, RunSample(at=now, ok=ok, duration=duration, tokens=tokens)
-            )
+            self.telemetry.record(arm_name, RunSample(now, ok, duration, tokens))
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)
@@ -154,7 +156,7 @@ class RoutingEngine:
             self.telemetry.healthy_run(arm_name)
             if arm is not None:
                 self.ledger.clear_strikes(arm.pools)
-        return Settlement(committed, rolled_back=rolled_back, hold_had_expired=not held)
+        return Settlement(committed, rolled_back, not held)
 
     def report_limit(self, arm_name: str, until: float | None, now: float, reason: str) -> float:
         """An agent hit a usage limit: its pools (or the arm itself) are out until `until`.

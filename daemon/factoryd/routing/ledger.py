@@ -242,18 +242,26 @@ class PoolLedger:
             confirmed = self.gate(res)
             if isinstance(confirmed, Refusal):
                 return confirmed
-            res = confirmed
-        self.restore_reservation(res)
+            if confirmed is not res:
+                self.restore_reservation(confirmed)
+                return confirmed
+        self._hold(res)
         return res
+
+    def _hold(self, res: Reservation) -> None:
+        self.reservations[res.id] = res
+        pools, rid = self.pools, res.id
+        for pool, amount in res.charges.items():
+            state = pools[pool]
+            holds = state.holds
+            holds[rid] = amount
+            state.reserved = math.fsum(holds.values())
+        if res.expires_at < self._next_event:
+            self._next_event = res.expires_at
 
     def restore_reservation(self, res: Reservation) -> None:
         """Put a reservation back (from a snapshot or journal) exactly as it was."""
-        self.reservations[res.id] = res
-        for pool, amount in res.charges.items():
-            state = self.pools[pool]
-            state.holds[res.id] = amount
-            state._sum_holds()
-        self._next_event = min(self._next_event, res.expires_at)
+        self._hold(res)
         number = res.id[1:]
         if res.id.startswith("r") and number.isdigit():
             self._next_id = max(self._next_id, int(number) + 1)
@@ -323,11 +331,12 @@ class PoolLedger:
                 self.pools[pool].strikes = 0
 
     def _release(self, res: Reservation) -> None:
-        self.reservations.pop(res.id, None)
+        rid, pools = res.id, self.pools
+        self.reservations.pop(rid, None)
         for pool in res.charges:
-            state = self.pools.get(pool)
-            if state is not None and state.holds.pop(res.id, None) is not None:
-                state._sum_holds()
+            state = pools.get(pool)
+            if state is not None and state.holds.pop(rid, None) is not None:
+                state.reserved = math.fsum(state.holds.values())
 
 
 def _num(value: float) -> str:

@@ -66,7 +66,9 @@ class QualityTracker:
         self.versions = versions or ArmVersions()
 
     def observe(self, arm: str, task_type: str, success: bool) -> None:
-        stat = self.stats.setdefault((arm, task_type), QualityStat())
+        stat = self.stats.get((arm, task_type))
+        if stat is None:
+            stat = self.stats[(arm, task_type)] = QualityStat()
         value = 1.0 if success else 0.0
         # A mean while there are fewer than 1/alpha runs, a moving average after.
         weight = max(self.policy.alpha, 1.0 / (stat.n + 1))
@@ -98,6 +100,16 @@ class QualityTracker:
     def blend_upper(self, arm: str, task_type: str, heuristic: float) -> float:
         """The blend with the observed part at its upper bound: what the floor checks."""
         return self._mix(self.observed_upper(arm, task_type), heuristic)
+
+    def fit_terms(
+        self, arm: str, task_type: str, heuristic: float
+    ) -> tuple[float | None, float, float]:
+        """(observed, blend, blend_upper) with one look-up, as the router reads them."""
+        stat = self.stats.get((arm, task_type))
+        if stat is None or stat.n < self.policy.min_observations:
+            return None, heuristic, heuristic
+        upper = wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
+        return stat.ema, self._mix(stat.ema, heuristic), self._mix(upper, heuristic)
 
     def _mix(self, observed: float | None, heuristic: float) -> float:
         if observed is None:

@@ -18,7 +18,10 @@ from factoryd.routing.ledger import PoolLedger, PoolState
 
 class PoolQuote(NamedTuple):
     #: The pool's numbers the quote was made from.
-    key: tuple[float, ...]
+    used: float
+    reserved: float
+    limited_until: float | None
+    window_end: float | None
     #: When the clock makes the quote untrue.
     until: float
     #: Scarcity multiplier; the maximum for a limited or exhausted pool.
@@ -34,20 +37,26 @@ class PoolQuotes:
     def refresh(self, ledger: PoolLedger, now: float) -> dict[str, PoolQuote]:
         """Every pool's quote at `now`; the returned dict is a snapshot."""
         current = self.current
-        for name, state in ledger.pools.items():
-            key = (state.used, state.reserved, state.limited_until or 0.0, state.window_end or 0.0)
-            quote = current.get(name)
-            if quote is None or quote.key != key or now >= quote.until:
-                current[name] = _quote(ledger, name, state, key, now)
-        if len(current) != len(ledger.pools):
-            for gone in current.keys() - ledger.pools.keys():
+        get = current.get
+        pools = ledger.pools
+        for name, state in pools.items():
+            quote = get(name)
+            if (
+                quote is None
+                or now >= quote.until
+                or quote.used != state.used
+                or quote.reserved != state.reserved
+                or quote.limited_until != state.limited_until
+                or quote.window_end != state.window_end
+            ):
+                current[name] = _quote(ledger, name, state, now)
+        if len(current) != len(pools):
+            for gone in current.keys() - pools.keys():
                 del current[gone]
-        return dict(current)
+        return current.copy()
 
 
-def _quote(
-    ledger: PoolLedger, name: str, state: PoolState, key: tuple[float, ...], now: float
-) -> PoolQuote:
+def _quote(ledger: PoolLedger, name: str, state: PoolState, now: float) -> PoolQuote:
     multiplier = ledger.multiplier(name, now)
     until = math.inf
     if state.limited_until is not None and now < state.limited_until:
@@ -55,6 +64,7 @@ def _quote(
     if state.window_end is not None and state.window_start is not None:
         discount_from = state.window_end - ledger.discount_window(state)
         until = min(until, discount_from if now < discount_from else state.window_end)
+    numbers = (state.used, state.reserved, state.limited_until, state.window_end)
     if multiplier is None:
-        return PoolQuote(key, until, ledger.scarcity_policy.max_multiplier, -math.inf)
-    return PoolQuote(key, until, multiplier, state.remaining())
+        return PoolQuote(*numbers, until, ledger.scarcity_policy.max_multiplier, -math.inf)
+    return PoolQuote(*numbers, until, multiplier, state.remaining())

@@ -35,8 +35,16 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
-from factoryd.routing.decision import Decision, Ranked
-from factoryd.routing.ledger import PoolLedger, Refusal
+from factoryd.routing.decision import (
+    IS_RANKED,
+    Basis,
+    Decision,
+    Ranked,
+    best_ranked,
+    by_fit_key,
+    sort_ranked,
+)
+from factoryd.routing.ledger import PoolLedger, Refusal, Reservation
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
 from factoryd.routing.quality import QualityTracker
 from factoryd.routing.quotes import PoolQuotes
@@ -80,6 +88,9 @@ class Router:
     def forget(self) -> None:
         """Drop every cached standing and pool quote (after state was loaded wholesale)."""
         self._shapes: dict[RequestShape, Standings] = {}
+        #: The same standings by request object (id, with the object kept so
+        #: that its id is not reused while the entry lives).
+        self._by_request: dict[int, tuple[RouteRequest, Standings]] = {}
         self._quotes = PoolQuotes()
         self._latest = -math.inf
 
@@ -106,14 +117,19 @@ class Router:
             self.forget()  # the clock stepped back: validity times no longer hold
         self._latest = now
         quotes = self._quotes.refresh(self.ledger, now)
-        exponent = self.strategy.exponent(req.value)
         if force is None:
-            standings = self._standings(req, now, exponent)
+            # A task's request is one long-lived object: known by identity, it
+            # needs no shape built and hashed.
+            known = self._by_request.get(id(req))
+            if known is not None and known[0] is req:
+                standings = known[1]
+            else:
+                standings = self._standings(req, now)
         elif force in self.arms:
             view = self._view(self.arms[force], req, now, fit=None, forced=True)
-            standings = Standings([(0, force, view)], (), exponent)
+            standings = Standings([(0, force, view)], (), self.strategy.exponent(req.value))
         else:
-            standings = Standings([], (), exponent)
+            standings = Standings([], (), self.strategy.exponent(req.value))
             standings.not_allowed = (
                 Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}"),
             )
@@ -128,70 +144,80 @@ class Router:
             rebuild,
             lambda charges: self.ledger.refusal(charges, now),
         )
-        entries = standings.entries
-        if exclude or busy:
-            entries = _blocked(standings, exclude, busy)
-        rejections = [*standings.not_allowed, *(e for e in entries if e.__class__ is Rejection)]
-        ranked: list[Ranked] = [e for e in entries if e.__class__ is tuple]
+        # A copy either way: the standings change in place at the next decision.
+        entries = _blocked(standings, exclude, busy) if exclude or busy else standings.entries[:]
+        # An escalation (the run after a failure or a limit, some arms excluded):
+        # the task has fewer attempts left, so the arm most likely to succeed goes first.
+        by_fit = bool(exclude)
+        ranked: list[Ranked] | None = None  # listed from the entries when read
         below: list[Ranked] = []
+        degraded = False
         if standings.below:
+            ranked = [e for e in entries if e.__class__ is tuple]
             below = [e for e in ranked if e[2].below_quality]
             ranked = [e for e in ranked if not e[2].below_quality]
-        degraded = not ranked and bool(below)
-        if degraded:
-            ranked, below = below, []
-        ranked.sort()
-        if exclude:
-            # An escalation (the run after a failure or a limit): the task has
-            # fewer attempts left, so the arm most likely to succeed goes first.
-            ranked.sort(key=_by_fit)
-        below.sort()
-        rejections.extend(
-            Rejection(
-                view.arm.name,
-                RejectReason.BELOW_QUALITY,
-                f"quality {_fit(view):.3f} (at most {_upper(view):.3f}) below the "
-                f"{req.type} floor {req.quality_floor:.2f}",
+            degraded = not ranked and bool(below)
+            if degraded:
+                ranked, below = below, []
+            best = best_ranked(ranked, by_fit) if ranked else None
+        else:
+            # Usually the best arm's reservation holds: it is found without sorting.
+            scored = filter(IS_RANKED, entries)
+            best = (
+                min(scored, key=by_fit_key, default=None) if by_fit else min(scored, default=None)
             )
-            for _, _, view in below
-        )
-        multipliers = {pool: quote.multiplier for pool, quote in quotes.items()}
+        refused: list[Rejection] = []
         ttl = self.policy.reservation_ttl if ttl is None else ttl
-        for _, _, view in ranked:
-            charges = dict(view.fit.charges)
-            held = self.ledger.reserve(view.arm.name, req.task, charges, now, ttl)
-            if isinstance(held, Refusal):
-                rejections.append(
-                    Rejection(view.arm.name, RejectReason.RESERVE_FAILED, held.detail)
-                )
-                continue
-            return Decision(
-                task=req.task,
-                strategy=self.policy.strategy,
-                at=now,
-                arm=view.arm.name,
-                reservation=held,
-                ranking=ranked,
-                rejections=tuple(rejections),
-                degraded=degraded,
-                forced=force is not None,
-                charges=charges,
-                multipliers=multipliers,
-                by_fit=bool(exclude),
-            )
+        chosen: Ranked | None = None
+        held: tuple[Reservation, dict[str, float]] | None = None
+        if best is not None:
+            held = self._reserve(best, req.task, now, ttl, refused)
+            if held is not None:
+                chosen = best
+            else:
+                if ranked is None:
+                    ranked = list(filter(IS_RANKED, entries))
+                # Refused: the rest in the full order, as the decision ranks them.
+                for entry in sort_ranked(ranked, by_fit)[1:]:
+                    held = self._reserve(entry, req.task, now, ttl, refused)
+                    if held is not None:
+                        chosen = entry
+                        break
+        basis = Basis(
+            ranked,
+            chosen,
+            standings.not_allowed,
+            entries,
+            below,
+            refused,
+            quotes,
+            str(req.type),
+            req.quality_floor,
+        )
         return Decision(
-            task=req.task,
-            strategy=self.policy.strategy,
-            at=now,
-            arm=None,
-            reservation=None,
-            ranking=ranked,
-            rejections=tuple(rejections),
+            req.task,
+            self.policy.strategy,
+            now,
+            None if chosen is None else chosen[2].arm.name,
+            None if held is None else held[0],
             degraded=degraded,
             forced=force is not None,
-            multipliers=multipliers,
-            by_fit=bool(exclude),
+            charges={} if held is None else held[1],
+            by_fit=by_fit,
+            basis=basis,
         )
+
+    def _reserve(
+        self, entry: Ranked, task: str, now: float, ttl: float, refused: list[Rejection]
+    ) -> tuple[Reservation, dict[str, float]] | None:
+        """Hold the estimate for the arm of `entry`, or note the ledger's refusal."""
+        view = entry[2]
+        charges = dict(view.fit.charges)
+        got = self.ledger.reserve(view.arm.name, task, charges, now, ttl)
+        if isinstance(got, Refusal):
+            refused.append(Rejection(view.arm.name, RejectReason.RESERVE_FAILED, got.detail))
+            return None
+        return got, charges
 
     # -- caches ------------------------------------------------------------
 
@@ -210,14 +236,19 @@ class Router:
             forced=forced,
         )
 
-    def _standings(self, req: RouteRequest, now: float, exponent: float) -> Standings:
+    def _standings(self, req: RouteRequest, now: float) -> Standings:
         """The cached standings for requests shaped like `req`, made on first use."""
+        if len(self._by_request) >= MAX_SHAPES:
+            self._by_request.clear()
         key = request_shape(req)
         standings = self._shapes.get(key)
         if standings is not None:
+            self._by_request[id(req)] = (req, standings)
             return standings
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
+            self._by_request.clear()
+        exponent = self.strategy.exponent(req.value)
         if req.arms:
             arms = [self.arms[n] for n in dict.fromkeys(req.arms) if n in self.arms]
             not_allowed = tuple(
@@ -236,6 +267,7 @@ class Router:
             (rank[a.name], a.name, self._view(a, req, now, fit=None, forced=False)) for a in arms
         ]
         standings = self._shapes[key] = Standings(views, not_allowed, exponent)
+        self._by_request[id(req)] = (req, standings)
         return standings
 
 
@@ -258,17 +290,3 @@ def _blocked(
                 continue
             entries[i] = Rejection(name, reason, detail)
     return entries
-
-
-def _fit(view: ArmView) -> float:
-    assert view.components is not None, "a rejected arm is never ranked"
-    return view.components.task_fit
-
-
-def _by_fit(entry: Ranked) -> tuple[float, float, int]:
-    return (-_fit(entry[2]), entry[0], entry[1])
-
-
-def _upper(view: ArmView) -> float:
-    assert view.components is not None, "a rejected arm is never ranked"
-    return view.components.fit_upper

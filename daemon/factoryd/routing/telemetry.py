@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from factoryd.routing.versions import ArmVersions
 
 
-@dataclass(frozen=True, slots=True)
-class RunSample:
-    """One finished run as telemetry sees it."""
+class RunSample(NamedTuple):
+    """One finished run as telemetry sees it (a named tuple: one is made per run)."""
 
     at: float
     ok: bool
@@ -105,9 +105,9 @@ class ArmTelemetry:
         return [b for b in self.buckets if b.start > _cut(now, span)]
 
 
-@dataclass(frozen=True, slots=True)
-class Performance:
-    """What the router reads of an arm's telemetry at one instant."""
+class Performance(NamedTuple):
+    """What the router reads of an arm's telemetry at one instant (a named
+    tuple: one is made whenever an arm's view is rebuilt)."""
 
     throughput: float
     latency: float | None
@@ -206,11 +206,11 @@ class TelemetryBook:
         ok, failed, ok_seconds, tokens = tel.sums
         total = ok + failed
         return Performance(
-            throughput=ok / self.window,
-            latency=ok_seconds / ok if ok else None,
-            success_rate=ok / total if total else None,
-            session_tokens=tokens,
-            age=now - tel.last_event_at,
+            ok / self.window,
+            ok_seconds / ok if ok else None,
+            ok / total if total else None,
+            tokens,
+            now - tel.last_event_at,
         )
 
 

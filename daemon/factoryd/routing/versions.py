@@ -24,11 +24,12 @@ class ArmVersions:
         self._base = 0
 
     def bump(self, arm: str) -> None:
-        self.counts[arm] = self.counts.get(arm, 0) + 1
-        if len(self._log) >= LOG_LIMIT:
-            self._base += len(self._log)
-            self._log.clear()
-        self._log.append(arm)
+        counts, log = self.counts, self._log
+        counts[arm] = counts.get(arm, 0) + 1
+        if len(log) >= LOG_LIMIT:
+            self._base += len(log)
+            log.clear()
+        log.append(arm)
 
     def of(self, arm: str) -> int:
         return self.counts.get(arm, 0)

@@ -63,7 +63,9 @@ class RecordingMetrics(Metrics):
 
     def __init__(self) -> None:
         super().__init__()
-        self.recent_decisions: deque[dict[str, Any]] = deque(maxlen=KEEP_DECISIONS)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=KEEP_DECISIONS)
+        # Rendered when the page reads them, not on the decision's path.
+        self._unrendered: deque[tuple[Decision, int]] = deque(maxlen=KEEP_DECISIONS)
         self.decision_seq = 0
         self._last_none: dict[str, str] = {}
 
@@ -79,7 +81,14 @@ class RecordingMetrics(Metrics):
         else:
             self._last_none.pop(d.task, None)
         self.decision_seq += 1
-        self.recent_decisions.append(compact_decision(d, self.decision_seq))
+        self._unrendered.append((d, self.decision_seq))
+
+    @property
+    def recent_decisions(self) -> deque[dict[str, Any]]:
+        """The newest decisions as the page shows them, oldest first."""
+        while self._unrendered:
+            self._recent.append(compact_decision(*self._unrendered.popleft()))
+        return self._recent
 
 
 def read_runs(
