@@ -237,16 +237,18 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from factoryd.simulate.command import SimulateError, simulate_command
+    from factoryd.simulate.command import SimulateError, simulate_results
 
     try:
-        print(simulate_command(
+        text, results = simulate_results(
             args.config, args.scenario, seeds=args.seeds, as_json=args.json,
             policies=(args.policies or "").split(","), plot_path=args.plot,
-        ))  # fmt: skip
+        )  # fmt: skip
     except SimulateError as exc:
         raise UsageError(str(exc)) from None
-    return EXIT_OK
+    print(text)
+    failed = args.check and (results.verdict is None or not results.verdict.holds)
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", help="comma-separated policies (default: all)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost-success plane")
+    p.add_argument("--check", action="store_true", help="exit 1 unless the default's verdict holds")
     p.set_defaults(func=cmd_simulate)
 
     verbs.register(sub, control_args)  # status cancel logs show wait stop start restart reset ...
