@@ -199,9 +199,6 @@ class Verdict:
     def holds(self) -> bool:
         return not self.failures and self.oracle_ok
 
-    # The name earlier callers used.
-    wins = holds
-
     def as_dict(self) -> dict[str, Any]:
         per: dict[str, dict[str, Any]] = {}
         for c in self.comparisons:
