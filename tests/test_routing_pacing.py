@@ -7,7 +7,11 @@ capacity expired at the reset; these tests fail on that rule.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from factoryd.config.loader import load_config
+from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
 from factoryd.routing.model import RouteRequest, TaskType
 from factoryd.routing.pacing import pace_step, paced_fraction
@@ -78,3 +82,21 @@ def test_late_in_its_window_a_subscription_is_preferred_to_a_paid_key() -> None:
     assert choice_at(0.05) == "paid"
     assert choice_at(0.6) == "sub"
     assert choice_at(0.6, pace_steps=0) == "paid"
+
+
+def test_pacing_is_on_by_default_and_a_config_can_turn_it_off(tmp_path: Path) -> None:
+    base = """
+[daemon]
+state_dir = "state"
+metrics_listen = "off"
+
+[[arms]]
+name = "a"
+cli = "claude"
+"""
+    (tmp_path / "on.toml").write_text(base)
+    (tmp_path / "off.toml").write_text(base + "\n[routing.scarcity]\npace_steps = 0\n")
+    on = RoutingEngine.from_config(load_config(tmp_path / "on.toml"))
+    off = RoutingEngine.from_config(load_config(tmp_path / "off.toml"))
+    assert on.ledger.scarcity_policy.pace_steps == 20
+    assert off.ledger.scarcity_policy.pace_steps == 0
