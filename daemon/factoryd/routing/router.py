@@ -35,6 +35,7 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
+from factoryd.routing.cascade import cascade
 from factoryd.routing.decision import Decision, Ranked
 from factoryd.routing.ledger import PoolLedger, Refusal
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest
@@ -137,15 +138,21 @@ class Router:
         if standings.below:
             below = [e for e in ranked if e[2].below_quality]
             ranked = [e for e in ranked if not e[2].below_quality]
-        degraded = not ranked and bool(below)
-        if degraded:
-            ranked, below = below, []
-        ranked.sort()
-        if exclude:
-            # An escalation (the run after a failure or a limit): the task has
-            # fewer attempts left, so the arm most likely to succeed goes first.
-            ranked.sort(key=_by_fit)
-        below.sort()
+        by_fit = bool(exclude)
+        if req.attempts_left is not None and force is None:
+            # A cascade over the task's remaining attempts (cascade.py).
+            ranked, below = cascade(ranked, below, req.attempts_left + 1)
+            degraded, by_fit = bool(ranked) and ranked[0][2].below_quality, True
+        else:
+            degraded = not ranked and bool(below)
+            if degraded:
+                ranked, below = below, []
+            ranked.sort()
+            if exclude:
+                # An escalation (the run after a failure or a limit): the task has
+                # fewer attempts left, so the arm most likely to succeed goes first.
+                ranked.sort(key=_by_fit)
+            below.sort()
         rejections.extend(
             Rejection(
                 view.arm.name,
@@ -177,7 +184,7 @@ class Router:
                 forced=force is not None,
                 charges=charges,
                 multipliers=multipliers,
-                by_fit=bool(exclude),
+                by_fit=by_fit,
             )
         return Decision(
             task=req.task,
@@ -190,7 +197,7 @@ class Router:
             degraded=degraded,
             forced=force is not None,
             multipliers=multipliers,
-            by_fit=bool(exclude),
+            by_fit=by_fit,
         )
 
     # -- caches ------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""A cascade over a task's remaining attempts (routing/cascade.py).
+
+When a request says how many runs its task has left, the router tries the
+cheap adequate arm first while attempts remain and the best fit on the last
+one; a request that does not say is ranked as before. The attempt budget is
+the task's restart budget (core.lifecycle.attempts_left).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from factoryd.core.lifecycle import RestartBook, attempts_left
+from factoryd.core.taskspec import RestartPolicy, TaskKind, TaskSpec
+from factoryd.routing.engine import RoutingEngine
+from factoryd.routing.model import RouteRequest, TaskType
+from routing_kit import T0, arm, engine
+
+DEBUG = TaskType.DEBUG  # quality floor 0.50
+
+
+def models(rates: dict[str, float]) -> RoutingEngine:
+    """cheap, mid and dear arms, priced 1x, 4x and 20x, each with an observed success rate."""
+    e = engine(
+        [
+            arm("cheap", cost_per_1k_input=0.001, cost_per_1k_output=0.001),
+            arm("mid", cost_per_1k_input=0.004, cost_per_1k_output=0.004),
+            arm("dear", cost_per_1k_input=0.02, cost_per_1k_output=0.02),
+        ]
+    )
+    for name, rate in rates.items():
+        for i in range(40):  # successes spread evenly, as the moving average wants
+            e.quality.observe(name, str(DEBUG), int((i + 1) * rate) > int(i * rate))
+    return e
+
+
+def pick(e: RoutingEngine, left: int | None, exclude: tuple[str, ...] = ()) -> str | None:
+    req = RouteRequest(task="t", type=DEBUG, estimated_tokens=40_000, attempts_left=left)
+    return e.route(req, T0, exclude=exclude).arm  # the arms draw on no pool: nothing held
+
+
+RATES = {"cheap": 0.2, "mid": 0.7, "dear": 0.9}
+
+
+def test_with_attempts_to_spare_the_cheap_arm_goes_first_even_below_the_floor() -> None:
+    e = models(RATES)
+    # Three attempts and three arms: every arm runs before the task gives up,
+    # so the order changes the price, not the chance; cheapest first.
+    assert pick(e, 2) == "cheap"
+    # after it failed: two attempts, two arms left; the cheaper one first
+    assert pick(e, 1, exclude=("cheap",)) == "mid"
+    # the last attempt takes the best fit left
+    assert pick(e, 0, exclude=("cheap", "mid")) == "dear"
+
+
+def test_the_plan_is_the_arms_most_likely_to_succeed() -> None:
+    e = models(RATES)
+    # Two attempts, three arms: the cheap weak arm would take an attempt
+    # from a strong one, so the plan is mid and dear, mid first.
+    assert pick(e, 1) == "mid"
+    # the last attempt, or a task with no retries, takes the best fit
+    assert pick(e, 0) == "dear"
+
+
+def test_without_an_attempt_budget_the_ranking_is_as_before() -> None:
+    e = models(RATES)
+    # below the floor the cheap arm is set aside; the score prefers mid
+    assert pick(e, None) == "mid"
+    # an escalation ranks by fit
+    assert pick(e, None, exclude=("cheap",)) == "dear"
+
+
+def test_a_cascade_decision_says_so() -> None:
+    e = models(RATES)
+    req = RouteRequest(task="t", type=DEBUG, estimated_tokens=40_000, attempts_left=2)
+    decision = e.route(req, T0)
+    assert decision.arm == "cheap" and decision.degraded and decision.by_fit
+    assert [c.arm for c in decision.candidates] == ["cheap", "mid", "dear"]
+
+
+def test_attempts_left_is_the_restart_budget_in_its_window() -> None:
+    route = RouteRequest(task="t")
+    spec = TaskSpec(
+        name="t", kind=TaskKind.ONESHOT, route=route, max_restarts=2, restart_window=600.0
+    )
+    assert attempts_left(spec, RestartBook.empty(), 1000.0) == 2
+    book = RestartBook(restarts=deque([500.0, 900.0]))
+    assert attempts_left(spec, book, 1000.0) == 0
+    # a restart older than the window no longer counts
+    assert attempts_left(spec, book, 1150.0) == 1
+    never = TaskSpec(
+        name="t", kind=TaskKind.ONESHOT, route=route, restart=RestartPolicy.NEVER, max_restarts=5
+    )
+    assert attempts_left(never, RestartBook.empty(), 1000.0) == 0
