@@ -9,11 +9,12 @@ the task's restart budget (core.lifecycle.attempts_left).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 from factoryd.core.lifecycle import RestartBook, attempts_left
 from factoryd.core.taskspec import RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.engine import RoutingEngine
-from factoryd.routing.model import RouteRequest, TaskType
+from factoryd.routing.model import RejectReason, RouteRequest, TaskType
 from routing_kit import T0, arm, engine
 
 DEBUG = TaskType.DEBUG  # quality floor 0.50
@@ -74,8 +75,20 @@ def test_a_cascade_decision_says_so() -> None:
     e = models(RATES)
     req = RouteRequest(task="t", type=DEBUG, estimated_tokens=40_000, attempts_left=2)
     decision = e.route(req, T0)
-    assert decision.arm == "cheap" and decision.degraded and decision.by_fit
-    assert [c.arm for c in decision.candidates] == ["cheap", "mid", "dear"]
+    # the cheap arm runs below the floor by plan, not because no arm met it
+    assert decision.arm == "cheap" and not decision.degraded
+    assert [(c.arm, c.below_quality) for c in decision.candidates] == [
+        ("cheap", True),
+        ("mid", False),
+        ("dear", False),
+    ]
+    # with one attempt to spare, the floor keeps the cheap arm out as before
+    decision = e.route(replace(req, attempts_left=1), T0)
+    assert [c.arm for c in decision.candidates] == ["mid", "dear"]
+    assert not decision.degraded
+    assert [r.arm for r in decision.rejections if r.reason is RejectReason.BELOW_QUALITY] == [
+        "cheap"
+    ]
 
 
 def test_attempts_left_is_the_restart_budget_in_its_window() -> None:

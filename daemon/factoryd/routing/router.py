@@ -142,7 +142,7 @@ class Router:
         if req.attempts_left is not None and force is None:
             # A cascade over the task's remaining attempts (cascade.py).
             ranked, below = cascade(ranked, below, req.attempts_left + 1)
-            degraded, by_fit = bool(ranked) and ranked[0][2].below_quality, True
+            degraded = bool(ranked) and all(e[2].below_quality for e in ranked)
         else:
             degraded = not ranked and bool(below)
             if degraded:
