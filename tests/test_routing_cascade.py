@@ -63,6 +63,24 @@ def test_the_plan_is_the_arms_most_likely_to_succeed() -> None:
     assert pick(e, 0) == "dear"
 
 
+def test_a_nearly_as_good_cheap_arm_may_go_first_while_attempts_remain() -> None:
+    e = engine(
+        [
+            *(arm(n, cost_per_1k_input=0.02, cost_per_1k_output=0.02) for n in "abc"),
+            arm("thrifty", cost_per_1k_input=0.001, cost_per_1k_output=0.001),
+        ]
+    )
+    for i in range(40):
+        for name in "abc":
+            e.quality.observe(name, str(DEBUG), i % 10 != 0)  # 0.9
+        e.quality.observe("thrifty", str(DEBUG), i % 20 not in (0, 7, 14))  # 0.85
+    # three attempts: thrifty now and two strong arms after it miss barely
+    # more often than three strong arms, so the price decides
+    assert pick(e, 2) == "thrifty"
+    # on the last attempt the best fit goes
+    assert pick(e, 0) in ("a", "b", "c")
+
+
 def test_without_an_attempt_budget_the_ranking_is_as_before() -> None:
     e = models(RATES)
     # below the floor the cheap arm is set aside; the score prefers mid

@@ -12,8 +12,11 @@ Order of work for one request:
    only if nothing else is feasible (the decision is then `degraded`);
 4. score with the configured strategy; rank by score, ties broken by the
    arm's position (the task's `arms` list, else config order), then name;
-   a run with excluded arms (an escalation after a failure or a limit)
-   ranks by task fit first, score second: its task has attempts to lose;
+   a request that says how many attempts its task has left is ranked as a
+   cascade over them (cascade.py: cheap adequate arms first while attempts
+   remain, the best fit on the last one); one that does not, with excluded
+   arms (an escalation after a failure or a limit), ranks by task fit
+   first, score second;
 5. reserve on the best arm; a refused reservation moves on to the next arm,
    so a request never fails while a feasible arm remains.
 

@@ -19,8 +19,9 @@ the simulator's `mixed` scenario: when all arms draw on one pool, scarcity
 divides every score by the same figure; when prices differ more than the
 utilities can (there 3.75x and 5x, where balanced would need 1.9x and 2.2x
 the utility, value_per_cost 3.75x and 5x the fit), both rank the cheapest
-arm above the task type's quality floor first; and an escalation is ranked
-by fit whatever the strategy. Not a bug: they part where pools, prices
+arm above the task type's quality floor first; and the cascade over a
+task's attempts (cascade.py) chooses among the arms it allows by score,
+which there is the same order. Not a bug: they part where pools, prices
 within a few times of each other, or telemetry differ.
 """
 
