@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from factoryd.cli import main
+from factoryd.config.loader import load_config
+from factoryd.simulate.runner import run_scenario
+from factoryd.simulate.scenario import load_scenario
 from factoryd.simulate.stats import verdict
 
 
@@ -145,3 +148,17 @@ def test_check_exits_non_zero_when_the_verdict_fails(
     assert main(argv) == status
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"{strategy}: {'FAILS' if status else 'HOLDS'}")
+
+
+def test_the_default_is_as_cheap_per_success_as_cheap_to_strong_baselines_in_mixed() -> None:
+    # The bundled `mixed` scenario, where escalating to the dearest arm after
+    # one failure cost the default 30% of its successes per USD (issue 17):
+    # with a cascade over the task's attempts the verdict holds.
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root / "scenarios" / "models.toml")
+    s = load_scenario(root / "scenarios" / "mixed.toml", config)
+    policies = ("balanced", "cheapest_first", "static_priority", "oracle")
+    results = run_scenario(config, s, seeds=3, policies=policies)
+    assert results.verdict is not None and results.verdict.holds, results.verdict.sentence()
+    usd = {p: sum(t.usd for t in results.tallies[p]) for p in policies}
+    assert usd["balanced"] <= 1.01 * usd["cheapest_first"]
