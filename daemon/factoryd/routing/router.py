@@ -145,6 +145,7 @@ class Router:
         if req.attempts_left is not None and force is None:
             # A cascade over the task's remaining attempts (cascade.py).
             ranked, below = cascade(ranked, below, req.attempts_left + 1)
+            by_fit = False  # the score decides among the arms the plan allows
             degraded = bool(ranked) and all(e[2].below_quality for e in ranked)
         else:
             degraded = not ranked and bool(below)
