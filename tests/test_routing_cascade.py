@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+from daemon_kit import header, task
 from factoryd.core.lifecycle import RestartBook, attempts_left
 from factoryd.core.taskspec import RestartPolicy, TaskKind, TaskSpec
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.model import RejectReason, RouteRequest, TaskType
+from reconcile_kit import Harness
 from routing_kit import T0, arm, engine
 
 DEBUG = TaskType.DEBUG  # quality floor 0.50
@@ -123,3 +127,39 @@ def test_attempts_left_is_the_restart_budget_in_its_window() -> None:
         name="t", kind=TaskKind.ONESHOT, route=route, restart=RestartPolicy.NEVER, max_restarts=5
     )
     assert attempts_left(never, RestartBook.empty(), 1000.0) == 0
+
+
+ARMS = """
+[[arms]]
+name = "thrifty"
+cli = "command"
+cost_per_1k_input = 0.001
+cost_per_1k_output = 0.001
+
+[[arms]]
+name = "strong"
+cli = "command"
+cost_per_1k_input = 0.02
+cost_per_1k_output = 0.02
+"""
+
+
+@pytest.mark.parametrize(("max_restarts", "arm_used"), [(0, "strong"), (2, "thrifty")])
+def test_the_reconciler_routes_with_the_tasks_restart_budget(
+    tmp_path: Path, max_restarts: int, arm_used: str
+) -> None:
+    one = task(
+        "fix",
+        "pass",
+        type="debug",
+        estimated_tokens=40_000,
+        arms=["thrifty", "strong"],
+        max_restarts=max_restarts,
+    )
+    h = Harness(tmp_path, header(tmp_path) + ARMS + one)
+    for i in range(40):
+        h.rec.engine.quality.observe("thrifty", "debug", i % 5 != 0)  # 0.8
+        h.rec.engine.quality.observe("strong", "debug", i % 20 != 0)  # 0.95
+    h.step()
+    # No retry left: the best fit. Retries left: the cheap adequate arm first.
+    assert h.rec.runs[h.run_of("fix")].arm == arm_used
