@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from factoryd import __version__
 from factoryd.config.loader import load_config, parse_task_override
 from factoryd.config.model import Config
 from factoryd.config.tomltable import ConfigError
+from factoryd.core.lifecycle import RestartBook, attempts_left
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
 from factoryd.service import verbs
@@ -228,7 +230,11 @@ def cmd_route(args: argparse.Namespace) -> int:
             now = parse_iso(args.now)
         except ValueError:
             raise UsageError(f"--now: expected an RFC 3339 time, got {args.now!r}") from None
-    decision = engine.route(spec.route, now, exclude=args.exclude or (), force=args.force)
+    # as the daemon routes the task's first run, with its whole restart budget
+    # ahead; with --exclude (a later run) the budget left is unknown
+    left = None if args.exclude else attempts_left(spec, RestartBook.empty(), now)
+    req = replace(spec.route, attempts_left=left)
+    decision = engine.route(req, now, exclude=args.exclude or (), force=args.force)
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
