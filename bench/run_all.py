@@ -75,7 +75,7 @@ def main() -> None:
             f"| {r.bench} | {r.metric} | {r.ours} | {r.peer} | {r.ratio} | {r.target} | {met} |"
         )
     # The router against baselines and a hindsight oracle, on the bundled scenarios.
-    lines += ["", simulate.simulate_section(3 if args.quick else None, HERE / "simulate")]
+    lines += ["", simulate.write_results(3 if args.quick else None)]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 

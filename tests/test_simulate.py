@@ -255,7 +255,12 @@ def test_operator_cancels_do_not_move_quality(tmp_path: Path) -> None:
     )
     s = scenario(tmp_path, config, mixed_truth() + cancel_all)
     sim = play(config, s, "balanced", 0)
-    assert sim.tally.outcomes["cancelled"] == sim.tally.runs > 10
+    # Every run is cancelled unless the provider's limit ended it first (a paced
+    # router fills the subscription's window; a limit teaches nothing either).
+    outcomes = sim.tally.outcomes
+    assert set(outcomes) <= {"cancelled", "limited"}
+    assert outcomes["cancelled"] > 10 * outcomes["limited"]
+    assert outcomes["cancelled"] + outcomes["limited"] == sim.tally.runs
     assert sim.engine.quality.stats == {}
     assert all(not t.buckets for t in sim.engine.telemetry.arms.values())
 

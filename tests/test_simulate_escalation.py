@@ -58,3 +58,20 @@ def test_the_simulator_retries_a_failed_task_on_another_arm(tmp_path: Path) -> N
             assert entry[7] != failed[entry[2]]
             retried += 1
     assert retried > 5
+
+
+def test_each_run_tells_the_router_how_many_attempts_its_task_has_left(tmp_path: Path) -> None:
+    config = three_arms(tmp_path)  # max_restarts = 1: two attempts
+    trace: list[tuple[Any, ...]] = []
+    play(config, scenario(tmp_path, config, mixed_truth()), "balanced", 0, trace=trace)
+    failures: dict[int, int] = {}
+    seen: set[int | None] = set()
+    for entry in trace:
+        if entry[0] == "settle":
+            if entry[4] in (Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED):
+                failures[entry[2]] = failures.get(entry[2], 0) + 1
+        elif entry[7] is not None:
+            left = entry[3].attempts_left
+            assert left == 1 - failures.get(entry[2], 0), entry
+            seen.add(left)
+    assert seen == {1, 0}

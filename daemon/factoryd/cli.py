@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from factoryd import __version__
 from factoryd.config.loader import load_config, parse_task_override
 from factoryd.config.model import Config
 from factoryd.config.tomltable import ConfigError
+from factoryd.core.lifecycle import RestartBook, attempts_left
 from factoryd.routing.engine import RoutingEngine
 from factoryd.routing.snapshot import SnapshotError
 from factoryd.service import verbs
@@ -228,7 +230,11 @@ def cmd_route(args: argparse.Namespace) -> int:
             now = parse_iso(args.now)
         except ValueError:
             raise UsageError(f"--now: expected an RFC 3339 time, got {args.now!r}") from None
-    decision = engine.route(spec.route, now, exclude=args.exclude or (), force=args.force)
+    # as the daemon routes the task's first run, with its whole restart budget
+    # ahead; with --exclude (a later run) the budget left is unknown
+    left = None if args.exclude else attempts_left(spec, RestartBook.empty(), now)
+    req = replace(spec.route, attempts_left=left)
+    decision = engine.route(req, now, exclude=args.exclude or (), force=args.force)
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
@@ -237,16 +243,18 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from factoryd.simulate.command import SimulateError, simulate_command
+    from factoryd.simulate.command import SimulateError, simulate_results
 
     try:
-        print(simulate_command(
+        text, results = simulate_results(
             args.config, args.scenario, seeds=args.seeds, as_json=args.json,
             policies=(args.policies or "").split(","), plot_path=args.plot,
-        ))  # fmt: skip
+        )  # fmt: skip
     except SimulateError as exc:
         raise UsageError(str(exc)) from None
-    return EXIT_OK
+    print(text)
+    failed = args.check and (results.verdict is None or not results.verdict.holds)
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", help="comma-separated policies (default: all)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost-success plane")
+    p.add_argument("--check", action="store_true", help="exit 1 unless the default's verdict holds")
     p.set_defaults(func=cmd_simulate)
 
     verbs.register(sub, control_args)  # status cancel logs show wait stop start restart reset ...

@@ -92,6 +92,9 @@ def read_routing(
         discount_window=scarcity.duration("discount_window", 3600.0),
         discount_min_fraction=scarcity.number("discount_min_fraction", 0.3, hi=1.0),
         discount=scarcity.number("discount", 0.5, hi=1.0, exclusive_lo=True),
+        pace_steps=int(
+            scarcity.number("pace_steps", ScarcityPolicy().pace_steps, hi=10_000, integer=True)
+        ),
     )
     scarcity.done()
     window = t.duration("telemetry_window", 3600.0)

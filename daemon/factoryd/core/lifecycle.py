@@ -161,3 +161,14 @@ def exclusions_after(
     ):
         return exclude | {arm}
     return set()
+
+
+def attempts_left(spec: TaskSpec, book: RestartBook, now: float) -> int:
+    """How many more runs the task gets if its next run fails: its restart
+    budget left in the window (0 when a failure would not be restarted).
+    The router plans a cascade over the next run and these (routing/cascade.py)."""
+    if spec.restart is RestartPolicy.NEVER:
+        return 0
+    window_start = now - spec.restart_window
+    used = sum(1 for t in book.restarts if t >= window_start)
+    return max(spec.max_restarts - used, 0)

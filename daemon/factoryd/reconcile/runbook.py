@@ -17,13 +17,14 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 from structlog.typing import FilteringBoundLogger
 
 from factoryd.config.model import Config
-from factoryd.core.lifecycle import TaskPhase, exclusions_after
+from factoryd.core.lifecycle import TaskPhase, attempts_left, exclusions_after
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.observe.metrics import Metrics
 from factoryd.proc.spawner import Spawner
@@ -107,10 +108,11 @@ class RunBook:
             return
         ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
         t0, busy = time.perf_counter(), capacity.busy_arms()
-        decision = self.engine.route(spec.route, now_w, exclude=rt.exclude, busy=busy, ttl=ttl)
+        req = replace(spec.route, attempts_left=attempts_left(spec, rt.book, now_m))
+        decision = self.engine.route(req, now_w, exclude=rt.exclude, busy=busy, ttl=ttl)
         if decision.arm is None and rt.exclude:  # every arm it may use failed in turn: over again
             rt.exclude.clear()
-            decision = self.engine.route(spec.route, now_w, busy=busy, ttl=ttl)
+            decision = self.engine.route(req, now_w, busy=busy, ttl=ttl)
         self.metrics.decision(decision, time.perf_counter() - t0)
         if decision.arm is None:
             rt.exclude.clear()

@@ -88,6 +88,7 @@ class Basis:
         "entries",
         "floor",
         "not_allowed",
+        "ordered",
         "quotes",
         "refused",
         "task_type",
@@ -104,6 +105,8 @@ class Basis:
         quotes: Mapping[str, Any],
         task_type: str,
         floor: float,
+        *,
+        ordered: bool = False,
     ) -> None:
         # The scored arms in the standings' order (None: listed from `entries`).
         self._ranked = ranked
@@ -119,6 +122,8 @@ class Basis:
         self.quotes = quotes
         self.task_type = task_type
         self.floor = floor
+        #: `ranked` is already in the decision's order (a cascade's plan): never sorted.
+        self.ordered = ordered
 
     @property
     def ranked(self) -> list[Ranked]:
@@ -199,8 +204,9 @@ class Decision:
     def ranking(self) -> Sequence[Ranked]:
         """Every scored arm, best first: (-score, tie-break rank, view)."""
         if self._ranking is None:
-            assert self._basis is not None
-            self._ranking = sort_ranked(self._basis.ranked, self.by_fit)
+            b = self._basis
+            assert b is not None
+            self._ranking = b.ranked if b.ordered else sort_ranked(b.ranked, self.by_fit)
         return self._ranking
 
     @property
@@ -237,8 +243,10 @@ class Decision:
         """The first `count` of the ranking, without sorting all of it if it can."""
         basis = self._basis
         # Sorting in C beats a heap in Python up to about a hundred entries.
-        if self._ranking is not None or basis is None or len(basis.ranked) <= NSMALLEST_FROM:
+        if self._ranking is not None or basis is None or basis.ordered:
             return self.ranking[:count]
+        if len(basis.ranked) <= NSMALLEST_FROM:
+            return sort_ranked(basis.ranked, self.by_fit)[:count]
         if self.by_fit:
             return heapq.nsmallest(count, basis.ranked, key=by_fit_key)
         return heapq.nsmallest(count, basis.ranked)
@@ -384,16 +392,3 @@ def _fit(view: ArmView) -> float:
 def _upper(view: ArmView) -> float:
     assert view.components is not None, "a rejected arm is never ranked"
     return view.components.fit_upper
-
-
-__all__ = [
-    "IS_RANKED",
-    "RATIONALE_RUNNERS_UP",
-    "Basis",
-    "Candidate",
-    "Decision",
-    "Ranked",
-    "best_ranked",
-    "by_fit_key",
-    "sort_ranked",
-]

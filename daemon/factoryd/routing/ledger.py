@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from factoryd.routing.model import PoolSpec, RejectReason
+from factoryd.routing.pacing import PACE_STEPS, paced_fraction
 from factoryd.routing.windows import window_bounds
 from factoryd.units.timefmt import iso as _iso
 
@@ -82,6 +83,8 @@ class ScarcityPolicy:
     discount_window: float = 3600.0
     discount_min_fraction: float = 0.3
     discount: float = 0.5
+    #: Judge a windowed pool's fill against its window's time left (pacing.py); 0: off.
+    pace_steps: int = PACE_STEPS
 
 
 class PoolLedger:
@@ -164,7 +167,8 @@ class PoolLedger:
     # -- reading -----------------------------------------------------------
 
     def multiplier(self, pool: str, now: float) -> float | None:
-        """Scarcity multiplier 1/f^k (capped), a discount near a reset, None if exhausted."""
+        """Scarcity multiplier 1/f^k (capped; f paced, pacing.py), a discount near a
+        reset, None if exhausted."""
         state = self.pools[pool]
         if state.is_limited(now):
             return None
@@ -179,6 +183,10 @@ class PoolLedger:
             and fraction > policy.discount_min_fraction
         ):
             return policy.discount
+        if state.window_end is not None and state.window_start is not None:
+            fraction = paced_fraction(
+                fraction, state.window_start, state.window_end, now, policy.pace_steps
+            )
         # float ** float is typed Any (a negative base gives a complex); fraction is positive.
         multiplier: float = min(policy.max_multiplier, fraction**-state.spec.scarcity_k)
         return multiplier

@@ -159,6 +159,9 @@ class RouteRequest:
     #: Arms this task may use (empty: every arm); ranked by score, order breaks ties.
     arms: tuple[str, ...] = ()
     min_quality: float | None = None
+    #: Runs this task may still have after this one if it fails (its restart
+    #: budget); None: unknown, ranked as before (score, or fit after exclusions).
+    attempts_left: int | None = None
 
     @property
     def value(self) -> float:

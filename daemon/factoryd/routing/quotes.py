@@ -3,8 +3,8 @@
 A decision reads every pool's multiplier and room. Both change only when
 the pool's numbers change (a hold, a commit, a limit, a window reset) or
 when the clock crosses a known instant (a limit ends, the use-it-or-lose-it
-discount starts, the window ends). A quote is kept until then, and a new
-quote is a new object, so a reader that remembers the quote it used can
+discount starts, a pacing step ends, the window ends). A quote is kept
+until then, and a new quote is a new object, so a reader that remembers the quote it used can
 tell by identity which pools moved since (see standings.py).
 """
 
@@ -14,6 +14,7 @@ import math
 from typing import NamedTuple
 
 from factoryd.routing.ledger import PoolLedger, PoolState
+from factoryd.routing.pacing import pace_step
 
 
 class PoolQuote(NamedTuple):
@@ -64,6 +65,8 @@ def _quote(ledger: PoolLedger, name: str, state: PoolState, now: float) -> PoolQ
     if state.window_end is not None and state.window_start is not None:
         discount_from = state.window_end - ledger.discount_window(state)
         until = min(until, discount_from if now < discount_from else state.window_end)
+        steps = ledger.scarcity_policy.pace_steps
+        until = min(until, pace_step(state.window_start, state.window_end, now, steps)[1])
     numbers = (state.used, state.reserved, state.limited_until, state.window_end)
     if multiplier is None:
         return PoolQuote(*numbers, until, ledger.scarcity_policy.max_multiplier, -math.inf)

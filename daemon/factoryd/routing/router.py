@@ -12,8 +12,11 @@ Order of work for one request:
    only if nothing else is feasible (the decision is then `degraded`);
 4. score with the configured strategy; rank by score, ties broken by the
    arm's position (the task's `arms` list, else config order), then name;
-   a run with excluded arms (an escalation after a failure or a limit)
-   ranks by task fit first, score second: its task has attempts to lose;
+   a request that says how many attempts its task has left is ranked as a
+   cascade over them (cascade.py: cheap adequate arms first while attempts
+   remain, the best fit on the last one); one that does not, with excluded
+   arms (an escalation after a failure or a limit), ranks by task fit
+   first, score second;
 5. reserve on the best arm; a refused reservation moves on to the next arm,
    so a request never fails while a feasible arm remains.
 
@@ -35,6 +38,7 @@ from factoryd.routing.armview import (
     build_view,
     request_shape,
 )
+from factoryd.routing.cascade import cascade
 from factoryd.routing.decision import (
     IS_RANKED,
     Basis,
@@ -151,8 +155,19 @@ class Router:
         by_fit = bool(exclude)
         ranked: list[Ranked] | None = None  # listed from the entries when read
         below: list[Ranked] = []
-        degraded = False
-        if standings.below:
+        degraded = planned = False
+        if req.attempts_left is not None and force is None:
+            # A cascade over the task's remaining attempts (cascade.py): its
+            # order is final, and the score decides among the arms it allows.
+            ranked = [e for e in entries if e.__class__ is tuple]
+            below = [e for e in ranked if e[2].below_quality]
+            if below:
+                ranked = [e for e in ranked if not e[2].below_quality]
+            ranked, below = cascade(ranked, below, req.attempts_left + 1)
+            by_fit, planned = False, True
+            degraded = bool(ranked) and all(e[2].below_quality for e in ranked)
+            best = ranked[0] if ranked else None
+        elif standings.below:
             ranked = [e for e in entries if e.__class__ is tuple]
             below = [e for e in ranked if e[2].below_quality]
             ranked = [e for e in ranked if not e[2].below_quality]
@@ -178,7 +193,7 @@ class Router:
                 if ranked is None:
                     ranked = list(filter(IS_RANKED, entries))
                 # Refused: the rest in the full order, as the decision ranks them.
-                for entry in sort_ranked(ranked, by_fit)[1:]:
+                for entry in (ranked if planned else sort_ranked(ranked, by_fit))[1:]:
                     held = self._reserve(entry, req.task, now, ttl, refused)
                     if held is not None:
                         chosen = entry
@@ -193,6 +208,7 @@ class Router:
             quotes,
             str(req.type),
             req.quality_floor,
+            ordered=planned,
         )
         return Decision(
             req.task,

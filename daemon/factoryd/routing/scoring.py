@@ -13,6 +13,16 @@ candidate's breakdown whatever strategy ranked it:
   the `cost` weight (0.5: a 4x cheaper arm needs half the utility), and
   applies pool scarcity in full but scaled by the task's value, so a
   low-value task steps away from a filling pool before a critical one does.
+
+`balanced` and `value_per_cost` can make every decision alike, and do in
+the simulator's `mixed` scenario: when all arms draw on one pool, scarcity
+divides every score by the same figure; when prices differ more than the
+utilities can (there 3.75x and 5x, where balanced would need 1.9x and 2.2x
+the utility, value_per_cost 3.75x and 5x the fit), both rank the cheapest
+arm above the task type's quality floor first; and the cascade over a
+task's attempts (cascade.py) chooses among the arms it allows by score,
+which there is the same order. Not a bug: they part where pools, prices
+within a few times of each other, or telemetry differ.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from factoryd.config.loader import load_config
 from factoryd.simulate.report import plot, render_table
-from factoryd.simulate.runner import check_policies, run_scenario
+from factoryd.simulate.runner import Results, check_policies, run_scenario
 from factoryd.simulate.scenario import load_scenario
 
 
@@ -29,6 +29,23 @@ def simulate_command(
     plot_path: str | None = None,
 ) -> str:
     """The text (table or JSON) `factoryd simulate` prints."""
+    return simulate_results(
+        config_path, scenario_path, seeds=seeds, policies=policies, as_json=as_json,
+        plot_path=plot_path,
+    )[0]  # fmt: skip
+
+
+def simulate_results(
+    config_path: str,
+    scenario_path: str,
+    *,
+    seeds: int | None = None,
+    policies: Sequence[str] = (),
+    as_json: bool = False,
+    plot_path: str | None = None,
+) -> tuple[str, Results]:
+    """The text `factoryd simulate` prints and the results it was made from
+    (`--check` exits by `results.verdict`)."""
     if seeds is not None and not 1 <= seeds <= 1000:
         raise SimulateError(f"--seeds: expected 1 to 1000, got {seeds}")
     try:
@@ -44,5 +61,5 @@ def simulate_command(
         except (RuntimeError, OSError) as exc:
             raise SimulateError(f"--plot: {exc}") from None
     if as_json:
-        return json.dumps(results.as_dict(), indent=2)
-    return render_table(results)
+        return json.dumps(results.as_dict(), indent=2), results
+    return render_table(results), results

@@ -29,7 +29,13 @@ from typing import Any
 
 from factoryd.config.model import Config
 from factoryd.core.lesson import lesson
-from factoryd.core.lifecycle import RestartBook, TaskPhase, exclusions_after, verdict_after_run
+from factoryd.core.lifecycle import (
+    RestartBook,
+    TaskPhase,
+    attempts_left,
+    exclusions_after,
+    verdict_after_run,
+)
 from factoryd.core.outcome import Outcome
 from factoryd.core.taskspec import TaskKind, TaskSpec
 from factoryd.routing.decision import Decision
@@ -185,8 +191,9 @@ class Simulation:
         spec = task.spec
         ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
         busy = self._busy_arms()
+        req = replace(task.req, attempts_left=attempts_left(spec, task.book, now))
         decision = self.policy.choose(
-            task.req,
+            req,
             now,
             task=task.id,
             attempt=task.attempts,
@@ -200,7 +207,7 @@ class Simulation:
                     "route",
                     now,
                     task.id,
-                    task.req,
+                    req,
                     frozenset(task.exclude),
                     frozenset(busy),
                     ttl,

@@ -16,6 +16,7 @@ COLUMNS = (
     ("never_done", "never done", "{:.1f}"),
     ("usd", "USD", "{:.2f}"),
     ("usd_per_success", "USD/success", "{:.3f}"),
+    ("succeeded_per_usd", "succeeded/USD", "{:.2f}"),
     ("limit_hits", "429s", "{:.1f}"),
     ("wasted_runs", "wasted", "{:.1f}"),
     ("wait_p50_s", "wait p50", "{:.0f}s"),
