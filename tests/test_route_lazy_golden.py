@@ -5,7 +5,8 @@ the pools' multipliers on every decision; now it keeps what it had and
 builds the explanation when one is read. `fixtures/route_lazy_golden.json`
 holds a digest of every explanation (`to_dict` as JSON, `render`,
 `rationale`, `candidates`, `chosen`) of random histories over random
-configurations, written by the router as it was before (eager). Here every
+configurations (a cascade over the task's attempts among them), written
+by the router as it was before (eager). Here every
 explanation is read only at the end of its history, as late as a reader
 can, and must match. To write the file from another tree:
 
@@ -89,6 +90,8 @@ def random_request(rng: random.Random, n: int, arm_names: list[str], wide: bool)
         effort=None if wide else rng.choice([None, None, "high"]),
         arms=allowed,
         min_quality=0.0 if wide else rng.choice([None, None, 0.3, 0.7]),
+        # None: ranked as before; a number: a cascade over the task's attempts.
+        attempts_left=rng.choice([None, None, 0, 1, 3]),
     )
 
 
