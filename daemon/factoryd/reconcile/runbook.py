@@ -17,7 +17,6 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -108,7 +107,7 @@ class RunBook:
             return
         ttl = None if spec.timeout is None else spec.timeout + spec.stop_grace + 60.0
         t0, busy = time.perf_counter(), capacity.busy_arms()
-        req = replace(spec.route, attempts_left=attempts_left(spec, rt.book, now_m))
+        req = spec.route.with_attempts_left(attempts_left(spec, rt.book, now_m))
         decision = self.engine.route(req, now_w, exclude=rt.exclude, busy=busy, ttl=ttl)
         if decision.arm is None and rt.exclude:  # every arm it may use failed in turn: over again
             rt.exclude.clear()
@@ -313,8 +312,6 @@ class RunBook:
         run.logger.info("run.stopping", reason=reason)
         if run.runner is not None:
             run.runner.request_stop(StopRequest(outcome, reason))
-
-    # -- observed state -----------------------------------------------------------
 
     def drain(self, now_m: float, now_w: float) -> None:
         """Take in what runners reported since the last pass (pids, results)."""

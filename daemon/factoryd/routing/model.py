@@ -8,7 +8,7 @@ These are immutable specifications built once from config. Mutable state
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from factoryd.units.durations import Period
 
@@ -162,6 +162,19 @@ class RouteRequest:
     #: Runs this task may still have after this one if it fails (its restart
     #: budget); None: unknown, ranked as before (score, or fit after exclusions).
     attempts_left: int | None = None
+    #: This request with each attempts_left a run was routed with (see below).
+    _variants: dict[int | None, RouteRequest] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def with_attempts_left(self, left: int | None) -> RouteRequest:
+        """This request for a run with `left` runs after it, the same object every
+        time: the router knows a task's request by identity, and a new object per
+        run would rebuild its standings on every decision."""
+        got = self._variants.get(left)
+        if got is None:
+            got = self._variants[left] = replace(self, attempts_left=left)
+        return got
 
     @property
     def value(self) -> float:

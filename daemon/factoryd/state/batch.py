@@ -43,7 +43,8 @@ def spec_digest(spec: TaskSpec) -> str:
 
 
 #: Field names per dataclass type (None: not a dataclass), so that `jsonable`
-#: asks `dataclasses.fields` once per type, not once per object.
+#: asks `dataclasses.fields` once per type, not once per object. A field left
+#: out of comparison (a cache) is not part of what a value is: left out here too.
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -59,7 +60,7 @@ def jsonable(value: Any) -> Any:
         names = _FIELD_NAMES[cls]
     except KeyError:
         names = _FIELD_NAMES[cls] = (
-            tuple(f.name for f in fields(value)) if is_dataclass(cls) else None
+            tuple(f.name for f in fields(value) if f.compare) if is_dataclass(cls) else None
         )
     if names is not None:
         return {name: jsonable(getattr(value, name)) for name in names}
