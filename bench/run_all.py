@@ -1,9 +1,12 @@
 """Run every benchmark (factoryd and its peer side by side) and write bench/RESULTS.md.
 
-    python bench/run_all.py [--quick]
+    python bench/run_all.py [--quick] [--skip-simulate]
 
 `--quick` shortens the idle window and the kill counts (for a smoke run);
-RESULTS.md always says which it was.
+RESULTS.md always says which it was. `--skip-simulate` quotes the simulator's
+last written results instead of running the scenarios again (they take
+minutes and do not depend on the machine: the same seeds give the same
+figures).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ import worktree  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--skip-simulate",
+        action="store_true",
+        help="quote bench/simulate/RESULTS.md as it is (written by `bench/simulate.py --write`)",
+    )
     args = parser.parse_args()
     results = common.Results()
     t0 = time.monotonic()
@@ -75,7 +83,10 @@ def main() -> None:
             f"| {r.bench} | {r.metric} | {r.ours} | {r.peer} | {r.ratio} | {r.target} | {met} |"
         )
     # The router against baselines and a hindsight oracle, on the bundled scenarios.
-    lines += ["", simulate.write_results(3 if args.quick else None)]
+    if args.skip_simulate:
+        lines += ["", (HERE / "simulate" / "RESULTS.md").read_text().rstrip("\n")]
+    else:
+        lines += ["", simulate.write_results(3 if args.quick else None)]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 
