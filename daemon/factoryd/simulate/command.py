@@ -19,22 +19,6 @@ class SimulateError(Exception):
     """Bad input for the simulator; printed as one line."""
 
 
-def simulate_command(
-    config_path: str,
-    scenario_path: str,
-    *,
-    seeds: int | None = None,
-    policies: Sequence[str] = (),
-    as_json: bool = False,
-    plot_path: str | None = None,
-) -> str:
-    """The text (table or JSON) `factoryd simulate` prints."""
-    return simulate_results(
-        config_path, scenario_path, seeds=seeds, policies=policies, as_json=as_json,
-        plot_path=plot_path,
-    )[0]  # fmt: skip
-
-
 def simulate_results(
     config_path: str,
     scenario_path: str,
