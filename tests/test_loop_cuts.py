@@ -1,0 +1,76 @@
+"""Guards for the per-run loop cuts: each cheaper path gives what the longer one gave.
+
+A run's loop work was trimmed (bench/instructions.py counts it); these tests
+pin the behaviour each trim must keep: output counters that skip a zero still
+show their series and count real output, an arm's secrets still reach the run
+and the redactor when arms without secrets skip that step, and runners'
+reports still reach the loop in the order they were made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from daemon_kit import header, task, write_config
+from factoryd.config.loader import load_config
+from factoryd.core.outcome import Outcome, RunResult
+from factoryd.observe.logs import REDACTOR
+from factoryd.observe.metrics import Metrics
+from factoryd.run.launch import build_run
+
+
+def _series(metrics: Metrics, name: str) -> dict[str, float]:
+    text = metrics.exposition().decode()
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    }
+
+
+def test_a_silent_run_shows_its_output_series_at_zero_and_a_chatty_one_counts() -> None:
+    metrics = Metrics()
+    quiet = RunResult("r1", Outcome.SUCCEEDED, "exit status 0", started=1.0, ended=2.0)
+    metrics.run_finished("t", "local", "command", quiet)
+    key = 'factoryd_output_bytes_total{cli="command"}'
+    assert _series(metrics, "factoryd_output_bytes_total") == {key: 0.0}
+    dropped = 'factoryd_output_dropped_bytes_total{cli="command"}'
+    assert _series(metrics, "factoryd_output_dropped_bytes_total") == {dropped: 0.0}
+    chatty = RunResult(
+        "r2",
+        Outcome.SUCCEEDED,
+        "exit status 0",
+        bytes_logged=300,
+        bytes_dropped=7,
+        parse_errors=2,
+    )
+    metrics.run_finished("t", "local", "command", chatty)
+    metrics.run_finished("t", "local", "command", chatty)
+    assert _series(metrics, "factoryd_output_bytes_total") == {key: 600.0}
+    assert _series(metrics, "factoryd_output_dropped_bytes_total") == {dropped: 14.0}
+    errors = _series(metrics, "factoryd_parser_errors_total")
+    assert list(errors.values()) == [4.0]
+
+
+def test_an_arms_secret_reaches_the_run_and_the_redactor_and_none_is_invented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-loopcut-0123456789abcdef"
+    monkeypatch.setenv("FACTORYD_LOOPCUT_KEY", secret)
+    text = header(tmp_path) + task("job", "print('hi')")
+    text = text.replace(
+        'cli = "command"\n',
+        'cli = "command"\nsecrets = { LOOPCUT_KEY = "env:FACTORYD_LOOPCUT_KEY" }\n',
+        1,
+    )
+    config = load_config(write_config(tmp_path, text))
+    assert config.launch[config.arms[0].name].secrets, "the arm must carry the secret"
+    built = build_run(config, config.tasks[0], config.arms[0], "r1", {})
+    assert built.spec.env["LOOPCUT_KEY"] == secret
+    assert secret not in REDACTOR.scrub_line(f'{{"note": "{secret}"}}')
+
+    plain = load_config(write_config(tmp_path, header(tmp_path) + task("job", "print('hi')")))
+    env = build_run(plain, plain.tasks[0], plain.arms[0], "r2", {}).spec.env
+    assert "LOOPCUT_KEY" not in env
+    assert env["FACTORYD_RUN_ID"] == "r2"
