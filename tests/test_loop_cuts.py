@@ -9,12 +9,15 @@ reports still reach the loop in the order they were made.
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
 from daemon_kit import header, task, write_config
 from factoryd.config.loader import load_config
 from factoryd.core.outcome import Outcome, RunResult
+from factoryd.observe import logs
 from factoryd.observe.logs import REDACTOR
 from factoryd.observe.metrics import Metrics
 from factoryd.run.launch import build_run
@@ -74,3 +77,22 @@ def test_an_arms_secret_reaches_the_run_and_the_redactor_and_none_is_invented(
     env = build_run(plain, plain.tasks[0], plain.arms[0], "r2", {}).spec.env
     assert "LOOPCUT_KEY" not in env
     assert env["FACTORYD_RUN_ID"] == "r2"
+
+
+def test_log_lines_scrub_credential_names_inside_lists_and_keep_plain_lists_as_they_are() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    logs.get_logger().info(
+        "probe",
+        pools=("a", "b"),
+        hosts=["h1", 2, None],
+        arms=[{"name": "x", "api_token": "abc"}, ["deep", {"password": 1}]],
+        settings={"auth": "s3cr3t-value", "n": 1},
+    )
+    line = json.loads(out.getvalue())
+    assert line["pools"] == ["a", "b"] and line["hosts"] == ["h1", 2, None]
+    assert line["arms"] == [
+        {"name": "x", "api_token": "[redacted]"},
+        ["deep", {"password": "[redacted]"}],
+    ]
+    assert line["settings"] == {"auth": "[redacted]", "n": 1}
