@@ -2,15 +2,19 @@
 
 A run's loop work was trimmed (bench/instructions.py counts it); these tests
 pin the behaviour each trim must keep: output counters that skip a zero still
-show their series and count real output, an arm's secrets still reach the run
-and the redactor when arms without secrets skip that step, and runners'
-reports still reach the loop in the order they were made.
+show their series and count real output; an arm's secrets still reach the run
+and the redactor when arms without secrets skip that step; log lines still
+scrub credential names inside containers while plain lists skip the walk;
+and the counted route rows run as bench/instructions.py writes them.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +100,24 @@ def test_log_lines_scrub_credential_names_inside_lists_and_keep_plain_lists_as_t
         ["deep", {"password": "[redacted]"}],
     ]
     assert line["settings"] == {"auth": "[redacted]", "n": 1}
+
+
+def test_the_counted_route_rows_run_as_written() -> None:
+    """bench/instructions.py counts these snippets under callgrind; each must run."""
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import instructions
+    finally:
+        sys.path.remove(str(bench))
+    assert "daemon=True" in instructions.WORK["route-50-daemon"]
+    for name in ("route-50", "route-50-daemon"):
+        proc = subprocess.run(
+            [sys.executable, "-c", instructions.WORK[name].format(n=3)],
+            env={**os.environ, "PYTHONPATH": str(bench)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (name, proc.stderr[-400:])
