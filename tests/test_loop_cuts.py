@@ -5,6 +5,7 @@ pin the behaviour each trim must keep: output counters that skip a zero still
 show their series and count real output; an arm's secrets still reach the run
 and the redactor when arms without secrets skip that step; log lines still
 scrub credential names inside containers while plain lists skip the walk;
+a spec's digest found by identity is the one its content gives;
 and the counted route rows run as bench/instructions.py writes them.
 """
 
@@ -25,6 +26,7 @@ from factoryd.observe import logs
 from factoryd.observe.logs import REDACTOR
 from factoryd.observe.metrics import Metrics
 from factoryd.run.launch import build_run
+from factoryd.state.batch import spec_digest
 
 
 def _series(metrics: Metrics, name: str) -> dict[str, float]:
@@ -121,3 +123,17 @@ def test_the_counted_route_rows_run_as_written() -> None:
             check=False,
         )
         assert proc.returncode == 0, (name, proc.stderr[-400:])
+
+
+def test_a_specs_digest_is_the_same_by_identity_by_equality_and_changes_with_it(
+    tmp_path: Path,
+) -> None:
+    first = load_config(write_config(tmp_path, header(tmp_path) + task("job", "print('hi')")))
+    again = load_config(write_config(tmp_path, header(tmp_path) + task("job", "print('hi')")))
+    other = load_config(write_config(tmp_path, header(tmp_path) + task("job", "print('ho')")))
+    spec = first.tasks[0]
+    assert spec is not again.tasks[0]
+    digest = spec_digest(spec)
+    assert spec_digest(spec) == digest == spec_digest(again.tasks[0])
+    assert spec_digest(other.tasks[0]) != digest
+    assert len(digest) == 16 and int(digest, 16) >= 0
