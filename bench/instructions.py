@@ -10,7 +10,9 @@ and import costs cancel out.
     python bench/instructions.py [--decisions N] [--runs N]
 
 Figures: instructions per routing decision (10 and 50 arms over 10 pools,
-with its settlement, as bench/route.py times them), and a run's loop work:
+with its settlement, as bench/route.py times them; at 50 arms also as the
+daemon takes it, with its metrics, web-page record and rationale), and a
+run's loop work:
 the daemon process's instructions per trivial run, from the task wanting a
 run to its end journaled, logged and counted (loopwork.py drives the real
 reconciler, runner, journal, logs and metrics in-process, with the far side
@@ -39,6 +41,9 @@ from common import PY, BenchFailed, Results, Row  # noqa: E402
 WORK = {
     "route-10": "import route; route.time_decisions(route.build(10), {n})",
     "route-50": "import route; route.time_decisions(route.build(50), {n})",
+    # The same decision as the daemon takes it: metrics and the web page's record
+    # beside it, and its rationale rendered (the route.decision log line's field).
+    "route-50-daemon": "import route; route.time_decisions(route.build(50), {n}, daemon=True)",
     # The daemon's side of N trivial runs, in-process (see loopwork.py for why).
     "run-loop": "import loopwork; loopwork.drive({n})",
 }
@@ -98,6 +103,18 @@ def run(results: Results, decisions: int = 300, runs: int = 96) -> None:
                 "a regression shows as a rise",
             )
         )
+    ic = per_unit("route-50-daemon", decisions)
+    results.add(
+        Row(
+            "instructions",
+            "route decision + settle, 50 arms x 10 pools, as the daemon takes it "
+            "(metrics, web record, rationale)",
+            f"{ic:,.0f}",
+            "-",
+            "-",
+            "a regression shows as a rise",
+        )
+    )
     ic = per_unit("run-loop", runs)
     results.add(
         Row(

@@ -15,7 +15,6 @@ import re
 import sys
 import time
 from collections.abc import Iterable, MutableMapping
-from itertools import compress
 from json import encoder as json_encoder
 from typing import Any, TextIO
 
@@ -85,18 +84,22 @@ class Redactor:
     def scrub_names(self, event: MutableMapping[str, Any]) -> None:
         """The half of `__call__` that goes by field name: credential-named fields,
         at the top and nested. Secret values are `scrub_line`'s. The daemon writes
-        a few lines per run, and this looks at a line's fields with set
-        operations and no Python step per field when none is credential-named
-        or nested (the common line)."""
+        a few lines per run, and this looks at a line's names with set
+        operations, and at its values once, for containers."""
         keys = event.keys()
         if not _NAMED.issuperset(keys):
             for key in keys - _NAMED:
                 _name_key(key)
         for key in keys & _SECRET_NAMES:
             event[key] = self._by_name(event[key], key)
-        nested = list(compress(keys, map(_NESTED.__contains__, map(type, event.values()))))
+        # A list of plain values has no field names in it (and renders the same
+        # as `_by_name`'s copy of it): only dicts and lists holding containers
+        # are walked. One comprehension, no call per field.
+        nested = [k for k, v in event.items() if v.__class__ in _NESTED]
         for key in nested:
-            event[key] = self._by_name(event[key], key)
+            value = event[key]
+            if value.__class__ is dict or not _LEAVES.issuperset(map(type, value)):
+                event[key] = self._by_name(value, key)
 
     def _by_name(self, value: Any, key: str = "") -> Any:
         if key and _secret_key(key) and isinstance(value, str | bytes | int | float):

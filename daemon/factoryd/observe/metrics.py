@@ -307,9 +307,14 @@ class Metrics:
                 self.parser_errors.labels(cli),
             )
         logged, dropped, parse_errors = per_cli
-        logged.inc(result.bytes_logged)
-        dropped.inc(result.bytes_dropped)
-        parse_errors.inc(result.parse_errors)
+        # A quiet run adds nothing: no lock taken for a zero (most runs drop
+        # nothing and have no parse errors).
+        if result.bytes_logged:
+            logged.inc(result.bytes_logged)
+        if result.bytes_dropped:
+            dropped.inc(result.bytes_dropped)
+        if result.parse_errors:
+            parse_errors.inc(result.parse_errors)
 
     def usage(self, arm: str, usage: Usage, cost: float | None) -> None:
         for kind, value in (

@@ -13,9 +13,9 @@ applies the task's verdict to the task table.
 
 from __future__ import annotations
 
-import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,7 +91,7 @@ class RunBook:
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.prompts = PromptReads(table, rng, logger, wake)
         self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
-        self._send, self._recv = anyio.create_memory_object_stream[RunEnded | RunStarted](math.inf)
+        self._reports: deque[RunEnded | RunStarted] = deque()  # runners' news, for `drain`
 
     # -- starting -----------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class RunBook:
         run_id = spec.run_id
 
         def started(pid: int, fds: tuple[int, int] | None, create_time: float | None) -> None:
-            self._send.send_nowait(RunStarted(run_id, pid, fds, create_time))
+            self._reports.append(RunStarted(run_id, pid, fds, create_time))
             self.wake("started")
 
         runner = self.runner_factory(
@@ -301,7 +301,7 @@ class RunBook:
                 await anyio.to_thread.run_sync(
                     remove_run_dir, run.run_dir, limiter=self._cleanup_limiter
                 )
-        self._send.send_nowait(RunEnded(run.run_id, result))
+        self._reports.append(RunEnded(run.run_id, result))
         self.wake("exit")
 
     def stop(self, run: ActiveRun, outcome: Outcome, reason: str) -> None:
@@ -315,11 +315,9 @@ class RunBook:
 
     def drain(self, now_m: float, now_w: float) -> None:
         """Take in what runners reported since the last pass (pids, results)."""
-        while True:
-            try:
-                msg = self._recv.receive_nowait()
-            except anyio.WouldBlock:
-                return
+        reports = self._reports
+        while reports:
+            msg = reports.popleft()
             run = self.runs.get(msg.run_id)
             if run is None:
                 continue

@@ -72,6 +72,8 @@ def read_secret(source: str) -> str:
 
 
 def resolve_secrets(launch: ArmLaunch) -> dict[str, str]:
+    if not launch.secrets:  # most arms have none: nothing to read or register
+        return {}
     values = {var: read_secret(source) for var, source in launch.secrets}
     REDACTOR.add(values.values())
     return values
@@ -97,6 +99,11 @@ def task_workdir(state_dir: Path, task: str) -> Path:
     """Where a command task without a `workdir` runs, run after run (remembered:
     a task's runs all ask for the same path)."""
     return state_dir / "work" / _safe(task)
+
+
+@functools.lru_cache(maxsize=64)
+def _runs_dir(state_dir: Path) -> Path:
+    return state_dir / "runs"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -147,8 +154,7 @@ def build_run(
     `prompt`: the task's prompt file, already read (None: read it here).
     """
     launch = config.launch.get(arm.name, ArmLaunch())
-    runs = config.daemon.state_dir / "runs"
-    run_dir = runs / run_id
+    run_dir = _runs_dir(config.daemon.state_dir) / run_id
     # A run directory (HOME, TMPDIR, prompt file, agent config, default
     # workdir) is made for runs that put files there: agents, isolated homes,
     # prompts on stdin. A plain command without a workdir runs in its task's

@@ -33,10 +33,26 @@ from factoryd.state import journal as j
 SOFT_STATE_EVERY = 5.0
 
 
-@functools.lru_cache(maxsize=8192)
 def spec_digest(spec: TaskSpec) -> str:
     """A stable digest of a task spec: a restart keeps a task's progress only if
-    the spec it was made under is unchanged."""
+    the spec it was made under is unchanged. Asked for once per run (its task's
+    record), for the same spec object run after run: found by identity first,
+    since hashing a spec walks all its fields."""
+    known = _DIGEST_OF.get(id(spec))
+    if known is not None and known[0] is spec:
+        return known[1]
+    digest = _digest(spec)
+    if len(_DIGEST_OF) > 8192:
+        _DIGEST_OF.clear()
+    _DIGEST_OF[id(spec)] = (spec, digest)  # the spec is held: its id stays its own
+    return digest
+
+
+_DIGEST_OF: dict[int, tuple[TaskSpec, str]] = {}
+
+
+@functools.lru_cache(maxsize=8192)
+def _digest(spec: TaskSpec) -> str:
     return hashlib.sha256(
         json.dumps(jsonable(spec), sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
