@@ -234,8 +234,16 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=SPARK_EVERY)
             self._dirty.clear()
-            if self.clients or time.monotonic() >= self._next_sample:
+            if self.clients:
                 await self.render()
+            else:
+                # Nobody is looking: render nothing (the runs view reads the journal),
+                # let a reader render afresh, and keep only the sparklines' history.
+                self.views.clear()
+                self.frames.clear()
+                if time.monotonic() >= self._next_sample:
+                    self._next_sample = time.monotonic() + SPARK_EVERY
+                    self._sample(await self._status())
             if self.clients:
                 self.pushes += 1
                 for client in self.clients:
