@@ -480,6 +480,8 @@ def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
     for spec in specs:
         doc = asdict(spec)
         doc["route"].pop("_variants")  # a cache of the request per attempt budget
+        # Fields added after journals existed are left out at their default.
+        assert doc.pop("fleet") is None and doc["route"].pop("attempts_left") is None
         expected = hashlib.sha256(
             json.dumps(doc, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
@@ -487,6 +489,26 @@ def test_spec_digest_is_the_same_as_with_dataclasses_asdict() -> None:
         # Routing runs fills that cache; what the spec is, and its digest, stay.
         assert spec.route.with_attempts_left(2) is spec.route.with_attempts_left(2)
         assert _digest.__wrapped__(spec) == expected  # computed anew, no cache
+
+
+def test_an_upgrade_keeps_the_digests_of_specs_that_use_no_new_field() -> None:
+    """`fleet` and the request's `attempts_left` came after journals existed: a
+    spec that does not use them keeps the digest the previous version wrote
+    (pinned below from that version), so an upgrade restores every task's
+    progress instead of forgetting it (a finished one-shot would run again)."""
+    from dataclasses import replace
+
+    from factoryd.state.batch import _digest
+
+    tasks = load_config(Path(__file__).parent.parent / "etc" / "factoryd.toml").tasks
+    written_before = {
+        "heartbeat": "2cb30d5754319e1e",
+        "flaky": "72bee0bdf02b9f60",
+        "report": "6e0713d3ff857a75",
+    }
+    assert {t.name: _digest.__wrapped__(t) for t in tasks} == written_before
+    spec = tasks[0]
+    assert _digest.__wrapped__(replace(spec, fleet="once")) != written_before[spec.name]
 
 
 def test_a_runs_start_time_is_read_when_journaled_only_while_it_is_ours(tmp_path: Path) -> None:

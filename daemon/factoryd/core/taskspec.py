@@ -76,4 +76,4 @@ class TaskSpec:
     workspace: WorkspaceSpec | None = None
     #: "once": one fire per fleet per due time, or a service on one host at a
     #: time (reconcile/fleetonce.py); None: every host runs its own.
-    fleet: str | None = None
+    fleet: str | None = field(default=None, metadata={"digest": "omit_default"})

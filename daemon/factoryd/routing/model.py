@@ -161,7 +161,7 @@ class RouteRequest:
     min_quality: float | None = None
     #: Runs this task may still have after this one if it fails (its restart
     #: budget); None: unknown, ranked as before (score, or fit after exclusions).
-    attempts_left: int | None = None
+    attempts_left: int | None = field(default=None, metadata={"digest": "omit_default"})
     #: This request with each attempts_left a run was routed with (see below).
     _variants: dict[int | None, RouteRequest] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False

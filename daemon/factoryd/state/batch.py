@@ -58,10 +58,15 @@ def _digest(spec: TaskSpec) -> str:
     ).hexdigest()[:16]
 
 
-#: Field names per dataclass type (None: not a dataclass), so that `jsonable`
-#: asks `dataclasses.fields` once per type, not once per object. A field left
-#: out of comparison (a cache) is not part of what a value is: left out here too.
-_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+#: Fields per dataclass type (None: not a dataclass), so that `jsonable` asks
+#: `dataclasses.fields` once per type, not once per object: (name, the value it
+#: is left out at). A field left out of comparison (a cache) is not part of what
+#: a value is: left out. A field added after journals existed is marked
+#: `metadata={"digest": "omit_default"}` and left out at its default, so a spec
+#: that does not use it keeps the digest it had before the field existed (an
+#: upgrade must not make every task look changed and forget its progress).
+_FIELD_NAMES: dict[type, tuple[tuple[str, Any], ...] | None] = {}
+_NEVER = object()
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -76,10 +81,18 @@ def jsonable(value: Any) -> Any:
         names = _FIELD_NAMES[cls]
     except KeyError:
         names = _FIELD_NAMES[cls] = (
-            tuple(f.name for f in fields(value) if f.compare) if is_dataclass(cls) else None
+            tuple(
+                (f.name, f.default if f.metadata.get("digest") == "omit_default" else _NEVER)
+                for f in fields(value)
+                if f.compare
+            )
+            if is_dataclass(cls)
+            else None
         )
     if names is not None:
-        return {name: jsonable(getattr(value, name)) for name in names}
+        return {
+            name: jsonable(v) for name, omit in names if (v := getattr(value, name)) is not omit
+        }
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
