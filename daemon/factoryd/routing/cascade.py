@@ -61,12 +61,15 @@ def cascade(
     by_fit = sorted(pool, key=_fit)
     misses = [1.0 - _task_fit(e) for e in by_fit]
     best = math.prod(misses[:n])
+    # The best fits left for the attempts after this one: the first n - 1 of
+    # the others, which are the first n - 1 overall for any arm past them.
+    after_head = math.prod(misses[: n - 1])
     fits, rest = [], []
     for i, entry in enumerate(by_fit):
-        others = misses[:i] + misses[i + 1 :]
+        after = after_head if i >= n - 1 else math.prod(misses[:i] + misses[i + 1 : n])
         # the task's chance of never succeeding if this arm runs now and the
         # best fits left take the attempts after it
-        if misses[i] * math.prod(others[: n - 1]) <= best + slack:
+        if misses[i] * after <= best + slack:
             fits.append(entry)
         else:
             rest.append(entry)

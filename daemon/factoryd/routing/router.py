@@ -159,18 +159,13 @@ class Router:
         if req.attempts_left is not None and force is None:
             # A cascade over the task's remaining attempts (cascade.py): its
             # order is final, and the score decides among the arms it allows.
-            ranked = [e for e in entries if e.__class__ is tuple]
-            below = [e for e in ranked if e[2].below_quality]
-            if below:
-                ranked = [e for e in ranked if not e[2].below_quality]
+            ranked, below = _split_at_floor(entries, bool(standings.below))
             ranked, below = cascade(ranked, below, req.attempts_left + 1)
             by_fit, planned = False, True
             degraded = bool(ranked) and all(e[2].below_quality for e in ranked)
             best = ranked[0] if ranked else None
         elif standings.below:
-            ranked = [e for e in entries if e.__class__ is tuple]
-            below = [e for e in ranked if e[2].below_quality]
-            ranked = [e for e in ranked if not e[2].below_quality]
+            ranked, below = _split_at_floor(entries, True)
             degraded = not ranked and bool(below)
             if degraded:
                 ranked, below = below, []
@@ -285,6 +280,16 @@ class Router:
         standings = self._shapes[key] = Standings(views, not_allowed, exponent)
         self._by_request[id(req)] = (req, standings)
         return standings
+
+
+def _split_at_floor(
+    entries: list[Standing | None], any_below: bool
+) -> tuple[list[Ranked], list[Ranked]]:
+    """(the scored arms that meet the quality floor, those set aside below it)."""
+    ranked: list[Ranked] = list(filter(IS_RANKED, entries))
+    if not any_below:
+        return ranked, []
+    return [e for e in ranked if not e[2].below_quality], [e for e in ranked if e[2].below_quality]
 
 
 def _blocked(
