@@ -48,6 +48,7 @@ man: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	scripts/install-bench-deps $(BIN)/python
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -61,6 +61,13 @@ def run(results: Results) -> None:
             med <= 0.020,
         )
     )
+    route_rows(results)
+
+
+def route_rows(results: Results) -> None:
+    """The route decision's rows: the router alone and as the daemon takes it, each
+    beside one spawn timed in the same process (bench/slow_machine.py takes these
+    too, under the slower interpreter)."""
     import route
 
     spawn = statistics.median(route.time_spawn(200))
