@@ -7,7 +7,7 @@ asyncio backend (aiohttp runs on it), which is what the daemon uses.
 
 aiohttp (and the modules of this package that use it) are imported by
 `start`, and only when something is served: a daemon with
-`metrics_listen = "off"` and no `[web]` never loads it (about 10 MiB of
+`metrics_listen = "off"` and no `[web] listen` of its own never loads it (about 10 MiB of
 resident memory and a third of a second of start-up).
 """
 
@@ -79,8 +79,8 @@ async def start(
     config = rec.config
     settings = config.web
     metrics_listen = config.daemon.metrics_listen
-    if metrics_listen == "off" and not settings.enabled:
-        return None, None  # nothing to serve: aiohttp stays unloaded
+    if metrics_listen == "off" and (settings.listen is None or not settings.enabled):
+        return None, None  # nothing is served (the page shares /metrics' listen): no aiohttp
     from aiohttp import web
 
     from factoryd.service import http
