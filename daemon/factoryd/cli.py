@@ -50,11 +50,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from factoryd.observe import logs
+    from factoryd.service.boot import configure_logs
     from factoryd.service.daemon import Service
     from factoryd.state.schema import JournalError
 
-    logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    configure_logs(args.log_format or config.daemon.log_format, config.daemon.log_level)
     service = Service(config, state_lock=held)
     try:
         return anyio.run(service.run)

@@ -252,6 +252,38 @@ def widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
+#: Freed heap the allocator keeps instead of handing back to the kernel, and the
+#: size from which it maps a block of its own: above a read chunk plus a line.
+HEAP_KEEP = 4 << 20
+HEAP_MMAP_FROM = 2 << 20
+_heap_kept = False
+
+
+def keep_heap() -> None:
+    """Let glibc keep a few MiB of freed heap, once per process, from the first flood.
+
+    A flood is read in chunks of READ_CHUNK, and each chunk is two buffers of
+    that size (the bytes read back from the log, the block of lines). With
+    glibc's default thresholds their memory went back to the kernel after
+    every chunk and was faulted in again, zeroed, for the next: a third of
+    the daemon's CPU time for a flood was those page faults. The knob is
+    process-wide and bounded (HEAP_KEEP of free heap at most); a daemon whose
+    runs never flood never turns it. Without glibc (musl) nothing changes.
+    """
+    global _heap_kept
+    if _heap_kept:
+        return
+    _heap_kept = True
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, HEAP_MMAP_FROM)  # M_MMAP_THRESHOLD (fixed: no dynamic threshold)
+    mallopt(-1, HEAP_KEEP)  # M_TRIM_THRESHOLD
+
+
 class PipeReader:
     """Reads one pipe to EOF from the event loop's readiness callbacks.
 
@@ -325,6 +357,7 @@ class PipeReader:
             if len(data) >= FLOODING and not self._widened:
                 self._widened = True
                 widen_pipe(self._fd)
+                keep_heap()
             self._on_data()
             block, count = self._splitter.feed_block(data)
             if count:
