@@ -51,6 +51,7 @@ from factoryd.reconcile.runbook import RunBook
 from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, Sweeper, TaskState
 from factoryd.reconcile.strays import StraySweeper
 from factoryd.reconcile.table import TaskTable
+from factoryd.reconcile.wakeup import Wakeup
 from factoryd.routing.engine import RoutingEngine, settings_from_config
 from factoryd.run.dirs import MadeDirs
 from factoryd.run.launch import kept_workdirs
@@ -133,8 +134,7 @@ class Reconciler:
         self._caps = Caps.from_config(config)
         self.fleet: Any = None  # the fleet's hooks (reconcile/fleet.py), only with [fleet]
         self.commands = CommandQueue(self.wake)
-        self._wake = anyio.Event()
-        self._wake_reasons: set[str] = set()
+        self._wakeup = Wakeup()
         self._tg: TaskGroup | None = None
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
@@ -163,8 +163,7 @@ class Reconciler:
     # -- requests from outside the loop (signals, control socket) -----------
 
     def wake(self, reason: str) -> None:
-        self._wake_reasons.add(reason)
-        self._wake.set()
+        self._wakeup(reason)
 
     def request_reload(self, loader: Callable[[], Config]) -> None:
         self._reload = loader
@@ -251,9 +250,7 @@ class Reconciler:
             self._tg = tg
             self._start_launched()  # runs recovery adopted before the loop
             while True:
-                reasons = self._wake_reasons or {"interval"}
-                self._wake_reasons = set()
-                self._wake = anyio.Event()
+                reasons = self._wakeup.take()
                 if reasons == {"started"}:
                     # A run reported its pid: note it, no need for a full pass. The
                     # run's spawn-log line is its durable spawn record, so the journal
@@ -268,7 +265,7 @@ class Reconciler:
                 t0 = time.perf_counter()
                 self.reconcile_pass()
                 self._start_launched()
-                self.metrics.pass_seconds.observe(time.perf_counter() - t0)
+                self.metrics.pass_observer.observe(time.perf_counter() - t0)
                 await self.flush()
                 for hook in self.on_pass:
                     hook()
@@ -285,12 +282,12 @@ class Reconciler:
             tg.cancel_scope.cancel()
 
     async def _sleep(self) -> None:
+        if self._wakeup.pending:
+            return
         delay = self._sleep_for()
         if self.max_sleep is not None:
             delay = min(delay, self.max_sleep)
-        if not self._wake.is_set():
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
+        await self._wakeup.sleep(delay)
 
     def reconcile_pass(self) -> None:
         """One pass: take in reports and commands, then start and stop runs until
