@@ -11,6 +11,10 @@ loop too.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from factoryd.reconcile.table import TaskTable
 
 
 class Wakeup:
@@ -48,3 +52,16 @@ class Wakeup:
             await event.wait()
         finally:
             timer.cancel()
+
+
+def sleep_for(table: TaskTable, interval: float, now_m: float, now_w: float) -> float:
+    """How long the loop may sleep for its tasks: until the soonest retry or
+    cron fire, at most `interval` (the loop adds its runs' and the fleet's)."""
+    soonest = interval
+    for rt in table.idle.values():
+        if rt.retry_at is not None:
+            soonest = min(soonest, rt.retry_at - now_m)
+    for rt in table.cron.values():
+        if rt.next_fire is not None:
+            soonest = min(soonest, rt.next_fire - now_w)
+    return soonest
