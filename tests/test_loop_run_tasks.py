@@ -73,8 +73,9 @@ async def test_close_cancels_live_run_tasks_and_waits_for_their_cleanup() -> Non
             started.set()
             await asyncio.sleep(60)
         except asyncio.CancelledError:
-            await asyncio.sleep(0.01)  # cleanup that itself awaits
-            cleaned.append(1)
+            with anyio.CancelScope(shield=True):  # as a runner's teardown is
+                await asyncio.sleep(0.01)
+                cleaned.append(1)
             raise
 
     tasks.start(body())
@@ -113,3 +114,28 @@ def test_a_run_path_is_what_the_slash_operator_gives(name: str) -> None:
         child = _child(parent, name)
         assert child == parent / name and str(child) == str(parent / name)
         assert child.parent == (parent / name).parent and hash(child) == hash(parent / name)
+
+
+async def test_close_lets_a_shielded_step_finish_before_the_task_is_cancelled() -> None:
+    """A spawn waits, shielded, for the helper's answer: a leader may exist and
+    must have an owner. Closing the run tasks must not cut that wait short."""
+    tasks = RunTasks()
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[int] = loop.create_future()
+    seen: list[object] = []
+
+    async def body() -> None:
+        with anyio.CancelScope(shield=True):
+            seen.append(await answer)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            seen.append("cancelled after the shielded step")
+            raise
+
+    tasks.start(body())
+    await asyncio.sleep(0.01)
+    loop.call_later(0.05, answer.set_result, 1234)
+    with anyio.fail_after(5):
+        await tasks.close()
+    assert seen == [1234, "cancelled after the shielded step"] and len(tasks) == 0

@@ -7,10 +7,12 @@ instructions per run out of 1.9 million (bench/instructions.py). What the
 group gave is kept here, by hand:
 
 * no run task outlives the loop: when the loop's task group ends, for any
-  reason, each run task still alive is cancelled once and awaited,
-  shielded, before the group exits. A cancelled runner kills and reaps its
-  process group before it returns (runner.py, teardown.py), as it did when
-  the group cancelled it;
+  reason, each run task still alive is cancelled and awaited, shielded,
+  before the group exits. Each runs in a cancel scope of its own, which is
+  what is cancelled: anyio's cancellation, as the group's was, so the
+  shielded steps of a run (a spawn waiting for the helper's answer, a
+  teardown) finish first, and a cancelled runner kills and reaps its process
+  group before it returns (runner.py, teardown.py);
 * a crash is not swallowed: a run task that raises cancels the loop's
   group, and the loop raises its exception, in an exception group as the
   task group did.
@@ -31,7 +33,8 @@ class RunTasks:
     __slots__ = ("_tasks", "failed", "on_failure")
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Each live run task and the cancel scope its body runs in.
+        self._tasks: dict[asyncio.Task[None], anyio.CancelScope] = {}
         #: What run tasks raised (not counting cancellation), in order.
         self.failed: list[BaseException] = []
         #: Called when a run task raises (the loop cancels its task group).
@@ -41,12 +44,13 @@ class RunTasks:
         return len(self._tasks)
 
     def start(self, body: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(body)
-        self._tasks.add(task)
+        scope = anyio.CancelScope()
+        task = asyncio.get_running_loop().create_task(_within(scope, body))
+        self._tasks[task] = scope
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()
@@ -57,15 +61,20 @@ class RunTasks:
 
     async def close(self) -> None:
         """Cancel every run task still alive and wait until each has ended."""
-        tasks = list(self._tasks)
+        tasks = list(self._tasks.items())
         if not tasks:
             return
-        for task in tasks:
-            task.cancel()
+        for _, scope in tasks:
+            scope.cancel()
         with anyio.CancelScope(shield=True):
-            await asyncio.wait(tasks)
+            await asyncio.wait([task for task, _ in tasks])
 
     def raise_failures(self) -> None:
         if self.failed:
             failed, self.failed = self.failed, []
             raise BaseExceptionGroup("unhandled errors in a run task", failed)
+
+
+async def _within(scope: anyio.CancelScope, body: Coroutine[Any, Any, None]) -> None:
+    with scope:
+        await body
