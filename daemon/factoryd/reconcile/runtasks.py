@@ -2,9 +2,9 @@
 
 Every run's body (`RunBook.execute`) runs as a task of its own. Started with
 the task group's `start_soon`, anyio wrapped each one in a handle, a wrapper
-coroutine, a record of its cancel scope and a done callback: about 65,000
-instructions per run out of 1.9 million (bench/instructions.py). What the
-group gave is kept here, by hand:
+coroutine, a record of its cancel scope and a done callback: some 75,000
+instructions per run (of 1.9 million, bench/instructions.py) more than a
+plain task. What the group gave is kept here, by hand:
 
 * no run task outlives the loop: when the loop's task group ends, for any
   reason, each run task still alive is cancelled and awaited, shielded,
