@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import random
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ def attempts_left(spec: TaskSpec, book: RestartBook, now: float) -> int:
     The router plans a cascade over the next run and these (routing/cascade.py)."""
     if spec.restart is RestartPolicy.NEVER:
         return 0
-    window_start = now - spec.restart_window
-    used = sum(1 for t in book.restarts if t >= window_start)
+    # `restarts` is in time order (appended at each restart, pruned from the
+    # left): the ones in the window are found by bisection, not by a walk over
+    # a busy service's whole history on every start.
+    used = len(book.restarts) - bisect_left(book.restarts, now - spec.restart_window)
     return max(spec.max_restarts - used, 0)

@@ -49,8 +49,10 @@ from factoryd.reconcile.commands import CommandQueue
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
 from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, Sweeper, TaskState
+from factoryd.reconcile.runtasks import RunTasks
 from factoryd.reconcile.strays import StraySweeper
 from factoryd.reconcile.table import TaskTable
+from factoryd.reconcile.wakeup import Wakeup, sleep_for
 from factoryd.routing.engine import RoutingEngine, settings_from_config
 from factoryd.run.dirs import MadeDirs
 from factoryd.run.launch import kept_workdirs
@@ -133,9 +135,9 @@ class Reconciler:
         self._caps = Caps.from_config(config)
         self.fleet: Any = None  # the fleet's hooks (reconcile/fleet.py), only with [fleet]
         self.commands = CommandQueue(self.wake)
-        self._wake = anyio.Event()
-        self._wake_reasons: set[str] = set()
+        self._wakeup = Wakeup()
         self._tg: TaskGroup | None = None
+        self._run_tasks = RunTasks()
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
         self._next_prune = 0.0
@@ -163,8 +165,7 @@ class Reconciler:
     # -- requests from outside the loop (signals, control socket) -----------
 
     def wake(self, reason: str) -> None:
-        self._wake_reasons.add(reason)
-        self._wake.set()
+        self._wakeup(reason)
 
     def request_reload(self, loader: Callable[[], Config]) -> None:
         self._reload = loader
@@ -228,7 +229,7 @@ class Reconciler:
         launched, self.book.launched = self.book.launched, []
         assert self._tg is not None
         for run in launched:
-            self._tg.start_soon(self.book.execute, run)
+            self._run_tasks.start(self.book.execute(run))
         for read in self.book.prompts.start_queued():
             self._tg.start_soon(self.book.prompts.read, *read)
 
@@ -249,48 +250,59 @@ class Reconciler:
     async def _loop(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self._start_launched()  # runs recovery adopted before the loop
-            while True:
-                reasons = self._wake_reasons or {"interval"}
-                self._wake_reasons = set()
-                self._wake = anyio.Event()
-                if reasons == {"started"}:
-                    # A run reported its pid: note it, no need for a full pass. The
-                    # run's spawn-log line is its durable spawn record, so the journal
-                    # update rides on the next flush instead of costing one.
-                    self.book.drain(self.clock.mono(), self.clock.wall())
-                    await self._sleep()
-                    continue
-                if "interval" in reasons or "reload" in reasons or self.passes == 0:
-                    # Level-based to the end: the index is rebuilt from scratch now
-                    # and then, so a change it missed cannot outlive one interval.
-                    self.table.reindex()
-                t0 = time.perf_counter()
-                self.reconcile_pass()
-                self._start_launched()
-                self.metrics.pass_seconds.observe(time.perf_counter() - t0)
-                await self.flush()
-                for hook in self.on_pass:
-                    hook()
-                for reason in reasons:
-                    self.metrics.child(self.metrics.passes, reason).inc()
-                self.passes += 1
-                self.last_pass_wall = self.clock.wall()
-                self.metrics.last_pass.set(self.last_pass_wall)
-                if not self.started.is_set():
-                    self.started.set()
-                if self.stopping and not self.runs:
-                    break
-                await self._sleep()
+            self._run_tasks.on_failure = tg.cancel_scope.cancel
+            try:
+                await self._passes()
+            finally:
+                await self._run_tasks.close()
             tg.cancel_scope.cancel()
+        self._run_tasks.raise_failures()
+
+    async def _passes(self) -> None:
+        self._start_launched()  # runs recovery adopted before the loop
+        while True:
+            reasons = self._wakeup.take()
+            if reasons == {"started"}:
+                # A run reported its pid: note it, no need for a full pass. The
+                # run's spawn-log line is its durable spawn record, so the journal
+                # update rides on the next flush instead of costing one.
+                self.book.drain(self.clock.mono(), self.clock.wall())
+                await self._sleep()
+                continue
+            if "interval" in reasons or "reload" in reasons or self.passes == 0:
+                # Level-based to the end: the index is rebuilt from scratch now
+                # and then, so a change it missed cannot outlive one interval.
+                self.table.reindex()
+            t0 = time.perf_counter()
+            self.reconcile_pass()
+            self._start_launched()
+            self.metrics.pass_observer.observe(time.perf_counter() - t0)
+            await self.flush()
+            for hook in self.on_pass:
+                hook()
+            for reason in reasons:
+                self.metrics.child(self.metrics.passes, reason).inc()
+            self.passes += 1
+            self.last_pass_wall = self.clock.wall()
+            self.metrics.last_pass.set(self.last_pass_wall)
+            if not self.started.is_set():
+                self.started.set()
+            if self.stopping and not self.runs:
+                break
+            await self._sleep()
 
     async def _sleep(self) -> None:
-        delay = self._sleep_for()
+        if self._wakeup.pending:
+            return
+        now_m, now_w = self.clock.mono(), self.clock.wall()
+        delay = sleep_for(self.table, self.config.daemon.loop_interval, now_m, now_w)
+        if self.runs:
+            delay = min(delay, max(self.sweeper.next_due - now_m, 0.0) + 0.001)
+        lapse = self.fleet.queue.next_deadline() if self.fleet and self.fleet.queue else None
+        delay = max(min(delay, lapse - now_m + 0.001) if lapse else delay, 0.0)
         if self.max_sleep is not None:
             delay = min(delay, self.max_sleep)
-        if not self._wake.is_set():
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
+        await self._wakeup.sleep(delay)
 
     def reconcile_pass(self) -> None:
         """One pass: take in reports and commands, then start and stop runs until
@@ -331,20 +343,6 @@ class Reconciler:
         if now_w >= self._next_prune:
             self._next_prune = now_w + 3600.0
             self.batch.op(j.op_prune(now_w - self.config.daemon.retain_runs))
-
-    def _sleep_for(self) -> float:
-        now_m, now_w = self.clock.mono(), self.clock.wall()
-        soonest = self.config.daemon.loop_interval
-        for rt in self.table.idle.values():
-            if rt.retry_at is not None:
-                soonest = min(soonest, rt.retry_at - now_m)
-        for rt in self.table.cron.values():
-            if rt.next_fire is not None:
-                soonest = min(soonest, rt.next_fire - now_w)
-        if self.runs:
-            soonest = min(soonest, max(self.sweeper.next_due - now_m, 0.0) + 0.001)
-        lapse = self.fleet.queue.next_deadline() if self.fleet and self.fleet.queue else None
-        return max(min(soonest, lapse - now_m + 0.001) if lapse else soonest, 0.0)
 
     # -- reload -----------------------------------------------------------------
 

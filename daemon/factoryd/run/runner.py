@@ -302,7 +302,9 @@ class Runner:
                         f"no output or agent event for {spec.stall_timeout:g}s",
                     )
                 deadlines.append(stall_at)
-            self._wake = asyncio.Event()
+            # Cleared, not remade: only this task waits on it, and nothing can set
+            # it between the checks above and here (no await in between).
+            self._wake.clear()
             if exited.is_set() or self._stop is not None:
                 continue
             if not deadlines:
