@@ -1,8 +1,7 @@
 """Run tasks are plain asyncio tasks (reconcile/runtasks.py): what the task
 group gave them must still hold. A loop cancelled from outside leaves no run
 process behind; a run task that crashes takes the loop down with its error;
-the loop's sleep wakes on its deadline and on a wake-up (reconcile/wakeup.py);
-a run's paths, joined without parsing, are what `/` gives (run/launch.py).
+the loop's sleep wakes on its deadline and on a wake-up (reconcile/wakeup.py).
 """
 
 from __future__ import annotations
@@ -104,16 +103,6 @@ async def test_the_loop_sleep_ends_at_its_deadline_or_at_a_wake_up() -> None:
     with anyio.fail_after(1):
         await wake.sleep(30.0)
     assert wake.take() == {"command"}
-
-
-@pytest.mark.parametrize("name", ["mywq4cht-b0e301", "mywq4cht-b0e301.log", "a/b", "..", ""])
-def test_a_run_path_is_what_the_slash_operator_gives(name: str) -> None:
-    from factoryd.run.launch import _child
-
-    for parent in (Path("/var/lib/factoryd/runs"), Path("relative/logs"), Path("/")):
-        child = _child(parent, name)
-        assert child == parent / name and str(child) == str(parent / name)
-        assert child.parent == (parent / name).parent and hash(child) == hash(parent / name)
 
 
 async def test_close_lets_a_shielded_step_finish_before_the_task_is_cancelled() -> None:
