@@ -74,10 +74,11 @@ class Standings:
             position = self.position
             dirty = {position[name] for name in changed if name in position}
             seen = self._seen_quotes
-            for pool, quote in quotes.items():
-                if seen.get(pool) is not quote:
-                    self._terms[pool] = quote.multiplier**self.exponent
-                    dirty.update(self.by_pool.get(pool, ()))
+            if quotes is not seen:  # the same snapshot: no pool moved (quotes.py)
+                for pool, quote in quotes.items():
+                    if seen.get(pool) is not quote:
+                        self._terms[pool] = quote.multiplier**self.exponent
+                        dirty.update(self.by_pool.get(pool, ()))
         counts = versions.counts
         expires = math.inf if full else self._expires
         for i in dirty:
