@@ -106,10 +106,15 @@ class QualityTracker:
     ) -> tuple[float | None, float, float]:
         """(observed, blend, blend_upper) with one look-up, as the router reads them."""
         stat = self.stats.get((arm, task_type))
-        if stat is None or stat.n < self.policy.min_observations:
+        policy = self.policy
+        if stat is None or stat.n < policy.min_observations:
             return None, heuristic, heuristic
-        upper = wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
-        return stat.ema, self._mix(stat.ema, heuristic), self._mix(upper, heuristic)
+        # effective_runs and _mix written out: read after every run of the arm.
+        alpha, ema = policy.alpha, stat.ema
+        runs = min(float(stat.n), (2.0 - alpha) / alpha) if alpha > 0 else float(stat.n)
+        upper = wilson_upper(ema, runs)
+        w = policy.observed_weight
+        return ema, w * ema + (1 - w) * heuristic, w * upper + (1 - w) * heuristic
 
     def _mix(self, observed: float | None, heuristic: float) -> float:
         if observed is None:

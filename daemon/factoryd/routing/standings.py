@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from factoryd.routing.armview import ArmView
+from factoryd.routing.armview import ArmView, ViewContext, build_view
 from factoryd.routing.decision import Ranked
 from factoryd.routing.ledger import Refusal
 from factoryd.routing.model import Rejection
@@ -23,8 +23,8 @@ from factoryd.routing.quotes import PoolQuote
 from factoryd.routing.versions import ArmVersions
 
 Standing = Ranked | Rejection
-Rebuild = Callable[[ArmView], ArmView]
-Refuse = Callable[[dict[str, float]], Refusal | None]
+#: The ledger's refusal of charges at an instant (PoolLedger.refusal).
+Refuse = Callable[[dict[str, float], float], Refusal | None]
 
 
 class Standings:
@@ -35,12 +35,18 @@ class Standings:
         views: list[tuple[int, str, ArmView]],
         not_allowed: tuple[Rejection, ...],
         exponent: float,
+        context: ViewContext,
+        *,
+        forced: bool = False,
     ) -> None:
         #: (tie-break rank, arm name, view), in the order the request lists arms;
         #: the rank orders equal scores by preference, config order, then name.
         self.views = views
         self.not_allowed = not_allowed
         self.exponent = exponent
+        #: What the views are rebuilt with, and whether they are a forced arm's.
+        self.context = context
+        self.forced = forced
         self.position = {name: i for i, (_, name, _) in enumerate(views)}
         self.by_pool: dict[str, list[int]] = {}
         for i, (_, _, view) in enumerate(views):
@@ -59,7 +65,6 @@ class Standings:
         now: float,
         quotes: Mapping[str, PoolQuote],
         versions: ArmVersions,
-        rebuild: Rebuild,
         refuse: Refuse,
     ) -> None:
         """Bring every standing up to `now`, re-examining only what moved."""
@@ -81,13 +86,14 @@ class Standings:
                         dirty.update(self.by_pool.get(pool, ()))
         counts = versions.counts
         expires = math.inf if full else self._expires
+        views, context, forced = self.views, self.context, self.forced
         for i in dirty:
-            rank, name, view = self.views[i]
+            rank, name, view = views[i]
             if now >= view.valid_until or counts.get(name, 0) != view.version:
-                view = rebuild(view)
-                self.views[i] = (rank, name, view)
+                view = build_view(view.arm, view.fit, now, context, forced)
+                views[i] = (rank, name, view)
             expires = min(expires, view.valid_until)
-            entry = self._standing(rank, view, quotes, refuse)
+            entry = self._standing(rank, view, quotes, refuse, now)
             self.entries[i] = entry
             if entry.__class__ is tuple and view.below_quality:
                 self.below.add(i)
@@ -98,7 +104,12 @@ class Standings:
         self._seen_quotes = quotes
 
     def _standing(
-        self, rank: int, view: ArmView, quotes: Mapping[str, PoolQuote], refuse: Refuse
+        self,
+        rank: int,
+        view: ArmView,
+        quotes: Mapping[str, PoolQuote],
+        refuse: Refuse,
+        now: float,
     ) -> Standing:
         if view.rejection is not None:
             return view.rejection
@@ -107,7 +118,7 @@ class Standings:
             left = quotes[pool].room
             if amount > left or left <= 0:
                 # The quote says no; the ledger words the exact refusal.
-                refusal = refuse(dict(view.fit.charges))
+                refusal = refuse(dict(view.fit.charges), now)
                 if refusal is not None:
                     return Rejection(view.arm.name, refusal.reason, refusal.detail)
             pool_term = self._terms[pool]

@@ -101,6 +101,20 @@ class ArmTelemetry:
         while self.buckets and self.buckets[0].start <= sample.at - span - width:
             self.buckets.popleft()
 
+    def resum(self, now: float, span: float, key: int) -> tuple[int, int, float, int]:
+        """Sum the buckets inside the window ending at `now` (position `key`) and
+        keep the sums for that position (they follow each outcome from then on)."""
+        recent = self.window(now, span)
+        self.sums = (
+            sum(b.ok for b in recent),
+            sum(b.failed for b in recent),
+            sum(b.ok_seconds for b in recent),
+            sum(b.tokens for b in recent),
+        )
+        self.sums_key = key
+        self.sums_cut = _cut(now, span)
+        return self.sums
+
     def window(self, now: float, span: float) -> list[Bucket]:
         return [b for b in self.buckets if b.start > _cut(now, span)]
 
@@ -193,17 +207,8 @@ class TelemetryBook:
             return None
         # Which buckets are inside the window changes only at bucket boundaries.
         key = math.floor((now - self.window) / (self.window / BUCKETS_PER_WINDOW))
-        if tel.sums_key != key:
-            recent = tel.window(now, self.window)
-            tel.sums = (
-                sum(b.ok for b in recent),
-                sum(b.failed for b in recent),
-                sum(b.ok_seconds for b in recent),
-                sum(b.tokens for b in recent),
-            )
-            tel.sums_key = key
-            tel.sums_cut = _cut(now, self.window)
-        ok, failed, ok_seconds, tokens = tel.sums
+        sums = tel.sums if tel.sums_key == key else tel.resum(now, self.window, key)
+        ok, failed, ok_seconds, tokens = sums
         total = ok + failed
         return Performance(
             ok / self.window,
