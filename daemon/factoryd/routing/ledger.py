@@ -200,16 +200,18 @@ class PoolLedger:
 
     def refusal(self, charges: Mapping[str, float], now: float) -> Refusal | None:
         """The first pool (in charge order) that cannot take its charge, if any."""
+        pools = self.pools
         for pool, amount in charges.items():
-            state = self.pools[pool]
-            if state.is_limited(now):
+            state = pools[pool]
+            limited_until = state.limited_until  # state.is_limited(now), written out
+            if limited_until is not None and now < limited_until:
                 return Refusal(
                     pool,
                     RejectReason.POOL_LIMITED,
                     f"pool {pool} limited until {_iso(state.limited_until)}"
                     + (f" ({state.limited_reason})" if state.limited_reason else ""),
                 )
-            remaining = state.remaining()
+            remaining = state.spec.limit - state.used - state.reserved  # state.remaining()
             if remaining <= 0:
                 return Refusal(
                     pool,

@@ -152,10 +152,15 @@ class TelemetryBook:
             tel = self.arms[name] = ArmTelemetry()
         return tel
 
-    def record(self, arm: str, sample: RunSample) -> None:
+    def record(self, arm: str, sample: RunSample, *, healthy: bool = False) -> None:
+        """Fold a finished run in; `healthy`: it also counts as `healthy_run` (one
+        change, where the two calls after every good run made two)."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
         tel.last_event_at = max(tel.last_event_at or sample.at, sample.at)
+        if healthy:
+            tel.consecutive_faults = 0
+            tel.backoff_until = None
 
     def touch(self, arm: str, at: float) -> None:
         """Any sign of life from the arm (a streamed event) refreshes its age."""
