@@ -167,15 +167,30 @@ def build_view(
         throughput, latency, consumption = prior, prior, 0.5
     else:
         ok, _, ok_seconds, tokens = tel.sums if tel.sums_key == key else tel.resum(now, window, key)
+        # min(x, 1.0) and max(x, 0.0) as comparisons, with the builtins' result
+        # for every input (min keeps the first unless a later one is less): a
+        # builtin call with its argument tuple costs more than the rest of a term.
         target = policy.throughput_target
-        throughput = min(ok / window / target, 1.0) if target > 0 else 0.0
+        if target > 0:
+            share = ok / window / target
+            throughput = 1.0 if share > 1.0 else share
+        else:
+            throughput = 0.0
         if not ok:
             latency = prior
         else:
             seconds = ok_seconds / ok
-            latency = 1.0 if seconds <= 0 else max(1.0 - seconds / policy.latency_target, 0.0)
+            if seconds <= 0:
+                latency = 1.0
+            else:
+                latency = 1.0 - seconds / policy.latency_target
+                latency = 0.0 if latency < 0.0 else latency
         budget = policy.session_token_budget
-        consumption = 1.0 - min(tokens / budget, 1.0) if budget > 0 else 0.5
+        if budget > 0:
+            used = tokens / budget
+            consumption = 1.0 - (1.0 if used > 1.0 else used)
+        else:
+            consumption = 0.5
     heuristic = fit.heuristic
     observed, task_fit, fit_upper = ctx.quality.fit_terms(name, ctx.type_name, heuristic)
     # Positional: a named tuple built from keywords costs a dict per call.

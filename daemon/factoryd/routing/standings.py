@@ -92,7 +92,8 @@ class Standings:
             if now >= view.valid_until or counts.get(name, 0) != view.version:
                 view = build_view(view.arm, view.fit, now, context, forced)
                 views[i] = (rank, name, view)
-            expires = min(expires, view.valid_until)
+            if view.valid_until < expires:  # min(), without the call
+                expires = view.valid_until
             entry = self._standing(rank, view, quotes, refuse, now)
             self.entries[i] = entry
             if entry.__class__ is tuple and view.below_quality:

@@ -157,7 +157,8 @@ class TelemetryBook:
         change, where the two calls after every good run made two)."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
-        tel.last_event_at = max(tel.last_event_at or sample.at, sample.at)
+        at, last = sample.at, tel.last_event_at or sample.at
+        tel.last_event_at = at if at > last else last  # max(last, at)
         if healthy:
             tel.consecutive_faults = 0
             tel.backoff_until = None
