@@ -106,7 +106,7 @@ class RoutingEngine:
         force: str | None = None,
         ttl: float | None = None,
     ) -> Decision:
-        return self.router.route(req, now, exclude=exclude, busy=busy, force=force, ttl=ttl)
+        return self.router.route(req, now, exclude, busy, force, ttl)
 
     def settle(
         self,

@@ -239,14 +239,9 @@ class PoolLedger:
         refusal = self.refusal(charges, now)
         if refusal is not None:
             return refusal
-        res = Reservation(
-            id=f"r{self._next_id}",
-            arm=arm,
-            task=task,
-            charges=dict(charges),
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        # id, arm, task, charges, created_at, expires_at (by position: a call
+        # with keywords matches each name)
+        res = Reservation(f"r{self._next_id}", arm, task, dict(charges), now, now + ttl)
         self._next_id += 1
         if self.gate is not None:
             confirmed = self.gate(res)

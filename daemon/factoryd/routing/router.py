@@ -104,13 +104,15 @@ class Router:
         self,
         req: RouteRequest,
         now: float,
-        *,
         exclude: Collection[str] = (),
         busy: Collection[str] = (),
         force: str | None = None,
         ttl: float | None = None,
     ) -> Decision:
         """Pick an arm for one run of `req` and hold its pools.
+
+        The options may be passed by position (the engine does: matching
+        keywords costs a string compare per option on every decision).
 
         `exclude`: arms this run must not use (e.g. one that just hit a limit);
         `busy`: arms at their concurrency cap; `force`: use this arm only,
@@ -197,19 +199,24 @@ class Router:
             quotes,
             str(req.type),
             req.quality_floor,
-            ordered=planned,
+            planned,
         )
+        # By position, in Decision's order (ranking, rejections and multipliers
+        # come from the basis).
         return Decision(
             req.task,
             self.policy.strategy,
             now,
             None if chosen is None else chosen[2].arm.name,
             None if held is None else held[0],
-            degraded=degraded,
-            forced=force is not None,
-            charges={} if held is None else held[1],
-            by_fit=by_fit,
-            basis=basis,
+            None,
+            None,
+            degraded,
+            force is not None,
+            {} if held is None else held[1],
+            None,
+            by_fit,
+            basis,
         )
 
     def _reserve(

@@ -77,29 +77,34 @@ class ArmTelemetry:
         self.sums_key = None
 
     def add(self, sample: RunSample, span: float) -> None:
+        at, ok, duration, tokens = sample  # unpacked: a named tuple's fields read slowly
         width = span / BUCKETS_PER_WINDOW
-        start = sample.at - sample.at % width
-        if not self.buckets or self.buckets[-1].start < start:
-            self.buckets.append(Bucket(start))
-            bucket = self.buckets[-1]
+        start = at - at % width
+        buckets = self.buckets
+        last = buckets[-1] if buckets else None
+        if last is None or last.start < start:
+            bucket = Bucket(start)
+            buckets.append(bucket)
+        elif last.start == start:  # the usual case: a run that ended in the newest bucket
+            bucket = last
         else:
             # Out-of-order sample: fold it into the newest bucket not after it.
-            bucket = next((b for b in reversed(self.buckets) if b.start <= start), self.buckets[0])
-        if sample.ok:
+            bucket = next((b for b in reversed(buckets) if b.start <= start), buckets[0])
+        if ok:
             bucket.ok += 1
-            bucket.ok_seconds += sample.duration
+            bucket.ok_seconds += duration
         else:
             bucket.failed += 1
-        bucket.tokens += sample.tokens
+        bucket.tokens += tokens
         if self.sums_key is not None and bucket.start > self.sums_cut:
-            ok, failed, ok_seconds, tokens = self.sums
-            if sample.ok:
-                ok, ok_seconds = ok + 1, ok_seconds + sample.duration
+            n_ok, n_failed, ok_seconds, n_tokens = self.sums
+            if ok:
+                n_ok, ok_seconds = n_ok + 1, ok_seconds + duration
             else:
-                failed += 1
-            self.sums = (ok, failed, ok_seconds, tokens + sample.tokens)
-        while self.buckets and self.buckets[0].start <= sample.at - span - width:
-            self.buckets.popleft()
+                n_failed += 1
+            self.sums = (n_ok, n_failed, ok_seconds, n_tokens + tokens)
+        while buckets and buckets[0].start <= at - span - width:
+            buckets.popleft()
 
     def resum(self, now: float, span: float, key: int) -> tuple[int, int, float, int]:
         """Sum the buckets inside the window ending at `now` (position `key`) and
