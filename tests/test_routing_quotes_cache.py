@@ -105,3 +105,23 @@ def test_a_new_policy_is_in_the_very_next_decisions_views() -> None:
     e.reconfigure(settings)
     after = e.route(REQ, T0 + 1).chosen
     assert after is not None and after.components.cost_floor == 1.0
+
+
+def test_tuples_built_without_their_constructor_have_every_field() -> None:
+    """build_view and settle make Components, ArmView, RunSample and Settlement
+    with tuple.__new__ (no Python frame): a field added to one must be added there."""
+    from factoryd.routing.armview import ArmView
+    from factoryd.routing.model import Usage
+    from factoryd.routing.scoring import Components
+    from factoryd.routing.telemetry import RunSample
+
+    e = engine([arm("a", pools=("p",))], POOLS[:1])
+    d = e.route(REQ, T0)
+    s = e.settle(d, now=T0, usage=Usage(output_tokens=5), ok=True, duration=2.0, task_type="x")
+    assert len(s) == 3 and s.committed == {"p": 5.0}
+    tel = e.telemetry.arms["a"]
+    assert (tel.sums_key, tel.buckets[-1].ok, tel.buckets[-1].tokens) == (None, 1, 5)
+    view = e.route(REQ, T0 + 1).ranking[0][2]
+    assert len(view) == len(ArmView._fields) and view.version == e.telemetry.versions.of("a")
+    assert view.components is not None and len(view.components) == len(Components._fields)
+    assert len(RunSample._fields) == 4

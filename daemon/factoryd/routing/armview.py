@@ -193,30 +193,37 @@ def build_view(
             consumption = 0.5
     heuristic = fit.heuristic
     observed, task_fit, fit_upper = ctx.quality.fit_terms(name, ctx.type_name, heuristic)
-    # Positional: a named tuple built from keywords costs a dict per call.
-    components = Components(
-        heuristic,
-        observed,
-        task_fit,
-        fit_upper,
-        ctx.value,
-        throughput,
-        latency,
-        consumption,
-        fit.base_cost,
-        1.0,
-        None,
-        ctx.cost_floor,
+    # tuple.__new__: a named tuple's own __new__ is a Python function (a frame
+    # per call); the fields in their declared order, as Components(...) takes them.
+    components = tuple.__new__(
+        Components,
+        (
+            heuristic,
+            observed,
+            task_fit,
+            fit_upper,
+            ctx.value,
+            throughput,
+            latency,
+            consumption,
+            fit.base_cost,
+            1.0,
+            None,
+            ctx.cost_floor,
+        ),
     )
-    return ArmView(
-        arm,
-        fit,
-        None,
-        components,
-        ctx.numerator(components, policy),
-        not forced and fit_upper < ctx.floor,
-        version,
-        valid_until,
+    return tuple.__new__(
+        ArmView,
+        (
+            arm,
+            fit,
+            None,
+            components,
+            ctx.numerator(components, policy),
+            not forced and fit_upper < ctx.floor,
+            version,
+            valid_until,
+        ),
     )
 
 

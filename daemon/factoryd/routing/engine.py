@@ -149,7 +149,9 @@ class RoutingEngine:
         healthy = ok and not arm_fault
         if not limited and usage is not None:
             tokens = usage.input_tokens + usage.output_tokens + usage.reasoning_tokens
-            self.telemetry.record(arm_name, RunSample(now, ok, duration, tokens), healthy=healthy)
+            # tuple.__new__: without the named tuple's Python __new__ (at, ok, duration, tokens)
+            sample = tuple.__new__(RunSample, (now, ok, duration, tokens))
+            self.telemetry.record(arm_name, sample, healthy=healthy)
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)
@@ -159,7 +161,7 @@ class RoutingEngine:
             self.telemetry.fault(arm_name, now)
         elif ok and arm is not None:
             ledger.clear_strikes(arm.pools)
-        return Settlement(committed, rolled_back, not held)
+        return tuple.__new__(Settlement, (committed, rolled_back, not held))
 
     def report_limit(self, arm_name: str, until: float | None, now: float, reason: str) -> float:
         """An agent hit a usage limit: its pools (or the arm itself) are out until `until`.

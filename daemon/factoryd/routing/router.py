@@ -197,8 +197,8 @@ class Router:
             below,
             refused,
             quotes,
-            str(req.type),
-            req.quality_floor,
+            standings.context.type_name,  # str(req.type), req.quality_floor: fixed by shape
+            standings.context.floor,
             planned,
         )
         # By position, in Decision's order (ranking, rejections and multipliers
