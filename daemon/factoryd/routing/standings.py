@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from factoryd.routing.armview import ArmView, ViewContext, build_view
 from factoryd.routing.decision import Ranked
@@ -68,7 +69,7 @@ class Standings:
         refuse: Refuse,
     ) -> None:
         """Bring every standing up to `now`, re-examining only what moved."""
-        changed = versions.changed_since(self._seen_version) if self._seen_version >= 0 else None
+        changed, seen_version = versions.changes(self._seen_version)
         full = changed is None or now >= self._expires or not self.entries
         if full:
             dirty: range | set[int] = range(len(self.views))
@@ -76,8 +77,10 @@ class Standings:
             self.entries = [None] * len(self.views)
         else:
             assert changed is not None
-            position = self.position
-            dirty = {position[name] for name in changed if name in position}
+            # In C: the changed arms' positions, None for an arm not in these standings.
+            found = set(map(self.position.get, changed))
+            found.discard(None)
+            dirty = cast(set[int], found)
             seen = self._seen_quotes
             if quotes is not seen:  # the same snapshot: no pool moved (quotes.py)
                 for pool, quote in quotes.items():
@@ -101,7 +104,7 @@ class Standings:
             else:
                 self.below.discard(i)
         self._expires = expires
-        self._seen_version = versions.position
+        self._seen_version = seen_version
         self._seen_quotes = quotes
 
     def _standing(
