@@ -125,3 +125,15 @@ def test_tuples_built_without_their_constructor_have_every_field() -> None:
     assert len(view) == len(ArmView._fields) and view.version == e.telemetry.versions.of("a")
     assert view.components is not None and len(view.components) == len(Components._fields)
     assert len(RunSample._fields) == 4
+
+
+def test_equal_scores_still_go_by_the_tie_break_rank() -> None:
+    """Standings.best finds the least score among floats only when it is unique;
+    equal scores are left to the entries' comparison (tie-break rank)."""
+    twins = [arm("b", pools=("p",)), arm("a", pools=("p",))]
+    e = engine(twins, POOLS[:1])
+    assert e.route(REQ, T0).arm == "b"  # config order
+    prefer_a = RouteRequest(task="u", estimated_tokens=1_000, arms=("a", "b"))
+    assert e.route(prefer_a, T0).arm == "a"  # the task's own order
+    standings = e.router._by_request[id(prefer_a)][1]
+    assert standings.scores[0] == standings.scores[1] and standings.best() is None

@@ -167,11 +167,16 @@ class Router:
                 ranked, below = below, []
             best = best_ranked(ranked, by_fit) if ranked else None
         else:
-            # Usually the best arm's reservation holds: it is found without sorting.
-            scored = filter(IS_RANKED, entries)
-            best = (
-                min(scored, key=by_fit_key, default=None) if by_fit else min(scored, default=None)
-            )
+            # Usually the best arm's reservation holds: it is found without sorting,
+            # among the standings' scores while no arm is blocked for this call.
+            best = None if exclude or busy else standings.best()
+            if best is None:
+                scored = filter(IS_RANKED, entries)
+                best = (
+                    min(scored, key=by_fit_key, default=None)
+                    if by_fit
+                    else min(scored, default=None)
+                )
         refused: list[Rejection] = []
         ttl = self.policy.reservation_ttl if ttl is None else ttl
         chosen: Ranked | None = None

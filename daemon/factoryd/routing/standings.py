@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import cast
 
 from factoryd.routing.armview import ArmView, ViewContext, build_view
 from factoryd.routing.decision import Ranked
@@ -54,6 +53,9 @@ class Standings:
             for pool, _amount in view.fit.charges:
                 self.by_pool.setdefault(pool, []).append(i)
         self.entries: list[Standing | None] = []
+        #: Each entry's first field (minus its score), inf for a rejected arm: the
+        #: best arm is found among plain floats (Standings.best).
+        self.scores: list[float] = []
         #: Arms whose entry is ranked but below the task type's quality floor.
         self.below: set[int] = set()
         self._seen_version = -1
@@ -75,18 +77,19 @@ class Standings:
             dirty: range | set[int] = range(len(self.views))
             self._terms = {p: q.multiplier**self.exponent for p, q in quotes.items()}
             self.entries = [None] * len(self.views)
+            self.scores = [math.inf] * len(self.views)
         else:
             assert changed is not None
             # In C: the changed arms' positions, None for an arm not in these standings.
             found = set(map(self.position.get, changed))
             found.discard(None)
-            dirty = cast(set[int], found)
             seen = self._seen_quotes
             if quotes is not seen:  # the same snapshot: no pool moved (quotes.py)
                 for pool, quote in quotes.items():
                     if seen.get(pool) is not quote:
                         self._terms[pool] = quote.multiplier**self.exponent
-                        dirty.update(self.by_pool.get(pool, ()))
+                        found.update(self.by_pool.get(pool, ()))
+            dirty = found  # type: ignore[assignment]  # None discarded: ints only
         counts = versions.counts
         expires = math.inf if full else self._expires
         views, context, forced = self.views, self.context, self.forced
@@ -99,13 +102,30 @@ class Standings:
                 expires = view.valid_until
             entry = self._standing(rank, view, quotes, refuse, now)
             self.entries[i] = entry
-            if entry.__class__ is tuple and view.below_quality:
-                self.below.add(i)
+            if entry.__class__ is tuple:
+                self.scores[i] = entry[0]  # a Ranked tuple
+                if view.below_quality:
+                    self.below.add(i)
+                else:
+                    self.below.discard(i)
             else:
+                self.scores[i] = math.inf
                 self.below.discard(i)
         self._expires = expires
         self._seen_version = seen_version
         self._seen_quotes = quotes
+
+    def best(self) -> Ranked | None:
+        """The least ranked entry, found among the floats of `scores` when it is
+        the only one with the least (ranked entries otherwise compare on their
+        tie-break rank: None, and the caller compares the entries themselves)."""
+        scores = self.scores
+        low = min(scores, default=math.inf)
+        if low < math.inf and scores.count(low) == 1:  # NaN and inf fail the first test
+            entry = self.entries[scores.index(low)]
+            assert entry.__class__ is tuple, "an arm with a score is ranked"
+            return entry
+        return None
 
     def _standing(
         self,
