@@ -93,24 +93,45 @@ class Standings:
         counts = versions.counts
         expires = math.inf if full else self._expires
         views, context, forced = self.views, self.context, self.forced
+        entries, scores, below, terms = self.entries, self.scores, self.below, self._terms
         for i in dirty:
             rank, name, view = views[i]
-            if now >= view.valid_until or counts.get(name, 0) != view.version:
-                view = build_view(view.arm, view.fit, now, context, forced)
+            # Unpacked: a named tuple's fields read by name take the slow path.
+            arm, fit, rejection, _, numerator, below_quality, version, valid_until = view
+            if now >= valid_until or counts.get(name, 0) != version:
+                view = build_view(arm, fit, now, context, forced)
                 views[i] = (rank, name, view)
-            if view.valid_until < expires:  # min(), without the call
-                expires = view.valid_until
-            entry = self._standing(rank, view, quotes, refuse, now)
-            self.entries[i] = entry
-            if entry.__class__ is tuple:
-                self.scores[i] = entry[0]  # a Ranked tuple
-                if view.below_quality:
-                    self.below.add(i)
+                _, _, rejection, _, numerator, below_quality, _, valid_until = view
+            if valid_until < expires:  # min(), without the call
+                expires = valid_until
+            # The arm's standing: its own rejection, a pool's refusal, or its entry.
+            entry: Standing | None = rejection
+            if rejection is None:
+                term = 0.0  # the scarcest pool's term; a discount may bring it below 1
+                for pool, amount in fit.charges:
+                    left = quotes[pool].room
+                    if amount > left or left <= 0:
+                        # The quote says no; the ledger words the exact refusal.
+                        refusal = refuse(dict(fit.charges), now)
+                        if refusal is not None:
+                            entry = Rejection(name, refusal.reason, refusal.detail)
+                            break
+                    pool_term = terms[pool]
+                    if pool_term > term:
+                        term = pool_term
                 else:
-                    self.below.discard(i)
-            else:
-                self.scores[i] = math.inf
-                self.below.discard(i)
+                    score = -numerator / (term or 1.0)
+                    entry = (score, rank, view)
+                    entries[i] = entry
+                    scores[i] = score
+                    if below_quality:
+                        below.add(i)
+                    else:
+                        below.discard(i)
+                    continue
+            entries[i] = entry
+            scores[i] = math.inf
+            below.discard(i)
         self._expires = expires
         self._seen_version = seen_version
         self._seen_quotes = quotes
@@ -126,26 +147,3 @@ class Standings:
             assert entry.__class__ is tuple, "an arm with a score is ranked"
             return entry
         return None
-
-    def _standing(
-        self,
-        rank: int,
-        view: ArmView,
-        quotes: Mapping[str, PoolQuote],
-        refuse: Refuse,
-        now: float,
-    ) -> Standing:
-        if view.rejection is not None:
-            return view.rejection
-        term = 0.0  # the scarcest pool's term; a discount may bring it below 1
-        for pool, amount in view.fit.charges:
-            left = quotes[pool].room
-            if amount > left or left <= 0:
-                # The quote says no; the ledger words the exact refusal.
-                refusal = refuse(dict(view.fit.charges), now)
-                if refusal is not None:
-                    return Rejection(view.arm.name, refusal.reason, refusal.detail)
-            pool_term = self._terms[pool]
-            if pool_term > term:
-                term = pool_term
-        return (-view.numerator / (term or 1.0), rank, view)
