@@ -22,15 +22,7 @@ from typing import NamedTuple
 from factoryd.routing.ledger import PoolState
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest, charge_estimate
 from factoryd.routing.quality import QualityTracker
-from factoryd.routing.scoring import (
-    Components,
-    RoutingPolicy,
-    Strategy,
-    heuristic_quality,
-    normalize_consumption,
-    normalize_latency,
-    normalize_throughput,
-)
+from factoryd.routing.scoring import Components, RoutingPolicy, Strategy, heuristic_quality
 from factoryd.routing.telemetry import BUCKETS_PER_WINDOW, ArmTelemetry, TelemetryBook
 from factoryd.units.timefmt import iso
 
@@ -99,69 +91,139 @@ class ArmView(NamedTuple):
     valid_until: float
 
 
+class ViewContext:
+    """What every view for one request shape is built with, worked out once.
+
+    The request's value, quality floor and type name are fixed by its shape
+    (request_shape), and the strategy's cost floor by the policy, so a
+    rebuild reads them here instead of working them out per arm (`value`
+    and `quality_floor` hash enums in Python).
+    """
+
+    __slots__ = (
+        "cost_floor",
+        "floor",
+        "numerator",
+        "policy",
+        "quality",
+        "request",
+        "strategy",
+        "telemetry",
+        "type_name",
+        "value",
+    )
+
+    def __init__(
+        self,
+        req: RouteRequest,
+        *,
+        telemetry: TelemetryBook,
+        quality: QualityTracker,
+        policy: RoutingPolicy,
+        strategy: Strategy,
+    ) -> None:
+        #: The request the shape was first seen with: its fields but the task's
+        #: name and attempts are those of every request of the shape.
+        self.request = req
+        self.telemetry = telemetry
+        self.quality = quality
+        self.policy = policy
+        self.strategy = strategy
+        self.numerator = strategy.numerator
+        self.cost_floor = strategy.cost_floor(policy)
+        self.value = req.value
+        self.floor = req.quality_floor
+        self.type_name = str(req.type)
+
+
 def build_view(
-    arm: ArmSpec,
-    fit: ArmFit,
-    req: RouteRequest,
-    now: float,
-    *,
-    telemetry: TelemetryBook,
-    quality: QualityTracker,
-    policy: RoutingPolicy,
-    strategy: Strategy,
-    forced: bool = False,
+    arm: ArmSpec, fit: ArmFit, now: float, ctx: ViewContext, forced: bool = False
 ) -> ArmView:
-    """Work out `arm`'s own verdict and score terms for `req` at `now`."""
-    version = telemetry.versions.of(arm.name)
-    tel = telemetry.arms.get(arm.name)
+    """Work out `arm`'s own verdict and score terms for the context's request at `now`.
+
+    Called for every arm whose telemetry or quality moved, so after every
+    run: the telemetry sums, the normalisations and the quality blend are
+    written out here (scoring.normalize_*, TelemetryBook.performance,
+    QualityTracker.fit_terms say the same, term for term) rather than called.
+    """
+    telemetry = ctx.telemetry
+    name = arm.name
+    version = telemetry.versions.counts.get(name, 0)
+    tel = telemetry.arms.get(name)
+    policy = ctx.policy
     rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced=forced)
     if rejection is not None:
         return ArmView(arm, fit, rejection, None, 0.0, False, version, valid_until)
+    prior = 0.5 if arm.fallback else 0.0
+    window = telemetry.window
+    # The window's position in buckets (TelemetryBook.performance's sums key).
+    key = math.floor((now - window) / (window / BUCKETS_PER_WINDOW))
     if tel is not None and tel.buckets:
         # Which telemetry buckets are inside the window changes at bucket edges.
-        width = telemetry.window / BUCKETS_PER_WINDOW
-        edge = (math.floor((now - telemetry.window) / width) + 1) * width + telemetry.window
-        valid_until = min(valid_until, edge)
-    perf = telemetry.performance(arm.name, now)
-    prior = 0.5 if arm.fallback else 0.0
-    if perf is None:
+        edge = (key + 1) * (window / BUCKETS_PER_WINDOW) + window
+        if edge < valid_until:
+            valid_until = edge
+    if tel is None or tel.last_event_at is None:
         throughput, latency, consumption = prior, prior, 0.5
     else:
-        throughput = normalize_throughput(perf.throughput, policy.throughput_target)
-        latency = (
-            prior
-            if perf.latency is None
-            else normalize_latency(perf.latency, policy.latency_target)
-        )
-        consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
-    type_name = str(req.type)
+        ok, _, ok_seconds, tokens = tel.sums if tel.sums_key == key else tel.resum(now, window, key)
+        # min(x, 1.0) and max(x, 0.0) as comparisons, with the builtins' result
+        # for every input (min keeps the first unless a later one is less): a
+        # builtin call with its argument tuple costs more than the rest of a term.
+        target = policy.throughput_target
+        if target > 0:
+            share = ok / window / target
+            throughput = 1.0 if share > 1.0 else share
+        else:
+            throughput = 0.0
+        if not ok:
+            latency = prior
+        else:
+            seconds = ok_seconds / ok
+            if seconds <= 0:
+                latency = 1.0
+            else:
+                latency = 1.0 - seconds / policy.latency_target
+                latency = 0.0 if latency < 0.0 else latency
+        budget = policy.session_token_budget
+        if budget > 0:
+            used = tokens / budget
+            consumption = 1.0 - (1.0 if used > 1.0 else used)
+        else:
+            consumption = 0.5
     heuristic = fit.heuristic
-    value = req.value
-    # Positional: a named tuple built from keywords costs a dict per call.
-    observed, task_fit, fit_upper = quality.fit_terms(arm.name, type_name, heuristic)
-    components = Components(
-        heuristic,
-        observed,
-        task_fit,
-        fit_upper,
-        value,
-        throughput,
-        latency,
-        consumption,
-        fit.base_cost,
-        1.0,
-        None,
-        strategy.cost_floor(policy),
+    observed, task_fit, fit_upper = ctx.quality.fit_terms(name, ctx.type_name, heuristic)
+    # tuple.__new__: a named tuple's own __new__ is a Python function (a frame
+    # per call); the fields in their declared order, as Components(...) takes them.
+    components = tuple.__new__(
+        Components,
+        (
+            heuristic,
+            observed,
+            task_fit,
+            fit_upper,
+            ctx.value,
+            throughput,
+            latency,
+            consumption,
+            fit.base_cost,
+            1.0,
+            None,
+            ctx.cost_floor,
+        ),
     )
-    return ArmView(
-        arm,
-        fit,
-        None,
-        components,
-        strategy.numerator(components, policy),
-        not forced and components.fit_upper < req.quality_floor,
-        version,
-        valid_until,
+    return tuple.__new__(
+        ArmView,
+        (
+            arm,
+            fit,
+            None,
+            components,
+            ctx.numerator(components, policy),
+            not forced and fit_upper < ctx.floor,
+            version,
+            valid_until,
+        ),
     )
 
 

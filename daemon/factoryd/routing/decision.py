@@ -105,7 +105,6 @@ class Basis:
         quotes: Mapping[str, Any],
         task_type: str,
         floor: float,
-        *,
         ordered: bool = False,
     ) -> None:
         # The scored arms in the standings' order (None: listed from `entries`).
@@ -173,7 +172,6 @@ class Decision:
         charges: dict[str, float] | None = None,
         multipliers: Mapping[str, float] | None = None,
         by_fit: bool = False,
-        *,
         basis: Basis | None = None,
     ) -> None:
         self.task = task

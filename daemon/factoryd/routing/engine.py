@@ -106,7 +106,7 @@ class RoutingEngine:
         force: str | None = None,
         ttl: float | None = None,
     ) -> Decision:
-        return self.router.route(req, now, exclude=exclude, busy=busy, force=force, ttl=ttl)
+        return self.router.route(req, now, exclude, busy, force, ttl)
 
     def settle(
         self,
@@ -144,19 +144,24 @@ class RoutingEngine:
                     committed[pool] = charge_actual(state.spec, arm, usage)
             held = ledger.commit(res_id, committed)
             rolled_back = False
-        tokens = usage.total_tokens if usage else 0
+        # A good run that was no arm fault clears the arm's fault count: with its
+        # sample when it has one (one change to the arm's telemetry, not two).
+        healthy = ok and not arm_fault
         if not limited and usage is not None:
-            self.telemetry.record(arm_name, RunSample(now, ok, duration, tokens))
+            tokens = usage.input_tokens + usage.output_tokens + usage.reasoning_tokens
+            # tuple.__new__: without the named tuple's Python __new__ (at, ok, duration, tokens)
+            sample = tuple.__new__(RunSample, (now, ok, duration, tokens))
+            self.telemetry.record(arm_name, sample, healthy=healthy)
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)
+        elif healthy:
+            self.telemetry.healthy_run(arm_name)
         if arm_fault:
             self.telemetry.fault(arm_name, now)
-        elif ok:
-            self.telemetry.healthy_run(arm_name)
-            if arm is not None:
-                self.ledger.clear_strikes(arm.pools)
-        return Settlement(committed, rolled_back, not held)
+        elif ok and arm is not None:
+            ledger.clear_strikes(arm.pools)
+        return tuple.__new__(Settlement, (committed, rolled_back, not held))
 
     def report_limit(self, arm_name: str, until: float | None, now: float, reason: str) -> float:
         """An agent hit a usage limit: its pools (or the arm itself) are out until `until`.

@@ -200,16 +200,18 @@ class PoolLedger:
 
     def refusal(self, charges: Mapping[str, float], now: float) -> Refusal | None:
         """The first pool (in charge order) that cannot take its charge, if any."""
+        pools = self.pools
         for pool, amount in charges.items():
-            state = self.pools[pool]
-            if state.is_limited(now):
+            state = pools[pool]
+            limited_until = state.limited_until  # state.is_limited(now), written out
+            if limited_until is not None and now < limited_until:
                 return Refusal(
                     pool,
                     RejectReason.POOL_LIMITED,
                     f"pool {pool} limited until {_iso(state.limited_until)}"
                     + (f" ({state.limited_reason})" if state.limited_reason else ""),
                 )
-            remaining = state.remaining()
+            remaining = state.spec.limit - state.used - state.reserved  # state.remaining()
             if remaining <= 0:
                 return Refusal(
                     pool,
@@ -237,14 +239,9 @@ class PoolLedger:
         refusal = self.refusal(charges, now)
         if refusal is not None:
             return refusal
-        res = Reservation(
-            id=f"r{self._next_id}",
-            arm=arm,
-            task=task,
-            charges=dict(charges),
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        # id, arm, task, charges, created_at, expires_at (by position: a call
+        # with keywords matches each name)
+        res = Reservation(f"r{self._next_id}", arm, task, dict(charges), now, now + ttl)
         self._next_id += 1
         if self.gate is not None:
             confirmed = self.gate(res)

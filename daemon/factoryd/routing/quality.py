@@ -53,8 +53,13 @@ def wilson_upper(p: float, n: float, z: float = FLOOR_Z) -> float:
         return 1.0
     z2 = z * z
     centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
+    # max(v, 0.0) and min(1.0, u) as comparisons, same results (the builtins
+    # cost more than the arithmetic; this runs after every run of an arm).
+    variance = p * (1 - p)
+    variance = 0.0 if variance < 0.0 else variance
+    spread = z * math.sqrt(variance / n + z2 / (4 * n * n))
+    upper = (centre + spread) / (1 + z2 / n)
+    return upper if upper < 1.0 else 1.0
 
 
 class QualityTracker:
@@ -71,7 +76,8 @@ class QualityTracker:
             stat = self.stats[(arm, task_type)] = QualityStat()
         value = 1.0 if success else 0.0
         # A mean while there are fewer than 1/alpha runs, a moving average after.
-        weight = max(self.policy.alpha, 1.0 / (stat.n + 1))
+        alpha, mean = self.policy.alpha, 1.0 / (stat.n + 1)
+        weight = mean if mean > alpha else alpha  # max(alpha, mean)
         stat.ema = weight * value + (1 - weight) * stat.ema
         stat.n += 1
         self.versions.bump(arm)
@@ -106,10 +112,18 @@ class QualityTracker:
     ) -> tuple[float | None, float, float]:
         """(observed, blend, blend_upper) with one look-up, as the router reads them."""
         stat = self.stats.get((arm, task_type))
-        if stat is None or stat.n < self.policy.min_observations:
+        policy = self.policy
+        if stat is None or stat.n < policy.min_observations:
             return None, heuristic, heuristic
-        upper = wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
-        return stat.ema, self._mix(stat.ema, heuristic), self._mix(upper, heuristic)
+        # effective_runs and _mix written out: read after every run of the arm.
+        alpha, ema = policy.alpha, stat.ema
+        runs = float(stat.n)
+        if alpha > 0:  # min(runs, cap)
+            cap = (2.0 - alpha) / alpha
+            runs = cap if cap < runs else runs
+        upper = wilson_upper(ema, runs)
+        w = policy.observed_weight
+        return ema, w * ema + (1 - w) * heuristic, w * upper + (1 - w) * heuristic
 
     def _mix(self, observed: float | None, heuristic: float) -> float:
         if observed is None:

@@ -31,9 +31,9 @@ import math
 from collections.abc import Collection, Sequence
 
 from factoryd.routing.armview import (
-    ArmFit,
     ArmView,
     RequestShape,
+    ViewContext,
     arm_fit,
     build_view,
     request_shape,
@@ -104,7 +104,6 @@ class Router:
         self,
         req: RouteRequest,
         now: float,
-        *,
         exclude: Collection[str] = (),
         busy: Collection[str] = (),
         force: str | None = None,
@@ -112,15 +111,19 @@ class Router:
     ) -> Decision:
         """Pick an arm for one run of `req` and hold its pools.
 
+        The options may be passed by position (the engine does: matching
+        keywords costs a string compare per option on every decision).
+
         `exclude`: arms this run must not use (e.g. one that just hit a limit);
         `busy`: arms at their concurrency cap; `force`: use this arm only,
         still subject to every hard filter and to pool accounting.
         """
-        self.ledger.advance(now)
+        ledger = self.ledger
+        ledger.advance(now)
         if now < self._latest:
             self.forget()  # the clock stepped back: validity times no longer hold
         self._latest = now
-        quotes = self._quotes.refresh(self.ledger, now)
+        quotes = self._quotes.refresh(ledger, now)
         if force is None:
             # A task's request is one long-lived object: known by identity, it
             # needs no shape built and hashed.
@@ -129,25 +132,18 @@ class Router:
                 standings = known[1]
             else:
                 standings = self._standings(req, now)
-        elif force in self.arms:
-            view = self._view(self.arms[force], req, now, fit=None, forced=True)
-            standings = Standings([(0, force, view)], (), self.strategy.exponent(req.value))
         else:
-            standings = Standings([], (), self.strategy.exponent(req.value))
-            standings.not_allowed = (
-                Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}"),
-            )
-
-        def rebuild(view: ArmView) -> ArmView:
-            return self._view(view.arm, req, now, fit=view.fit, forced=force is not None)
-
-        standings.update(
-            now,
-            quotes,
-            self.telemetry.versions,
-            rebuild,
-            lambda charges: self.ledger.refusal(charges, now),
-        )
+            context = self._context(req)
+            exponent = self.strategy.exponent(req.value)
+            if force in self.arms:
+                view = self._view(self.arms[force], now, context, forced=True)
+                standings = Standings([(0, force, view)], (), exponent, context, forced=True)
+            else:
+                standings = Standings([], (), exponent, context, forced=True)
+                standings.not_allowed = (
+                    Rejection(force, RejectReason.NOT_ALLOWED, f"no arm named {force}"),
+                )
+        standings.update(now, quotes, self.telemetry.versions, ledger.refusal)
         # A copy either way: the standings change in place at the next decision.
         entries = _blocked(standings, exclude, busy) if exclude or busy else standings.entries[:]
         # An escalation (the run after a failure or a limit, some arms excluded):
@@ -171,11 +167,16 @@ class Router:
                 ranked, below = below, []
             best = best_ranked(ranked, by_fit) if ranked else None
         else:
-            # Usually the best arm's reservation holds: it is found without sorting.
-            scored = filter(IS_RANKED, entries)
-            best = (
-                min(scored, key=by_fit_key, default=None) if by_fit else min(scored, default=None)
-            )
+            # Usually the best arm's reservation holds: it is found without sorting,
+            # among the standings' scores while no arm is blocked for this call.
+            best = None if exclude or busy else standings.best()
+            if best is None:
+                scored = filter(IS_RANKED, entries)
+                best = (
+                    min(scored, key=by_fit_key, default=None)
+                    if by_fit
+                    else min(scored, default=None)
+                )
         refused: list[Rejection] = []
         ttl = self.policy.reservation_ttl if ttl is None else ttl
         chosen: Ranked | None = None
@@ -201,21 +202,26 @@ class Router:
             below,
             refused,
             quotes,
-            str(req.type),
-            req.quality_floor,
-            ordered=planned,
+            standings.context.type_name,  # str(req.type), req.quality_floor: fixed by shape
+            standings.context.floor,
+            planned,
         )
+        # By position, in Decision's order (ranking, rejections and multipliers
+        # come from the basis).
         return Decision(
             req.task,
             self.policy.strategy,
             now,
             None if chosen is None else chosen[2].arm.name,
             None if held is None else held[0],
-            degraded=degraded,
-            forced=force is not None,
-            charges={} if held is None else held[1],
-            by_fit=by_fit,
-            basis=basis,
+            None,
+            None,
+            degraded,
+            force is not None,
+            {} if held is None else held[1],
+            None,
+            by_fit,
+            basis,
         )
 
     def _reserve(
@@ -232,20 +238,19 @@ class Router:
 
     # -- caches ------------------------------------------------------------
 
-    def _view(
-        self, arm: ArmSpec, req: RouteRequest, now: float, *, fit: ArmFit | None, forced: bool
-    ) -> ArmView:
-        return build_view(
-            arm,
-            fit or arm_fit(arm, req, self.ledger.pools),
+    def _context(self, req: RouteRequest) -> ViewContext:
+        return ViewContext(
             req,
-            now,
             telemetry=self.telemetry,
             quality=self.quality,
             policy=self.policy,
             strategy=self.strategy,
-            forced=forced,
         )
+
+    def _view(self, arm: ArmSpec, now: float, context: ViewContext, *, forced: bool) -> ArmView:
+        """A first view of `arm` for the context's request (fit worked out here)."""
+        fit = arm_fit(arm, context.request, self.ledger.pools)
+        return build_view(arm, fit, now, context, forced)
 
     def _standings(self, req: RouteRequest, now: float) -> Standings:
         """The cached standings for requests shaped like `req`, made on first use."""
@@ -274,10 +279,9 @@ class Router:
             arms, key=lambda a: (preference.get(a.name, 0), self._order[a.name], a.name)
         )
         rank = {a.name: i for i, a in enumerate(by_tie)}
-        views = [
-            (rank[a.name], a.name, self._view(a, req, now, fit=None, forced=False)) for a in arms
-        ]
-        standings = self._shapes[key] = Standings(views, not_allowed, exponent)
+        context = self._context(req)
+        views = [(rank[a.name], a.name, self._view(a, now, context, forced=False)) for a in arms]
+        standings = self._shapes[key] = Standings(views, not_allowed, exponent, context)
         self._by_request[id(req)] = (req, standings)
         return standings
 

@@ -77,29 +77,48 @@ class ArmTelemetry:
         self.sums_key = None
 
     def add(self, sample: RunSample, span: float) -> None:
+        at, ok, duration, tokens = sample  # unpacked: a named tuple's fields read slowly
         width = span / BUCKETS_PER_WINDOW
-        start = sample.at - sample.at % width
-        if not self.buckets or self.buckets[-1].start < start:
-            self.buckets.append(Bucket(start))
-            bucket = self.buckets[-1]
+        start = at - at % width
+        buckets = self.buckets
+        last = buckets[-1] if buckets else None
+        if last is None or last.start < start:
+            bucket = Bucket(start)
+            buckets.append(bucket)
+        elif last.start == start:  # the usual case: a run that ended in the newest bucket
+            bucket = last
         else:
             # Out-of-order sample: fold it into the newest bucket not after it.
-            bucket = next((b for b in reversed(self.buckets) if b.start <= start), self.buckets[0])
-        if sample.ok:
+            bucket = next((b for b in reversed(buckets) if b.start <= start), buckets[0])
+        if ok:
             bucket.ok += 1
-            bucket.ok_seconds += sample.duration
+            bucket.ok_seconds += duration
         else:
             bucket.failed += 1
-        bucket.tokens += sample.tokens
+        bucket.tokens += tokens
         if self.sums_key is not None and bucket.start > self.sums_cut:
-            ok, failed, ok_seconds, tokens = self.sums
-            if sample.ok:
-                ok, ok_seconds = ok + 1, ok_seconds + sample.duration
+            n_ok, n_failed, ok_seconds, n_tokens = self.sums
+            if ok:
+                n_ok, ok_seconds = n_ok + 1, ok_seconds + duration
             else:
-                failed += 1
-            self.sums = (ok, failed, ok_seconds, tokens + sample.tokens)
-        while self.buckets and self.buckets[0].start <= sample.at - span - width:
-            self.buckets.popleft()
+                n_failed += 1
+            self.sums = (n_ok, n_failed, ok_seconds, n_tokens + tokens)
+        while buckets and buckets[0].start <= at - span - width:
+            buckets.popleft()
+
+    def resum(self, now: float, span: float, key: int) -> tuple[int, int, float, int]:
+        """Sum the buckets inside the window ending at `now` (position `key`) and
+        keep the sums for that position (they follow each outcome from then on)."""
+        recent = self.window(now, span)
+        self.sums = (
+            sum(b.ok for b in recent),
+            sum(b.failed for b in recent),
+            sum(b.ok_seconds for b in recent),
+            sum(b.tokens for b in recent),
+        )
+        self.sums_key = key
+        self.sums_cut = _cut(now, span)
+        return self.sums
 
     def window(self, now: float, span: float) -> list[Bucket]:
         return [b for b in self.buckets if b.start > _cut(now, span)]
@@ -138,10 +157,16 @@ class TelemetryBook:
             tel = self.arms[name] = ArmTelemetry()
         return tel
 
-    def record(self, arm: str, sample: RunSample) -> None:
+    def record(self, arm: str, sample: RunSample, *, healthy: bool = False) -> None:
+        """Fold a finished run in; `healthy`: it also counts as `healthy_run` (one
+        change, where the two calls after every good run made two)."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
-        tel.last_event_at = max(tel.last_event_at or sample.at, sample.at)
+        at, last = sample.at, tel.last_event_at or sample.at
+        tel.last_event_at = at if at > last else last  # max(last, at)
+        if healthy:
+            tel.consecutive_faults = 0
+            tel.backoff_until = None
 
     def touch(self, arm: str, at: float) -> None:
         """Any sign of life from the arm (a streamed event) refreshes its age."""
@@ -193,17 +218,8 @@ class TelemetryBook:
             return None
         # Which buckets are inside the window changes only at bucket boundaries.
         key = math.floor((now - self.window) / (self.window / BUCKETS_PER_WINDOW))
-        if tel.sums_key != key:
-            recent = tel.window(now, self.window)
-            tel.sums = (
-                sum(b.ok for b in recent),
-                sum(b.failed for b in recent),
-                sum(b.ok_seconds for b in recent),
-                sum(b.tokens for b in recent),
-            )
-            tel.sums_key = key
-            tel.sums_cut = _cut(now, self.window)
-        ok, failed, ok_seconds, tokens = tel.sums
+        sums = tel.sums if tel.sums_key == key else tel.resum(now, self.window, key)
+        ok, failed, ok_seconds, tokens = sums
         total = ok + failed
         return Performance(
             ok / self.window,
