@@ -144,6 +144,10 @@ class ArmSpec:
         return self.rates.get(pool, 1.0)
 
 
+#: How many of a request's attempts-left variants are kept (RouteRequest.with_attempts_left).
+VARIANTS_KEPT = 8
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     """What a run needs from an arm; the routing attributes of a task."""
@@ -173,6 +177,10 @@ class RouteRequest:
         run would rebuild its standings on every decision."""
         got = self._variants.get(left)
         if got is None:
+            # A task's budget counts down run by run (and a large one never ends):
+            # keep the few counts in use, not one object per count ever seen.
+            if len(self._variants) >= VARIANTS_KEPT:
+                self._variants.clear()
             got = self._variants[left] = replace(self, attempts_left=left)
         return got
 
