@@ -11,7 +11,7 @@ and import costs cancel out.
 
 Figures: instructions per routing decision (10 and 50 arms over 10 pools,
 with its settlement, as bench/route.py times them; at 50 arms also as the
-daemon takes it, with its metrics, web-page record and rationale), and a
+daemon takes it, with its metrics, web-page record and log fields), and a
 run's loop work:
 the daemon process's instructions per trivial run, from the task wanting a
 run to its end journaled, logged and counted (loopwork.py drives the real
@@ -42,7 +42,7 @@ WORK = {
     "route-10": "import route; route.time_decisions(route.build(10), {n})",
     "route-50": "import route; route.time_decisions(route.build(50), {n})",
     # The same decision as the daemon takes it: metrics and the web page's record
-    # beside it, and its rationale rendered (the route.decision log line's field).
+    # beside it, and the route.decision log line's fields (score, rejections).
     "route-50-daemon": "import route; route.time_decisions(route.build(50), {n}, daemon=True)",
     # The daemon's side of N trivial runs, in-process (see loopwork.py for why).
     "run-loop": "import loopwork; loopwork.drive({n})",
@@ -108,7 +108,7 @@ def run(results: Results, decisions: int = 300, runs: int = 96) -> None:
         Row(
             "instructions",
             "route decision + settle, 50 arms x 10 pools, as the daemon takes it "
-            "(metrics, web record, rationale)",
+            "(metrics, web record, log fields)",
             f"{ic:,.0f}",
             "-",
             "-",

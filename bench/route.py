@@ -8,8 +8,8 @@ at most 5% of that spawn.
 Two figures per arm count: the router alone (`route`, timed; its `settle`
 runs between decisions, untimed), and the decision as the daemon takes it
 on every run start: `route`, the metrics and the web page's record of it
-(`RecordingMetrics.decision`) and the rationale for the `route.decision`
-log line.
+(`RecordingMetrics.decision`) and the `route.decision` log line's fields
+(the chosen score, the rejections; its rationale paragraph only at debug).
 
     python bench/route.py [--decisions N]
 """
@@ -76,7 +76,7 @@ def time_decisions(engine: RoutingEngine, count: int, daemon: bool = False) -> l
         d = engine.route(req, now + i * 0.001)
         if metrics is not None:
             metrics.decision(d, 0.0)
-            d.rationale()
+            (d.score, len(d.rejections))  # what the route.decision line reads
         samples.append(time.perf_counter() - t0)
         engine.settle(
             d,

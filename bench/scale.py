@@ -1,7 +1,7 @@
 """Scale: one reconcile pass with 10,000 desired tasks and 500 running (target
 <= 20 ms median), and the routing decision cost for 10, 50 and 200 arms (from
 route.py): the router alone (the target, for 50 arms) and as the daemon takes
-it, with its metrics, the web page's record and the log line's rationale.
+it, with its metrics, the web page's record and the log line's fields.
 
 The daemon runs in-process here so that single passes can be timed; the 500
 runs are real processes (`sleep`).
@@ -76,7 +76,7 @@ def route_rows(results: Results) -> None:
             decisions = route.time_decisions(route.build(arms), 2000, daemon=daemon)
             d = statistics.median(decisions)
             # The target is the router's (as the issue set it); the daemon's path
-            # adds its metrics, the page's record and the log line's rationale.
+            # adds its metrics, the page's record and the log line's fields.
             target = arms == 50 and not daemon
             results.add(
                 Row(

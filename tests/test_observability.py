@@ -365,6 +365,24 @@ def test_a_successful_run_logs_three_lines_and_a_failure_its_phase(tmp_path: Pat
     assert ok == ["route.decision", "run.started", "run.finished"], ok
     bad = [(e["event"], e.get("new")) for e in events(log) if e.get("task") == "bad"]
     assert ("task.phase", "failed") in bad, bad
+    # At info the decision line names the arm, its score and the count of arms
+    # rejected; the paragraph that explains it is built only at debug (below).
+    decided = next(e for e in events(log) if e["event"] == "route.decision")
+    assert decided["arm"] and isinstance(decided["score"], float), decided
+    assert decided["rejected"] >= 0 and "rationale" not in decided, decided
+
+
+def test_the_decision_line_carries_the_rationale_at_debug(tmp_path: Path) -> None:
+    text = header(tmp_path, log_level="debug") + task("ok", "print('fine')", kind="oneshot")
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(write_config(tmp_path, text), log)
+    try:
+        wait_for(lambda: count_events(log, "run.finished") >= 1, timeout=30, what="the run")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+    decided = next(e for e in events(log) if e["event"] == "route.decision")
+    assert decided["rationale"].startswith(f"Selected {decided['arm']} for task ok"), decided
 
 
 def test_every_reason_that_wakes_the_loop_has_its_series_from_the_start() -> None:

@@ -17,6 +17,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from logging import DEBUG
 from pathlib import Path
 
 import anyio
@@ -132,7 +133,9 @@ class RunBook:
             pools=list(arm.pools),
             strategy=decision.strategy,
             degraded=decision.degraded,
-            rationale=decision.rationale(),
+            score=decision.score,
+            rejected=len(decision.rejections),
+            **({"rationale": decision.rationale()} if self.logger.is_enabled_for(DEBUG) else {}),
         )
         try:
             built = build_run(

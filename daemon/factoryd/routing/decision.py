@@ -232,6 +232,12 @@ class Decision:
         entry = self._chosen_entry()
         return None if entry is None else _candidate(entry, self.multipliers)
 
+    @property
+    def score(self) -> float | None:
+        """The chosen arm's score (None: no arm), read without explaining the decision."""
+        entry = self._chosen_entry()
+        return None if entry is None else -entry[0]
+
     def _chosen_entry(self) -> Ranked | None:
         if self._basis is not None and self._ranking is None:
             return self._basis.chosen if self.arm is not None else None
