@@ -10,6 +10,7 @@ after a failed write still records every run.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,22 @@ async def test_a_batch_retried_after_a_failed_write_still_records_every_run(
     rows = {r[0]: r for r in _runs(tmp_path / "journal.db")}
     assert rows["r0"][:3] == ("r0", "ended", 4000) and rows["r0"][6] == "succeeded"
     assert rows["r1"][:3] == ("r1", "running", 4001)
+
+
+def test_records_json_is_json_dumps_byte_for_byte_and_refuses_as_it_does() -> None:
+    from factoryd.state.ops import dumps
+
+    values: list[Any] = [
+        {"id": "r", "charges": {"p": 1.0}, "created_at": 1800001000.1234, "n": None},
+        {"t": 'caf\u00e9 "q" \\', "l": [1, (2, 3.5)], "nan": float("nan"), "b": True},
+        [1, 2],
+        {},
+    ]
+    for value in values:
+        assert dumps(value) == json.dumps(value)
+    circular: dict[str, Any] = {}
+    circular["me"] = circular
+    with pytest.raises(ValueError, match="Circular"):
+        dumps(circular)
+    with pytest.raises(TypeError):
+        dumps({"x": object()})

@@ -18,6 +18,27 @@ from factoryd.proc.tree import unreaped_child
 
 Op = Callable[[sqlite3.Connection], None]
 
+#: json.dumps's output, byte for byte, from json's C encoder made once (json.dumps
+#: makes one per call): a run's reservation and usage are encoded on the loop.
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(
+        None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+)
+
+
+def dumps(value: Any) -> str:
+    """json.dumps(value); what the C encoder refuses (or a cycle) goes the usual way."""
+    if _ENCODE is not None and value.__class__ is dict:
+        try:
+            return "".join(_ENCODE(value, 0))
+        except Exception:  # noqa: S110 - json.dumps below encodes it or raises as usual
+            pass
+    return json.dumps(value)
+
 
 class Stmt:
     """One SQL statement and its values: an `Op` like any other, which the journal
@@ -68,7 +89,7 @@ class RunStarted(Stmt):
         fds: str | None,
         still_ours: Callable[[int], bool],
     ) -> None:
-        super().__init__(_RUN_STARTED, (fds,))
+        self.sql, self.params = _RUN_STARTED, (fds,)
         self.run_id = run_id
         self.pid = pid
         self.create_time = create_time
@@ -94,7 +115,7 @@ class RunEnded(Stmt):
     __slots__ = ("run_id",)
 
     def __init__(self, run_id: str, params: tuple[Any, ...]) -> None:
-        super().__init__(_RUN_ENDED, params)
+        self.sql, self.params = _RUN_ENDED, params
         self.run_id = run_id
 
 
@@ -105,7 +126,7 @@ class RunStartedAndEnded(Stmt):
     __slots__ = ("ended", "start")
 
     def __init__(self, start: RunStarted, ended: RunEnded) -> None:
-        super().__init__(_RUN_STARTED_AND_ENDED, ())
+        self.sql, self.params = _RUN_STARTED_AND_ENDED, ()
         self.start = start
         self.ended = ended
 
@@ -139,7 +160,7 @@ def op_run_intent(
             task,
             arm,
             started_at,
-            json.dumps(reservation) if reservation else None,
+            dumps(reservation) if reservation else None,
             log_path,
         ),
     )
@@ -164,9 +185,7 @@ def op_run_started(
 def op_run_ended(
     run_id: str, ended_at: float, outcome: str, reason: str, usage: dict[str, Any] | None
 ) -> RunEnded:
-    return RunEnded(
-        run_id, (ended_at, outcome, reason, json.dumps(usage) if usage else None, run_id)
-    )
+    return RunEnded(run_id, (ended_at, outcome, reason, dumps(usage) if usage else None, run_id))
 
 
 _TASK_STATE = (
