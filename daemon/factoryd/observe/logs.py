@@ -90,11 +90,16 @@ class Redactor:
         if not _NAMED.issuperset(keys):
             for key in keys - _NAMED:
                 _name_key(key)
-        for key in keys & _SECRET_NAMES:
-            event[key] = self._by_name(event[key], key)
+        if not keys.isdisjoint(_SECRET_NAMES):
+            for key in keys & _SECRET_NAMES:
+                event[key] = self._by_name(event[key], key)
+        # A line of plain values only (most are) has nothing nested to walk: asked
+        # in C, without a Python step per field.
+        if _LEAVES.issuperset(map(type, event.values())):
+            return
         # A list of plain values has no field names in it (and renders the same
         # as `_by_name`'s copy of it): only dicts and lists holding containers
-        # are walked. One comprehension, no call per field.
+        # are walked.
         nested = [k for k, v in event.items() if v.__class__ in _NESTED]
         for key in nested:
             value = event[key]
@@ -154,14 +159,17 @@ class _Clock:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        event["timestamp"] = self.text()
+        return event
+
+    def text(self) -> str:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
         micro = int((now - second) * 1e6)
-        event["timestamp"] = f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
-        return event
+        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
 
 
 class _JSONLines(structlog.processors.JSONRenderer):
@@ -189,6 +197,16 @@ class _JSONLines(structlog.processors.JSONRenderer):
             )
         )
 
+    def inner(self, fields: MutableMapping[str, Any]) -> str | None:
+        """`fields` rendered without the braces ("" for none); None: not by the
+        C encoder (the caller takes the usual way)."""
+        if self._encode is None:
+            return None
+        try:
+            return "".join(self._encode(fields, 0))[1:-1]
+        except Exception:
+            return None
+
     def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:
         if self._encode is not None:
             try:
@@ -204,6 +222,8 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+#: The level methods a JSON-lines logger renders itself.
+_METHOD_LEVELS = {**_LEVELS, "critical": logging.CRITICAL}
 
 
 class _JSONPipeline:
@@ -225,6 +245,77 @@ class _JSONPipeline:
         if "exc_info" in event:
             event = self._exc(logger, method, event)
         return REDACTOR.scrub_line(self._render(logger, method, event))
+
+    def line(self, bound: Any, method: str, event: Any, kw: dict[str, Any]) -> str | None:
+        """What `__call__` renders for `bound._context` + `kw` + `event`, byte for
+        byte, without building the merged dict: the bound context (a run's task,
+        id, arm, pools) is rendered once per bound logger and spliced into each
+        of its lines, `event`, `level` and `timestamp` are appended as text.
+        None where that would not be the same line (a field given twice, an
+        exception, a value the C encoder refuses): the caller takes the usual way.
+        Context values are taken as immutable once bound (as structlog asks)."""
+        if event.__class__ is not str or not kw.keys().isdisjoint(_OWN_FIELDS):
+            return None
+        context = bound._context
+        head = ""
+        if context:
+            cached = bound.__dict__.get("_json_head")
+            if cached is None or cached[0] != len(context):
+                fields = dict(context)
+                ok = _OWN_FIELDS.isdisjoint(fields)
+                if ok:
+                    REDACTOR.scrub_names(fields)
+                cached = (len(context), self._render.inner(fields) if ok else None)
+                bound._json_head = cached
+            head = cached[1]
+            if head is None or not kw.keys().isdisjoint(context):
+                return None
+        if kw:
+            REDACTOR.scrub_names(kw)
+            body = self._render.inner(kw)
+            if body is None:
+                return None
+            head = f"{head}, {body}" if head else body
+        return REDACTOR.scrub_line(
+            f'{{{head}{", " if head else ""}"event": {_json_text(event)}, '
+            f'"level": "{_LEVEL_OF_METHOD.get(method, method)}", '
+            f'"timestamp": "{self._stamp.text()}"}}'
+        )
+
+
+#: Fields a line's own processors write (and the exception, which they format).
+_OWN_FIELDS = frozenset({"event", "level", "timestamp", "exc_info"})
+_json_text = json_encoder.encode_basestring_ascii
+
+
+def _json_logger_class(min_level: int) -> type[Any]:
+    """structlog's filtering bound logger, whose level methods hand a line without
+    positional arguments straight to `_JSONPipeline.line` when that is the
+    configured chain (a test's `capture_logs` or another chain: the usual way).
+    A run writes a few lines; each saved the merged dict, the processor loop and
+    two repackings of its fields."""
+    base: type[Any] = structlog.make_filtering_bound_logger(min_level)
+    methods: dict[str, Any] = {}
+    for name, level in _METHOD_LEVELS.items():
+        if level >= min_level:
+            methods[name] = _fast_method(name, getattr(base, name))
+    for alias, name in (("warn", "warning"), ("msg", "info"), ("fatal", "critical")):
+        if name in methods:
+            methods[alias] = methods[name]
+    return type(f"JSONLines{base.__name__}", (base,), methods)
+
+
+def _fast_method(name: str, usual: Any) -> Any:
+    def meth(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+        procs = self._processors
+        if not args and len(procs) == 1 and procs[0].__class__ is _JSONPipeline:
+            line = procs[0].line(self, name, event, kw)
+            if line is not None:
+                return getattr(self._logger, name)(line)
+        return usual(self, event, *args, **kw)
+
+    meth.__name__ = name
+    return meth
 
 
 #: structlog's add_log_level: the method's name, but for these two.
@@ -250,9 +341,14 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         if fmt == "console"
         else [_JSONPipeline()]
     )
+    min_level = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=(
+            structlog.make_filtering_bound_logger(min_level)
+            if fmt == "console"
+            else _json_logger_class(min_level)
+        ),
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )

@@ -109,6 +109,8 @@ class JournalBatch:
         #: Runs whose pid is in `_ops`: once committed, their spawn-log lines go.
         self._started: list[str] = []
         self._ops: list[j.Op] = []
+        #: Where in `_ops` each run's pid record is, while its end may yet join it.
+        self._started_at: dict[str, int] = {}
         self._intents: list[tuple[j.Op, Gate]] = []
         self._dirty_tasks: set[str] = set()
         self._ledger_dirty = False
@@ -148,14 +150,24 @@ class JournalBatch:
     ) -> None:
         if self.journal is not None:
             self._started.append(run_id)
+            self._started_at[run_id] = len(self._ops)
             self._ops.append(j.op_run_started(run_id, pid, create_time, leader_fds))
 
     def run_ended(self, op: j.Op) -> None:
-        """A run's end record (made by settlement); telemetry and the ledger moved."""
-        if self.journal is not None:
-            self._ops.append(op)
-            self._ledger_dirty = True
-            self._soft_dirty = True
+        """A run's end record (made by settlement); telemetry and the ledger moved.
+        A run that started and ended within the pass (a short one) has its pid
+        and its end written by one UPDATE, in its pid record's place."""
+        if self.journal is None:
+            return
+        self._ledger_dirty = True
+        self._soft_dirty = True
+        if isinstance(op, j.RunEnded):
+            at = self._started_at.pop(op.run_id, -1)
+            start = self._ops[at] if 0 <= at < len(self._ops) else None
+            if isinstance(start, j.RunStarted) and start.run_id == op.run_id:
+                self._ops[at] = j.RunStartedAndEnded(start, op)
+                return
+        self._ops.append(op)
 
     def routing_changed(self) -> None:
         """Pools or arm telemetry changed outside a run (an operator's release)."""
@@ -191,6 +203,7 @@ class JournalBatch:
             return
         ops = self._ops
         self._ops = []
+        self._started_at.clear()
         started, self._started = self._started, []
         for name in self._dirty_tasks:
             op = task_op(name, now)
@@ -225,6 +238,7 @@ class JournalBatch:
                 note="runs are not started unless they are recorded",
             )
             self._ops = ops + self._ops  # retried with the next flush
+            self._started_at.clear()  # its indices moved: those runs' ends are not merged
             self._started = started + self._started
             for _, gate in intents:
                 gate.open(ok=False, error=f"journal write failed: {exc}")

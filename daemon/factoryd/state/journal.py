@@ -36,6 +36,10 @@ import anyio
 from factoryd.state import integrity
 from factoryd.state.ops import (
     Op,
+    RunEnded,
+    RunStarted,
+    RunStartedAndEnded,
+    Stmt,
     op_meta,
     op_pool,
     op_prune,
@@ -117,14 +121,14 @@ class Journal:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                cursor = self._db.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    for op in ops:
-                        op(self._db)
+                    _run_ops(self._db, cursor, ops)
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
+                cursor.execute("COMMIT")
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
@@ -220,6 +224,27 @@ class Journal:
         return json.loads(row[0]) if row else None
 
 
+def _run_ops(db: sqlite3.Connection, cursor: sqlite3.Cursor, ops: list[Op]) -> None:
+    """`ops` in order, on one cursor; neighbours that are the same SQL statement
+    (a pass's run intents, its task records) in one `executemany`."""
+    i, n = 0, len(ops)
+    while i < n:
+        op = ops[i]
+        if not isinstance(op, Stmt):
+            op(db)
+            i += 1
+            continue
+        sql = op.sql
+        k = i + 1
+        while k < n and isinstance(nxt := ops[k], Stmt) and nxt.sql == sql:
+            k += 1
+        if k == i + 1:
+            cursor.execute(sql, op.values())
+        else:
+            cursor.executemany(sql, [s.values() for s in ops[i:k] if isinstance(s, Stmt)])
+        i = k
+
+
 def _fds(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
@@ -232,7 +257,11 @@ __all__ = [
     "Journal",
     "JournalError",
     "Op",
+    "RunEnded",
     "RunRow",
+    "RunStarted",
+    "RunStartedAndEnded",
+    "Stmt",
     "SubmissionRow",
     "op_meta",
     "op_pool",
