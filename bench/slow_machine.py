@@ -12,8 +12,8 @@ the bare Popen loop and supervisord all run under it, so every contender
 pays the same slower Python.
 
 It is calibrated, not assumed: run on the code of 2026-11-30 (the code the
-issue measured), it reproduces the issue's misses (RESULTS.md gives the
-figures). It is harsher than that machine where the daemon allocates (a
+issue measured), it reproduces the issue's misses (the README's Benchmarks
+section gives the figures). It is harsher than that machine where the daemon allocates (a
 debug build checks every reference count), so a target held here holds
 there with margin.
 
