@@ -22,7 +22,15 @@ from typing import NamedTuple
 from factoryd.routing.ledger import PoolState
 from factoryd.routing.model import ArmSpec, Rejection, RejectReason, RouteRequest, charge_estimate
 from factoryd.routing.quality import QualityTracker
-from factoryd.routing.scoring import Components, RoutingPolicy, Strategy, heuristic_quality
+from factoryd.routing.scoring import (
+    Components,
+    RoutingPolicy,
+    Strategy,
+    heuristic_quality,
+    normalize_consumption,
+    normalize_latency,
+    normalize_throughput,
+)
 from factoryd.routing.telemetry import BUCKETS_PER_WINDOW, ArmTelemetry, TelemetryBook
 from factoryd.units.timefmt import iso
 
@@ -141,56 +149,35 @@ def build_view(
 ) -> ArmView:
     """Work out `arm`'s own verdict and score terms for the context's request at `now`.
 
-    Called for every arm whose telemetry or quality moved, so after every
-    run: the telemetry sums, the normalisations and the quality blend are
-    written out here (scoring.normalize_*, TelemetryBook.performance,
-    QualityTracker.fit_terms say the same, term for term) rather than called.
+    Called for every arm whose telemetry or quality moved, so after every run;
+    what is fixed by the request's shape comes from `ctx`, worked out once.
     """
     telemetry = ctx.telemetry
     name = arm.name
-    version = telemetry.versions.counts.get(name, 0)
+    version = telemetry.versions.of(name)
     tel = telemetry.arms.get(name)
     policy = ctx.policy
     rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced=forced)
     if rejection is not None:
         return ArmView(arm, fit, rejection, None, 0.0, False, version, valid_until)
     prior = 0.5 if arm.fallback else 0.0
-    window = telemetry.window
-    # The window's position in buckets (TelemetryBook.performance's sums key).
-    key = math.floor((now - window) / (window / BUCKETS_PER_WINDOW))
     if tel is not None and tel.buckets:
         # Which telemetry buckets are inside the window changes at bucket edges.
-        edge = (key + 1) * (window / BUCKETS_PER_WINDOW) + window
+        width = telemetry.window / BUCKETS_PER_WINDOW
+        edge = (math.floor((now - telemetry.window) / width) + 1) * width + telemetry.window
         if edge < valid_until:
             valid_until = edge
-    if tel is None or tel.last_event_at is None:
+    perf = telemetry.performance(name, now)
+    if perf is None:
         throughput, latency, consumption = prior, prior, 0.5
     else:
-        ok, _, ok_seconds, tokens = tel.sums if tel.sums_key == key else tel.resum(now, window, key)
-        # min(x, 1.0) and max(x, 0.0) as comparisons, with the builtins' result
-        # for every input (min keeps the first unless a later one is less): a
-        # builtin call with its argument tuple costs more than the rest of a term.
-        target = policy.throughput_target
-        if target > 0:
-            share = ok / window / target
-            throughput = 1.0 if share > 1.0 else share
-        else:
-            throughput = 0.0
-        if not ok:
-            latency = prior
-        else:
-            seconds = ok_seconds / ok
-            if seconds <= 0:
-                latency = 1.0
-            else:
-                latency = 1.0 - seconds / policy.latency_target
-                latency = 0.0 if latency < 0.0 else latency
-        budget = policy.session_token_budget
-        if budget > 0:
-            used = tokens / budget
-            consumption = 1.0 - (1.0 if used > 1.0 else used)
-        else:
-            consumption = 0.5
+        throughput = normalize_throughput(perf.throughput, policy.throughput_target)
+        latency = (
+            prior
+            if perf.latency is None
+            else normalize_latency(perf.latency, policy.latency_target)
+        )
+        consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
     heuristic = fit.heuristic
     observed, task_fit, fit_upper = ctx.quality.fit_terms(name, ctx.type_name, heuristic)
     # tuple.__new__: a named tuple's own __new__ is a Python function (a frame

@@ -148,7 +148,7 @@ class RoutingEngine:
         # sample when it has one (one change to the arm's telemetry, not two).
         healthy = ok and not arm_fault
         if not limited and usage is not None:
-            tokens = usage.input_tokens + usage.output_tokens + usage.reasoning_tokens
+            tokens = usage.total_tokens
             # tuple.__new__: without the named tuple's Python __new__ (at, ok, duration, tokens)
             sample = tuple.__new__(RunSample, (now, ok, duration, tokens))
             self.telemetry.record(arm_name, sample, healthy=healthy)

@@ -203,15 +203,14 @@ class PoolLedger:
         pools = self.pools
         for pool, amount in charges.items():
             state = pools[pool]
-            limited_until = state.limited_until  # state.is_limited(now), written out
-            if limited_until is not None and now < limited_until:
+            if state.is_limited(now):
                 return Refusal(
                     pool,
                     RejectReason.POOL_LIMITED,
                     f"pool {pool} limited until {_iso(state.limited_until)}"
                     + (f" ({state.limited_reason})" if state.limited_reason else ""),
                 )
-            remaining = state.spec.limit - state.used - state.reserved  # state.remaining()
+            remaining = state.remaining()
             if remaining <= 0:
                 return Refusal(
                     pool,

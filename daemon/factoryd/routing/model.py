@@ -222,9 +222,9 @@ def charge_estimate(pool: PoolSpec, arm: ArmSpec, tokens: float) -> float:
 
 def charge_actual(pool: PoolSpec, arm: ArmSpec, usage: Usage) -> float:
     """What a finished run really cost `pool`, in the pool's unit."""
-    rate = arm.rates.get(pool.name, 1.0)  # arm.rate, read once per pool per run
+    rate = arm.rate(pool.name)
     if pool.unit is PoolUnit.TOKENS:
-        return (usage.input_tokens + usage.output_tokens + usage.reasoning_tokens) * rate
+        return usage.total_tokens * rate
     if pool.unit is PoolUnit.RUNS:
         return rate
     cost = usage.cost_usd if usage.cost_usd is not None else arm.cost_of(usage)

@@ -112,18 +112,10 @@ class QualityTracker:
     ) -> tuple[float | None, float, float]:
         """(observed, blend, blend_upper) with one look-up, as the router reads them."""
         stat = self.stats.get((arm, task_type))
-        policy = self.policy
-        if stat is None or stat.n < policy.min_observations:
+        if stat is None or stat.n < self.policy.min_observations:
             return None, heuristic, heuristic
-        # effective_runs and _mix written out: read after every run of the arm.
-        alpha, ema = policy.alpha, stat.ema
-        runs = float(stat.n)
-        if alpha > 0:  # min(runs, cap)
-            cap = (2.0 - alpha) / alpha
-            runs = cap if cap < runs else runs
-        upper = wilson_upper(ema, runs)
-        w = policy.observed_weight
-        return ema, w * ema + (1 - w) * heuristic, w * upper + (1 - w) * heuristic
+        upper = wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
+        return stat.ema, self._mix(stat.ema, heuristic), self._mix(upper, heuristic)
 
     def _mix(self, observed: float | None, heuristic: float) -> float:
         if observed is None:

@@ -178,14 +178,7 @@ class Strategy:
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
     # float ** float is typed Any; the base is at least cost_floor, so positive.
-    # _utility written out (read after every run of the arm), term for term.
-    utility = (
-        p.task_fit_weight * c.task_fit
-        + p.throughput_weight * c.throughput
-        + p.latency_weight * c.latency
-        + p.consumption_weight * c.consumption
-    )
-    numerator: float = c.value * utility / max(c.base_cost, c.cost_floor) ** p.cost_weight
+    numerator: float = c.value * _utility(c, p) / max(c.base_cost, c.cost_floor) ** p.cost_weight
     return numerator
 
 

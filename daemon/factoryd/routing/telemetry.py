@@ -158,15 +158,13 @@ class TelemetryBook:
         return tel
 
     def record(self, arm: str, sample: RunSample, *, healthy: bool = False) -> None:
-        """Fold a finished run in; `healthy`: it also counts as `healthy_run` (one
-        change, where the two calls after every good run made two)."""
+        """Fold a finished run in; `healthy`: it also counts as `healthy_run`."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
         at, last = sample.at, tel.last_event_at or sample.at
         tel.last_event_at = at if at > last else last  # max(last, at)
         if healthy:
-            tel.consecutive_faults = 0
-            tel.backoff_until = None
+            self.healthy_run(arm)
 
     def touch(self, arm: str, at: float) -> None:
         """Any sign of life from the arm (a streamed event) refreshes its age."""

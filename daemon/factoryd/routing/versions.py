@@ -39,14 +39,10 @@ class ArmVersions:
         """How many changes there have been; pass it to `changed_since` later."""
         return self._base + len(self._log)
 
-    def changes(self, position: int) -> tuple[list[str] | None, int]:
-        """(`changed_since(position)`, or None for a negative position: never read;
+    def changes(self, since: int) -> tuple[list[str] | None, int]:
+        """(`changed_since(since)`, or None for a negative position: never read;
         the position now) in one call, as the router asks on every decision."""
-        log, base = self._log, self._base
-        end = base + len(log)
-        if position < base:  # never read (negative), or too long ago
-            return None, end
-        return log[position - base :], end
+        return self.changed_since(since), self.position
 
     def changed_since(self, position: int) -> list[str] | None:
         """Arms changed after `position` (with repeats); None if that is too long ago."""
