@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from factoryd.observe import logs
-
-STAMP = re.compile(r'"timestamp": "[^"]*"')
+from log_kit import STAMP, configure_stock_chain
 
 #: Calls on a bound logger: (method, event, positional args, fields).
 Calls = list[tuple[str, str, tuple[Any, ...], dict[str, Any]]]
@@ -32,18 +30,7 @@ def _emit(log: Any, calls: Calls) -> None:
 
 def _stock(context: dict[str, Any], calls: Calls, before: Callable[[], None]) -> str:
     out = io.StringIO()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            logs.REDACTOR,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(20),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
-    )
+    configure_stock_chain(out)
     log = structlog.get_logger().bind(**context)
     before()
     _emit(log, calls)

@@ -21,8 +21,7 @@ from factoryd.core.outcome import Outcome, RunResult
 from factoryd.observe import logs
 from factoryd.observe.metrics import Metrics
 from factoryd.proc.capture import PipeReader, RunLog
-
-STAMP = re.compile(r'"timestamp": "[^"]*"')
+from log_kit import STAMP, configure_stock_chain
 
 
 class Odd:
@@ -33,18 +32,7 @@ class Odd:
 def _stock_line(event: dict[str, object]) -> str:
     """What the processors logs.py used before the fused one render for `event`."""
     out = io.StringIO()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            logs.REDACTOR,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(20),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
-    )
+    configure_stock_chain(out)
     structlog.get_logger().bind(task="t", pools=["p", "q"]).warning("probe", **event)
     return out.getvalue()
 
