@@ -112,9 +112,11 @@ async def test_close_lets_a_shielded_step_finish_before_the_task_is_cancelled() 
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[int] = loop.create_future()
     seen: list[object] = []
+    waiting = asyncio.Event()
 
     async def body() -> None:
         with anyio.CancelScope(shield=True):
+            waiting.set()
             seen.append(await answer)
         try:
             await asyncio.sleep(60)
@@ -123,7 +125,7 @@ async def test_close_lets_a_shielded_step_finish_before_the_task_is_cancelled() 
             raise
 
     tasks.start(body())
-    await asyncio.sleep(0.01)
+    await waiting.wait()  # inside its shielded step when closing begins
     loop.call_later(0.05, answer.set_result, 1234)
     with anyio.fail_after(5):
         await tasks.close()
