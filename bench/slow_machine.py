@@ -59,12 +59,19 @@ def debug_python() -> str:
             f"slow machine: no debug CPython ({want}); apt-get install {want} "
             "or set FACTORYD_BENCH_SLOW_PYTHON"
         )
-    probe = subprocess.run(
-        [found, "-c", "import sys; print(hasattr(sys, 'gettotalrefcount'), sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        probe = subprocess.run(
+            [
+                found,
+                "-c",
+                "import sys; print(hasattr(sys, 'gettotalrefcount'), sys.version_info[:2])",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise BenchFailed(f"slow machine: cannot run {found}: {exc.strerror}") from None
     if probe.returncode != 0 or not probe.stdout.startswith("True"):
         raise BenchFailed(f"slow machine: {found} is not a debug build of CPython")
     if str(tuple(sys.version_info[:2])) not in probe.stdout:
