@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from factoryd.observe.metrics import FastObserve
+from factoryd.observe.fastobserve import FastObserve
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 SAMPLES = [0.0, 1e-6, 0.005, 0.0051, 0.1, 0.25, 1.0, 2.5, 7.0, 1e9, -1.0, math.inf, math.nan]

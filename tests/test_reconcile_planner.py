@@ -93,3 +93,16 @@ def test_capacity_knows_when_every_allowed_arm_is_at_its_cap() -> None:
     assert cap.all_busy(arms, (), ())  # a disabled arm does not count either way
     assert not cap.all_busy(arms, (), ("a",))  # an excluded arm is a routing matter
     assert not cap.all_busy(arms, ("nope",), ())  # no arm at all is not a capacity wait
+
+
+def test_capacity_without_caps_never_calls_an_arm_busy() -> None:
+    """The uncapped fast path: however many runs take an arm, nothing is busy
+    (and a later config with caps is a new Capacity, built each pass)."""
+    arms = {"a": ArmSpec(name="a", cli="command", pools=("p",))}
+    cap = Capacity(Caps(2, arm_pools={"a": ("p",)}), [])
+    for _ in range(5):
+        cap.take("a", ("p",))
+    assert cap.busy_arms() == set() and not cap.all_busy(arms, ("a",), ())
+    capped = Capacity(Caps(2, per_pool={"p": 1}, arm_pools={"a": ("p",)}), [])
+    capped.take("a", ("p",))
+    assert capped.busy_arms() == {"a"} and capped.all_busy(arms, ("a",), ())

@@ -57,17 +57,24 @@ class Capacity:
 
     def __init__(self, caps: Caps, runs: Iterable[ActiveRun]) -> None:
         self.caps = caps
+        #: No per-arm or per-pool cap configured: no arm is ever busy, and a
+        #: start asks nothing (the common case, asked twice per start).
+        self._uncapped = not caps.per_arm and not caps.per_pool
         self._per_arm: Counter[str] = Counter()
         self._per_pool: Counter[str] = Counter()
         for run in runs:
             self.take(run.arm, run.pools)
 
     def take(self, arm: str, pools: Iterable[str]) -> None:
+        if self._uncapped:
+            return
         self._per_arm[arm] += 1
         self._per_pool.update(pools)
 
     def busy_arms(self) -> set[str]:
         """Arms at their own cap, or on a pool at its cap."""
+        if self._uncapped:
+            return set()
         caps = self.caps
         busy = {a for a, cap in caps.per_arm.items() if self._per_arm[a] >= cap}
         full = {p for p, cap in caps.per_pool.items() if self._per_pool[p] >= cap}
@@ -80,6 +87,8 @@ class Capacity:
     ) -> bool:
         """Every enabled arm the task may use is busy (and not excluded for the run):
         it waits for a slot rather than for an arm, and routing is not asked."""
+        if self._uncapped:
+            return False
         names = [n for n in dict.fromkeys(allowed) if n in arms] if allowed else list(arms)
         enabled = [n for n in names if arms[n].enabled]
         if not enabled:

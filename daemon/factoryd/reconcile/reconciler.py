@@ -348,6 +348,7 @@ class Reconciler:
 
     def _adopt_config(self, config: Config, *, first: bool = False) -> None:
         count = self.table.adopt_config_tasks(config.tasks)
+        self.metrics.prepare_tasks(t.name for t in config.tasks)
         mark_missing_secrets(self.engine, config, self.book.base_env, self.logger)
         short = fdlimit.shortfall(config.daemon.max_concurrent)
         if short is not None:
