@@ -7,8 +7,9 @@ fires), pool usage, windows and limits, and the soft routing state
 
 * Writes are batched: the reconciler hands over the operations of one pass
   and they are committed in one transaction (group commit), off the event
-  loop, in a worker thread. A run's record is committed *before* its
-  process is spawned, and a submission before it is acknowledged.
+  loop, on the journal's own thread (committer.py). A run's record is
+  committed *before* its process is spawned, and a submission before it is
+  acknowledged.
 * `synchronous=NORMAL` in WAL mode: every commit survives a crash of the
   daemon; submissions are committed with `synchronous=FULL` (an fsync)
   because they are acknowledged to a client and must survive power loss.
@@ -31,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from factoryd.state import integrity
+from factoryd.state.committer import Committer
 from factoryd.state.ops import (
     Op,
     RunEnded,
@@ -102,7 +102,7 @@ class Journal:
             raise
         integrity.write_marker(path)
         self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._committer = Committer()
 
     # -- writing ----------------------------------------------------------------
 
@@ -136,11 +136,10 @@ class Journal:
     async def apply(self, ops: list[Op], *, durable: bool = False) -> None:
         """Commit `ops` in one transaction, off the event loop."""
         if ops:
-            await anyio.to_thread.run_sync(
-                functools.partial(self.apply_sync, ops, durable=durable), limiter=self._limiter
-            )
+            await self._committer.run(functools.partial(self.apply_sync, ops, durable=durable))
 
     def close(self) -> None:
+        self._committer.close()  # what was handed over is committed first
         with self._lock:
             self._db.close()
 
