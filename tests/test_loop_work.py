@@ -9,6 +9,7 @@ up (capture.PipeReader.poll). Metric series are looked up once
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -114,6 +115,42 @@ async def test_poll_reads_a_pipe_to_eof_at_once_when_its_writers_are_gone(tmp_pa
         assert (tmp_path / "run.log").read_bytes() == b"one\ntwo\nlast without newline"
     finally:
         reader.stop()
+        os.close(r)
+
+
+@pytest.mark.anyio
+async def test_an_unarmed_reader_stays_out_of_the_loop_until_armed_or_awaited(
+    tmp_path: Path,
+) -> None:
+    """A run that ends at once is read to EOF by `poll` without its pipe ever
+    entering the loop's epoll set; `wait` arms it, and armed it reads by itself."""
+    selector_map = asyncio.get_running_loop()._selector.get_map()  # type: ignore[attr-defined]
+    seen: list[bytes] = []
+    log = RunLog(tmp_path / "run.log", 1 << 20)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.write(w, b"quick\n")
+    os.close(w)
+    quick = PipeReader(r, log, lambda block, _n: seen.append(block), lambda: None, armed=False)
+    assert r not in selector_map
+    assert quick.poll() and quick.done and seen == [b"quick"]
+    assert r not in selector_map
+    os.close(r)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    slow = PipeReader(r, log, lambda block, _n: seen.append(block), lambda: None, armed=False)
+    try:
+        assert r not in selector_map
+        waiting = asyncio.ensure_future(slow.wait())
+        await asyncio.sleep(0)
+        assert r in selector_map  # awaited: armed
+        os.write(w, b"later\n")
+        os.close(w)
+        await asyncio.wait_for(waiting, 10)
+        assert seen == [b"quick", b"later"] and r not in selector_map
+    finally:
+        slow.stop()
+        log.close()
         os.close(r)
 
 

@@ -39,7 +39,10 @@ while True:
 
 
 def _numbers(directory: Path) -> list[int]:
-    text = "".join(p.read_text(errors="replace") for p in sorted(directory.glob("*.log")))
+    """The numbered lines the logs hold, complete ones only: a log read while the
+    daemon writes it may end in the middle of a line (e.g. `n `)."""
+    texts = [p.read_text(errors="replace") for p in sorted(directory.glob("*.log"))]
+    text = "".join(t[: t.rfind("\n") + 1] for t in texts)
     return [int(line.split()[1]) for line in text.splitlines() if line.startswith("n ")]
 
 

@@ -301,6 +301,8 @@ class PipeReader:
         log: RunLog,
         on_lines: Callable[[bytes, int], None],
         on_data: Callable[[], None],
+        *,
+        armed: bool = True,
     ) -> None:
         self._fd = fd
         self._log = log
@@ -310,7 +312,20 @@ class PipeReader:
         self._widened = False
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_reader(fd, self._readable)
+        self._armed = False
+        if armed:
+            self.arm()
+
+    def arm(self) -> None:
+        """Read from the loop's readiness callbacks from now on. A reader made
+        unarmed reads only when asked (`poll`): a run that ends within
+        moments is read to EOF after its exit without its pipe ever entering
+        the loop's epoll set (two registrations and two removals per run
+        spared); the runner arms its readers after ARM_READERS_AFTER, so a
+        longer run's output waits at most that long in its pipe."""
+        if not self._armed and not self._done.done():
+            self._armed = True
+            self._loop.add_reader(self._fd, self._readable)
 
     @property
     def done(self) -> bool:
@@ -319,6 +334,7 @@ class PipeReader:
 
     async def wait(self) -> None:
         """Until EOF (or `stop`); the reader itself is never cancelled by a waiter."""
+        self.arm()
         await asyncio.shield(self._done)
 
     def stop(self) -> None:
@@ -369,7 +385,8 @@ class PipeReader:
     def _end(self, exc: Exception | None) -> None:
         if self._done.done():
             return
-        self._loop.remove_reader(self._fd)
+        if self._armed:
+            self._loop.remove_reader(self._fd)
         if exc is None:
             self._done.set_result(None)
         else:

@@ -31,6 +31,9 @@ from factoryd.run.runspec import Adoption, EventCallback, Gate, RunSpec, Started
 
 #: How long to wait for pipes to close once every process is gone.
 DRAIN_TIMEOUT = 2.0
+#: A run's pipe readers join the loop's epoll set this long after its start;
+#: one that ends sooner is read to EOF after its exit (capture.PipeReader.arm).
+ARM_READERS_AFTER = 0.005
 
 
 @dataclass(slots=True)
@@ -162,6 +165,7 @@ class Runner:
         status: list[int | None] = []
         loop = asyncio.get_running_loop()
         readers = [self._reader(fd, stream_name) for stream_name, fd in self._pipes(child)]
+        arming = loop.call_later(ARM_READERS_AFTER, _arm, readers)
 
         def on_exit() -> None:
             # The pidfd is readable once the leader has exited; reap it here,
@@ -247,6 +251,7 @@ class Runner:
                         if drain.cancelled_caught:
                             spec.log.note("output pipes still open after every process was gone")
         finally:
+            arming.cancel()
             if not exited.is_set():
                 loop.remove_reader(child.pidfd)
             for reader in readers:
@@ -274,7 +279,7 @@ class Runner:
         def on_data() -> None:
             watch.last_activity = self.clock()
 
-        return PipeReader(fd, self.spec.log, on_lines, on_data)
+        return PipeReader(fd, self.spec.log, on_lines, on_data, armed=False)
 
     async def _wait(self, exited: asyncio.Event) -> StopRequest | None:
         """Sleep until exit, a stop request, a limit, the timeout or a stall."""
@@ -348,3 +353,8 @@ def _status(code: int | None) -> str:
 
 
 __all__ = ["DRAIN_TIMEOUT", "Runner"]
+
+
+def _arm(readers: list[PipeReader]) -> None:
+    for reader in readers:
+        reader.arm()
