@@ -26,6 +26,7 @@ class FakeRunner:
     def __init__(self, spec: RunSpec, **kw: Any) -> None:
         self.spec = spec
         self.gate = kw.get("gate")
+        self.on_started = kw.get("on_started")
         self.stops: list[StopRequest] = []
         self.result: RunResult | None = None
 

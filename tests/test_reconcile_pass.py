@@ -145,3 +145,23 @@ async def test_the_index_of_tasks_in_motion_equals_a_full_scan(
         }
         assert set(h.rec.table.idle) == scan
     assert len(h.fleet.runners) > 50  # the walk did exercise starts and ends
+
+
+def test_a_spawned_run_is_taken_in_when_the_helper_answers_not_at_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    """`run.started` is told and the run marked running the moment its runner
+    reports the leader, with no pass between (kill -9 -> replacement running is
+    measured to that line; the pid's journal record is the durability tests')."""
+    from structlog.testing import capture_logs
+
+    h = Harness(tmp_path, header(tmp_path) + task("svc", "pass", kind="service"))
+    h.step()
+    run = h.rec.runs[h.run_of("svc")]
+    assert run.state == "starting" and run.pid is None
+    passes = h.rec.passes
+    with capture_logs() as logs:
+        h.runner("svc").on_started(4242, (5, 6), 123.0)  # type: ignore[attr-defined]
+    assert run.state == "running" and run.pid == 4242
+    assert [e["event"] for e in logs] == ["run.started"] and logs[0]["pid"] == 4242
+    assert h.rec.passes == passes and not h.rec.book._reports  # no pass, nothing left for one

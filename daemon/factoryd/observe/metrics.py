@@ -62,7 +62,6 @@ PASS_REASONS = (
     "interval",
     "exit",
     "prompt",
-    "started",
     "submit",
     "command",
     "reload",

@@ -262,13 +262,6 @@ class Reconciler:
         self._start_launched()  # runs recovery adopted before the loop
         while True:
             reasons = self._wakeup.take()
-            if reasons == {"started"}:
-                # A run reported its pid: note it, no need for a full pass. The
-                # run's spawn-log line is its durable spawn record, so the journal
-                # update rides on the next flush instead of costing one.
-                self.book.drain(self.clock.mono(), self.clock.wall())
-                await self._sleep()
-                continue
             if "interval" in reasons or "reload" in reasons or self.passes == 0:
                 # Level-based to the end: the index is rebuilt from scratch now
                 # and then, so a change it missed cannot outlive one interval.

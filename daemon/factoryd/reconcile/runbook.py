@@ -36,7 +36,6 @@ from factoryd.reconcile.runstate import (
     Clock,
     RunEnded,
     RunnerFactory,
-    RunStarted,
     TaskState,
 )
 from factoryd.reconcile.settle import judge, settle_run, settle_unstarted
@@ -92,7 +91,7 @@ class RunBook:
         self._cleanup_limiter = anyio.CapacityLimiter(1)
         self.prompts = PromptReads(table, rng, logger, wake)
         self.worktrees = RunWorktrees(config.daemon.state_dir / "workspace-records", clock)
-        self._reports: deque[RunEnded | RunStarted] = deque()  # runners' news, for `drain`
+        self._reports: deque[RunEnded] = deque()  # runners' results, for `drain`
 
     # -- starting -----------------------------------------------------------------
 
@@ -192,8 +191,17 @@ class RunBook:
         run_id = spec.run_id
 
         def started(pid: int, fds: tuple[int, int] | None, create_time: float | None) -> None:
-            self._reports.append(RunStarted(run_id, pid, fds, create_time))
-            self.wake("started")
+            # Taken in at once, not by the next pass: `run.started` is told the
+            # moment the helper answers, and the pid's journal record rides on
+            # the next flush (the helper's spawn-log line, written before its
+            # answer, is the durable record of the spawn until then).
+            run = self.runs.get(run_id)
+            if run is not None:
+                self.batch.run_started(run_id, pid, create_time, fds)
+                run.pid = pid
+                if run.state == "starting":
+                    run.state = "running"
+                run.logger.info("run.started", pid=pid)
 
         runner = self.runner_factory(
             spec,
@@ -317,20 +325,12 @@ class RunBook:
             run.runner.request_stop(StopRequest(outcome, reason))
 
     def drain(self, now_m: float, now_w: float) -> None:
-        """Take in what runners reported since the last pass (pids, results)."""
+        """Take in the results runners reported since the last pass."""
         reports = self._reports
         while reports:
             msg = reports.popleft()
             run = self.runs.get(msg.run_id)
-            if run is None:
-                continue
-            if isinstance(msg, RunStarted):
-                self.batch.run_started(run.run_id, msg.pid, msg.create_time, msg.leader_fds)
-                run.pid = msg.pid
-                if run.state == "starting":
-                    run.state = "running"
-                run.logger.info("run.started", pid=msg.pid)
-            else:
+            if run is not None:
                 self.finish(run, msg.result, now_m, now_w)
 
     def finish(self, run: ActiveRun, result: RunResult, now_m: float, now_w: float) -> None:

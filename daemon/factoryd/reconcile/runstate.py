@@ -79,16 +79,6 @@ class RunEnded:
     result: RunResult
 
 
-@dataclass(frozen=True, slots=True)
-class RunStarted:
-    """A runner's report: its leader process exists."""
-
-    run_id: str
-    pid: int
-    leader_fds: tuple[int, int] | None = None
-    create_time: float | None = None
-
-
 RunState = Literal["starting", "running", "stopping"]
 
 
