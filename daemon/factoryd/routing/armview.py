@@ -155,7 +155,7 @@ def build_view(
     version = telemetry.versions.of(name)
     tel = telemetry.arms.get(name)
     policy = ctx.policy
-    rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced=forced)
+    rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced)
     if rejection is not None:
         return ArmView(arm, fit, rejection, None, 0.0, False, version, valid_until)
     prior = 0.5 if arm.fallback else 0.0
@@ -205,7 +205,6 @@ def _own_filters(
     now: float,
     tel: ArmTelemetry | None,
     policy: RoutingPolicy,
-    *,
     forced: bool,
 ) -> tuple[Rejection | None, float]:
     """The first of the arm's own hard filters that keeps it out, in the order
