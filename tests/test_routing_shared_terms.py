@@ -59,7 +59,8 @@ def test_performance_until_names_the_next_bucket_edge() -> None:
     book.record("a", RunSample(at=T0 + 3, ok=True, duration=4.0, tokens=10))
     for now in (T0 + 3, T0 + 17.5, T0 + 659):
         got, until = book.performance_until("a", now)
-        assert got == book.performance("a", now)
+        assert got == book.performance("a", now) and got is not None
+        assert len(got) == len(Performance._fields)  # built by tuple.__new__: every field
         assert now < until <= now + width  # the next edge, never a passed one
         assert (until - 600.0) % width == pytest.approx(0.0, abs=1e-6)
     # The outcome leaves the window at an edge the answer named, not between two.

@@ -143,16 +143,17 @@ class ViewContext:
 
 
 def build_view(
-    arm: ArmSpec, fit: ArmFit, now: float, ctx: ViewContext, forced: bool = False
+    arm: ArmSpec, fit: ArmFit, now: float, ctx: ViewContext, forced: bool, version: int
 ) -> ArmView:
     """Work out `arm`'s own verdict and score terms for the context's request at `now`.
 
     Called for every arm whose telemetry or quality moved, so after every run;
     what is fixed by the request's shape comes from `ctx`, worked out once.
+    `version`: the arm's change counter now (versions.py), which the caller
+    has just read to find the view stale.
     """
     telemetry = ctx.telemetry
     name = arm.name
-    version = telemetry.versions.of(name)
     tel = telemetry.arms.get(name)
     policy = ctx.policy
     rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced)
