@@ -152,7 +152,7 @@ class RoutingEngine:
             tokens = usage.total_tokens
             # tuple.__new__: without the named tuple's Python __new__ (at, ok, duration, tokens)
             sample = tuple.__new__(RunSample, (now, ok, duration, tokens))
-            self.telemetry.record(arm_name, sample, healthy=healthy)
+            self.telemetry.record(arm_name, sample, healthy)
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)

@@ -210,8 +210,12 @@ class Strategy:
 
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
+    # max(base_cost, cost_floor) as a comparison, the builtin's result for every
+    # input (read whenever an arm's view is rebuilt, after every run of the arm).
+    base, floor = c.base_cost, c.cost_floor
+    cost = floor if floor > base else base
     # float ** float is typed Any; the base is at least cost_floor, so positive.
-    numerator: float = c.value * _utility(c, p) / max(c.base_cost, c.cost_floor) ** p.cost_weight
+    numerator: float = c.value * _utility(c, p) / cost**p.cost_weight
     return numerator
 
 

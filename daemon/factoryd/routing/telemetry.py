@@ -162,8 +162,9 @@ class TelemetryBook:
             tel = self.arms[name] = ArmTelemetry()
         return tel
 
-    def record(self, arm: str, sample: RunSample, *, healthy: bool = False) -> None:
-        """Fold a finished run in; `healthy`: it also counts as `healthy_run`."""
+    def record(self, arm: str, sample: RunSample, healthy: bool = False) -> None:
+        """Fold a finished run in; `healthy`: it also counts as `healthy_run` (may
+        be passed by position: the engine does, after every run)."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
         at, last = sample.at, tel.last_event_at or sample.at
