@@ -27,11 +27,9 @@ from factoryd.routing.scoring import (
     RoutingPolicy,
     Strategy,
     heuristic_quality,
-    normalize_consumption,
-    normalize_latency,
-    normalize_throughput,
+    telemetry_terms,
 )
-from factoryd.routing.telemetry import BUCKETS_PER_WINDOW, ArmTelemetry, TelemetryBook
+from factoryd.routing.telemetry import ArmTelemetry, TelemetryBook
 from factoryd.units.timefmt import iso
 
 #: The fields of a RouteRequest that shape a view (everything but the task's name).
@@ -145,39 +143,27 @@ class ViewContext:
 
 
 def build_view(
-    arm: ArmSpec, fit: ArmFit, now: float, ctx: ViewContext, forced: bool = False
+    arm: ArmSpec, fit: ArmFit, now: float, ctx: ViewContext, forced: bool, version: int
 ) -> ArmView:
     """Work out `arm`'s own verdict and score terms for the context's request at `now`.
 
     Called for every arm whose telemetry or quality moved, so after every run;
     what is fixed by the request's shape comes from `ctx`, worked out once.
+    `version`: the arm's change counter now (versions.py), which the caller
+    has just read to find the view stale.
     """
     telemetry = ctx.telemetry
     name = arm.name
-    version = telemetry.versions.of(name)
     tel = telemetry.arms.get(name)
     policy = ctx.policy
-    rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced=forced)
+    rejection, valid_until = _own_filters(arm, fit, now, tel, policy, forced)
     if rejection is not None:
         return ArmView(arm, fit, rejection, None, 0.0, False, version, valid_until)
     prior = 0.5 if arm.fallback else 0.0
-    if tel is not None and tel.buckets:
-        # Which telemetry buckets are inside the window changes at bucket edges.
-        width = telemetry.window / BUCKETS_PER_WINDOW
-        edge = (math.floor((now - telemetry.window) / width) + 1) * width + telemetry.window
-        if edge < valid_until:
-            valid_until = edge
-    perf = telemetry.performance(name, now)
-    if perf is None:
-        throughput, latency, consumption = prior, prior, 0.5
-    else:
-        throughput = normalize_throughput(perf.throughput, policy.throughput_target)
-        latency = (
-            prior
-            if perf.latency is None
-            else normalize_latency(perf.latency, policy.latency_target)
-        )
-        consumption = normalize_consumption(perf.session_tokens, policy.session_token_budget)
+    perf, edge = telemetry.performance_until(name, now)
+    if edge < valid_until:  # the telemetry window passes a bucket edge first
+        valid_until = edge
+    throughput, latency, consumption = telemetry_terms(perf, policy, prior)
     heuristic = fit.heuristic
     observed, task_fit, fit_upper = ctx.quality.fit_terms(name, ctx.type_name, heuristic)
     # tuple.__new__: a named tuple's own __new__ is a Python function (a frame
@@ -220,7 +206,6 @@ def _own_filters(
     now: float,
     tel: ArmTelemetry | None,
     policy: RoutingPolicy,
-    *,
     forced: bool,
 ) -> tuple[Rejection | None, float]:
     """The first of the arm's own hard filters that keeps it out, in the order

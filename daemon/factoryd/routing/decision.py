@@ -281,7 +281,7 @@ class Decision:
             pools = chosen_entry[2].arm.pools
             multipliers = {p: quotes[p].multiplier for p in pools if p in quotes}
         scarcity, scarce_pool = _scarcest(chosen_entry[2], multipliers)
-        cost = max(c.base_cost, c.cost_floor) * scarcity
+        cost = c._replace(scarcity=scarcity).effective_cost  # as the Candidate's
         parts = [
             f"Selected {self.arm} for task {self.task} (strategy {self.strategy}, "
             f"score {-chosen_entry[0]:.4g}; fit {c.task_fit:.3f}, throughput {c.throughput:.3f}, "

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Protocol
 
 from factoryd.routing.decision import Decision
 from factoryd.routing.ledger import PoolLedger, ScarcityPolicy
-from factoryd.routing.model import ArmSpec, PoolSpec, RouteRequest, Usage, charge_actual
+from factoryd.routing.model import ArmSpec, PoolSpec, RouteRequest, Usage, charges_actual
 from factoryd.routing.quality import QualityPolicy, QualityTracker
 from factoryd.routing.router import Router
 from factoryd.routing.scoring import RoutingPolicy
@@ -137,11 +137,12 @@ class RoutingEngine:
             rolled_back = True
         else:
             pools = ledger.pools
-            committed = {}
+            specs: list[PoolSpec] = []
             for pool in decision.charges:
                 state = pools.get(pool)
                 if state is not None:
-                    committed[pool] = charge_actual(state.spec, arm, usage)
+                    specs.append(state.spec)
+            committed = charges_actual(specs, arm, usage)
             held = ledger.commit(res_id, committed)
             rolled_back = False
         # A good run that was no arm fault clears the arm's fault count: with its
@@ -151,7 +152,7 @@ class RoutingEngine:
             tokens = usage.total_tokens
             # tuple.__new__: without the named tuple's Python __new__ (at, ok, duration, tokens)
             sample = tuple.__new__(RunSample, (now, ok, duration, tokens))
-            self.telemetry.record(arm_name, sample, healthy=healthy)
+            self.telemetry.record(arm_name, sample, healthy)
             self.quality.observe(arm_name, task_type, ok)
             if self.on_outcome is not None:
                 self.on_outcome(arm_name, task_type, ok, duration, tokens)

@@ -8,6 +8,7 @@ These are immutable specifications built once from config. Mutable state
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from factoryd.units.durations import Period
@@ -221,14 +222,31 @@ def charge_estimate(pool: PoolSpec, arm: ArmSpec, tokens: float) -> float:
 
 
 def charge_actual(pool: PoolSpec, arm: ArmSpec, usage: Usage) -> float:
-    """What a finished run really cost `pool`, in the pool's unit."""
-    rate = arm.rate(pool.name)
-    if pool.unit is PoolUnit.TOKENS:
-        return usage.total_tokens * rate
-    if pool.unit is PoolUnit.RUNS:
-        return rate
-    cost = usage.cost_usd if usage.cost_usd is not None else arm.cost_of(usage)
-    return cost * rate
+    """What a finished run really cost `pool`, in the pool's unit (charges_actual)."""
+    return charges_actual((pool,), arm, usage)[pool.name]
+
+
+def charges_actual(pools: Sequence[PoolSpec], arm: ArmSpec, usage: Usage) -> dict[str, float]:
+    """What a finished run really cost each of `pools`, in each pool's unit, by
+    pool name in the given order: the one definition, in one call per run (the
+    run's tokens and price are read once, not once per pool)."""
+    charges: dict[str, float] = {}
+    tokens: int | None = None
+    cost: float | None = None
+    for pool in pools:
+        rate = arm.rate(pool.name)
+        unit = pool.unit
+        if unit is PoolUnit.TOKENS:
+            if tokens is None:
+                tokens = usage.total_tokens
+            charges[pool.name] = tokens * rate
+        elif unit is PoolUnit.RUNS:
+            charges[pool.name] = rate
+        else:
+            if cost is None:
+                cost = usage.cost_usd if usage.cost_usd is not None else arm.cost_of(usage)
+            charges[pool.name] = cost * rate
+    return charges
 
 
 class RejectReason(enum.StrEnum):

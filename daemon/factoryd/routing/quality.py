@@ -41,12 +41,6 @@ class QualityStat:
     n: int = 0
 
 
-def effective_runs(n: int, alpha: float) -> float:
-    """How many runs a discounted average of `n` runs is worth: n while it is
-    still a plain mean, at most (2 - alpha) / alpha (an EMA's effective size)."""
-    return min(float(n), (2.0 - alpha) / alpha) if alpha > 0 else float(n)
-
-
 def wilson_upper(p: float, n: float, z: float = FLOOR_Z) -> float:
     """Upper Wilson bound of a success rate `p` seen over `n` runs (1.0 if none)."""
     if n <= 0:
@@ -88,37 +82,39 @@ class QualityTracker:
         self.versions.bump(arm)
 
     def observed(self, arm: str, task_type: str) -> float | None:
-        stat = self.stats.get((arm, task_type))
-        if stat is None or stat.n < self.policy.min_observations:
-            return None
-        return stat.ema
-
-    def observed_upper(self, arm: str, task_type: str) -> float | None:
-        """The Wilson upper bound of the observed average (None: not enough runs)."""
-        stat = self.stats.get((arm, task_type))
-        if stat is None or stat.n < self.policy.min_observations:
-            return None
-        return wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
+        """The discounted success average (None: fewer than `min_observations` runs)."""
+        return self.fit_terms(arm, task_type, 0.0)[0]
 
     def blend(self, arm: str, task_type: str, heuristic: float) -> float:
-        return self._mix(self.observed(arm, task_type), heuristic)
+        return self.fit_terms(arm, task_type, heuristic)[1]
 
     def blend_upper(self, arm: str, task_type: str, heuristic: float) -> float:
         """The blend with the observed part at its upper bound: what the floor checks."""
-        return self._mix(self.observed_upper(arm, task_type), heuristic)
+        return self.fit_terms(arm, task_type, heuristic)[2]
 
     def fit_terms(
         self, arm: str, task_type: str, heuristic: float
     ) -> tuple[float | None, float, float]:
-        """(observed, blend, blend_upper) with one look-up, as the router reads them."""
-        stat = self.stats.get((arm, task_type))
-        if stat is None or stat.n < self.policy.min_observations:
-            return None, heuristic, heuristic
-        upper = wilson_upper(stat.ema, effective_runs(stat.n, self.policy.alpha))
-        return stat.ema, self._mix(stat.ema, heuristic), self._mix(upper, heuristic)
+        """(observed, blend, blend_upper): the one definition of the blend.
 
-    def _mix(self, observed: float | None, heuristic: float) -> float:
-        if observed is None:
-            return heuristic
-        w = self.policy.observed_weight
-        return w * observed + (1 - w) * heuristic
+        The observed average (None below `min_observations` runs); its blend
+        with the heuristic prior, `observed_weight` to the observed part; and
+        the same blend with the observed part at its Wilson upper bound, on
+        the average's effective sample size: n runs while it is still a plain
+        mean, at most (2 - alpha) / alpha (an EMA's effective size). One call,
+        as the router reads all three whenever an arm's view is rebuilt (after
+        every run of the arm); `blend`, `blend_upper` and `observed` read it.
+        """
+        stat = self.stats.get((arm, task_type))
+        policy = self.policy
+        if stat is None or stat.n < policy.min_observations:
+            return None, heuristic, heuristic
+        alpha, ema = policy.alpha, stat.ema
+        runs = float(stat.n)
+        if alpha > 0:  # min(runs, cap) as a comparison (the builtin costs more)
+            cap = (2.0 - alpha) / alpha
+            runs = cap if cap < runs else runs
+        upper = wilson_upper(ema, runs)
+        w = policy.observed_weight
+        prior = (1 - w) * heuristic  # the same product in both blends
+        return ema, w * ema + prior, w * upper + prior

@@ -250,7 +250,7 @@ class Router:
     def _view(self, arm: ArmSpec, now: float, context: ViewContext, *, forced: bool) -> ArmView:
         """A first view of `arm` for the context's request (fit worked out here)."""
         fit = arm_fit(arm, context.request, self.ledger.pools)
-        return build_view(arm, fit, now, context, forced)
+        return build_view(arm, fit, now, context, forced, self.telemetry.versions.of(arm.name))
 
     def _standings(self, req: RouteRequest, now: float) -> Standings:
         """The cached standings for requests shaped like `req`, made on first use."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from factoryd.routing.model import THINKING_BONUS, ArmSpec, RouteRequest
+from factoryd.routing.telemetry import Performance
 
 #: Free (local or subscription) arms still cost something when scoring, so
 #: that scarcity can multiply it and nothing divides by zero.
@@ -126,21 +127,53 @@ def heuristic_quality(arm: ArmSpec, req: RouteRequest) -> float:
     return min(1.0, max(0.0, score))
 
 
-def normalize_throughput(per_second: float, target: float) -> float:
-    return min(per_second / target, 1.0) if target > 0 else 0.0
+def telemetry_terms(
+    perf: Performance | None, policy: RoutingPolicy, prior: float
+) -> tuple[float, float, float]:
+    """(throughput, latency, consumption): an arm's telemetry as score terms in [0, 1].
+
+    The one definition of the three normalisations, in one call (the router
+    reads all three whenever an arm's view is rebuilt, after every run of
+    the arm). Throughput: completions per second over `throughput_target`,
+    capped at 1.0 (0.0 for a target <= 0). Latency: 1.0 at zero seconds,
+    falling linearly to 0.0 at `latency_target` and beyond; `prior` when no
+    run succeeded in the window. Consumption: 1.0 minus the share of
+    `session_token_budget` used, at least 0.0 (0.5 for a budget <= 0). An
+    arm that never reported anything: (prior, prior, 0.5).
+
+    min(x, 1.0) and max(x, 0.0) are written as comparisons with the
+    builtins' result for every input (a builtin call with its argument tuple
+    costs more than the rest of a term).
+    """
+    if perf is None:
+        return prior, prior, 0.5
+    per_second, seconds, _, tokens, _ = perf
+    target = policy.throughput_target
+    if target > 0:
+        share = per_second / target
+        throughput = 1.0 if share > 1.0 else share  # min(share, 1.0)
+    else:
+        throughput = 0.0
+    if seconds is None:
+        latency = prior
+    elif seconds <= 0:
+        latency = 1.0
+    else:
+        latency = 1.0 - seconds / policy.latency_target
+        latency = 0.0 if latency < 0.0 else latency  # max(latency, 0.0)
+    budget = policy.session_token_budget
+    if budget <= 0:
+        consumption = 0.5
+    else:
+        used = tokens / budget
+        consumption = 1.0 - (1.0 if used > 1.0 else used)  # 1 - min(used, 1.0)
+    return throughput, latency, consumption
 
 
 def normalize_latency(seconds: float, target: float) -> float:
-    """1.0 at zero, falling linearly to 0.0 at `target` and beyond."""
-    if seconds <= 0:
-        return 1.0
-    return max(1.0 - seconds / target, 0.0)
-
-
-def normalize_consumption(tokens: float, budget: float) -> float:
-    if budget <= 0:
-        return 0.5
-    return 1.0 - min(tokens / budget, 1.0)
+    """1.0 at zero, falling linearly to 0.0 at `target` and beyond (telemetry_terms)."""
+    perf = Performance(0.0, seconds, None, 0, None)
+    return telemetry_terms(perf, RoutingPolicy(latency_target=target), 0.0)[1]
 
 
 def _utility(c: Components, p: RoutingPolicy) -> float:
@@ -177,8 +210,12 @@ class Strategy:
 
 
 def _balanced_numerator(c: Components, p: RoutingPolicy) -> float:
+    # max(base_cost, cost_floor) as a comparison, the builtin's result for every
+    # input (read whenever an arm's view is rebuilt, after every run of the arm).
+    base, floor = c.base_cost, c.cost_floor
+    cost = floor if floor > base else base
     # float ** float is typed Any; the base is at least cost_floor, so positive.
-    numerator: float = c.value * _utility(c, p) / max(c.base_cost, c.cost_floor) ** p.cost_weight
+    numerator: float = c.value * _utility(c, p) / cost**p.cost_weight
     return numerator
 
 

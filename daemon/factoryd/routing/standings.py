@@ -98,8 +98,9 @@ class Standings:
             rank, name, view = views[i]
             # Unpacked: a named tuple's fields read by name take the slow path.
             arm, fit, rejection, _, numerator, below_quality, version, valid_until = view
-            if now >= valid_until or counts.get(name, 0) != version:
-                view = build_view(arm, fit, now, context, forced)
+            current = counts.get(name, 0)  # the counter now (read directly: versions.py)
+            if now >= valid_until or current != version:
+                view = build_view(arm, fit, now, context, forced, current)
                 views[i] = (rank, name, view)
                 _, _, rejection, _, numerator, below_quality, _, valid_until = view
             if valid_until < expires:  # min(), without the call

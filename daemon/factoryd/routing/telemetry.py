@@ -76,6 +76,11 @@ class ArmTelemetry:
         """Forget derived sums after the buckets were changed wholesale."""
         self.sums_key = None
 
+    def clear_faults(self) -> None:
+        """A healthy run: the fault count starts over and any rest ends."""
+        self.consecutive_faults = 0
+        self.backoff_until = None
+
     def add(self, sample: RunSample, span: float) -> None:
         at, ok, duration, tokens = sample  # unpacked: a named tuple's fields read slowly
         width = span / BUCKETS_PER_WINDOW
@@ -157,14 +162,15 @@ class TelemetryBook:
             tel = self.arms[name] = ArmTelemetry()
         return tel
 
-    def record(self, arm: str, sample: RunSample, *, healthy: bool = False) -> None:
-        """Fold a finished run in; `healthy`: it also counts as `healthy_run`."""
+    def record(self, arm: str, sample: RunSample, healthy: bool = False) -> None:
+        """Fold a finished run in; `healthy`: it also counts as `healthy_run` (may
+        be passed by position: the engine does, after every run)."""
         tel = self.arm(arm)
         tel.add(sample, self.window)
         at, last = sample.at, tel.last_event_at or sample.at
         tel.last_event_at = at if at > last else last  # max(last, at)
-        if healthy:
-            self.healthy_run(arm)
+        if healthy:  # one change to the arm with its sample, not a second one
+            tel.clear_faults()
 
     def touch(self, arm: str, at: float) -> None:
         """Any sign of life from the arm (a streamed event) refreshes its age."""
@@ -183,9 +189,7 @@ class TelemetryBook:
         return tel.backoff_until
 
     def healthy_run(self, arm: str) -> None:
-        tel = self.arm(arm)
-        tel.consecutive_faults = 0
-        tel.backoff_until = None
+        self.arm(arm).clear_faults()
 
     def limit(self, arm: str, until: float, reason: str) -> None:
         tel = self.arm(arm)
@@ -211,21 +215,38 @@ class TelemetryBook:
 
     def performance(self, arm: str, now: float) -> Performance | None:
         """None when the arm has never reported anything."""
+        return self.performance_until(arm, now)[0]
+
+    def performance_until(self, arm: str, now: float) -> tuple[Performance | None, float]:
+        """(`performance(arm, now)`, the instant it may next change without a new
+        outcome: when the window passes a bucket edge, inf for an arm with no
+        buckets). One call, as the router reads both on every view rebuild."""
         tel = self.arms.get(arm)
-        if tel is None or tel.last_event_at is None:
-            return None
+        if tel is None:
+            return None, math.inf
+        window = self.window
+        width = window / BUCKETS_PER_WINDOW
         # Which buckets are inside the window changes only at bucket boundaries.
-        key = math.floor((now - self.window) / (self.window / BUCKETS_PER_WINDOW))
-        sums = tel.sums if tel.sums_key == key else tel.resum(now, self.window, key)
+        key = math.floor((now - window) / width)
+        until = (key + 1) * width + window if tel.buckets else math.inf
+        if tel.last_event_at is None:
+            return None, until
+        sums = tel.sums if tel.sums_key == key else tel.resum(now, window, key)
         ok, failed, ok_seconds, tokens = sums
         total = ok + failed
-        return Performance(
-            ok / self.window,
-            ok_seconds / ok if ok else None,
-            ok / total if total else None,
-            tokens,
-            now - tel.last_event_at,
+        # tuple.__new__: a named tuple's own __new__ is a Python function (a
+        # frame per call); the fields in their declared order.
+        perf = tuple.__new__(
+            Performance,
+            (
+                ok / window,
+                ok_seconds / ok if ok else None,
+                ok / total if total else None,
+                tokens,
+                now - tel.last_event_at,
+            ),
         )
+        return perf, until
 
 
 def _cut(now: float, span: float) -> float:

@@ -37,15 +37,18 @@ class ArmVersions:
     @property
     def position(self) -> int:
         """How many changes there have been; pass it to `changed_since` later."""
-        return self._base + len(self._log)
+        return self.changes(-1)[1]  # before any change: the log is not copied
 
     def changes(self, since: int) -> tuple[list[str] | None, int]:
-        """(`changed_since(since)`, or None for a negative position: never read;
-        the position now) in one call, as the router asks on every decision."""
-        return self.changed_since(since), self.position
+        """(`changed_since(since)`, the position now) in one call, as the router
+        asks on every decision: the one definition of both."""
+        log, base = self._log, self._base
+        end = base + len(log)
+        if since < base:  # never read (negative), or too long ago
+            return None, end
+        return log[since - base :], end
 
     def changed_since(self, position: int) -> list[str] | None:
-        """Arms changed after `position` (with repeats); None if that is too long ago."""
-        if position < self._base:
-            return None
-        return self._log[position - self._base :]
+        """Arms changed after `position` (with repeats); None if that is too long ago
+        (or for a negative position: never read)."""
+        return self.changes(position)[0]
