@@ -32,6 +32,7 @@ import psutil
 import psycopg
 import pytest
 from daemon_kit import tagged
+from factoryd.state.fleet.db import Database
 from fleet_host_kit import PY, Host, table, wait_for, when
 from fleet_netns_kit import Link, NetnsHost, listen_on_link, tcp_dsn
 from pg_kit import PgServer
@@ -46,6 +47,11 @@ pytestmark = [
 ]
 
 LEASE = 3.0
+#: Once the link is back, the host is connected again within the longest
+#: connect backoff plus one connect (README, "When the database is away"),
+#: plus the heartbeat's second while the link is down and slack for a busy CI host.
+_DB = Database.__init__.__kwdefaults__ or {}
+RECONNECT = _DB["backoff_max"] + _DB["connect_timeout"] + 1.0 + 4.0
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +207,11 @@ def test_a_cut_off_daemon_gives_its_claim_up_and_the_item_never_runs_twice(
             assert late == [], "c started shared work while cut off"
             link.mend()
             mended_at = time.time()
-            wait_for(lambda: len(c.events("fleet.connected")) >= 2, 30, "c reconnected")
+            back = wait_for(
+                lambda: c.events("fleet.connected")[1:], RECONNECT + 10, "c reconnected"
+            )
+            took = when(back[0]) - mended_at
+            assert took <= RECONNECT, f"c reconnected {took:.1f}s after the link came back"
             wait_for(
                 lambda: [e for e in _started(c, "churn") if when(e) > mended_at],
                 30,

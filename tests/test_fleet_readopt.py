@@ -61,7 +61,9 @@ def test_a_host_restarted_within_its_lease_keeps_its_claim_and_its_run(
         victim.start()  # at once: well within the lease
         kept = wait_for(lambda: victim.events("fleet.claims_kept"), 30, "the victim back")
         assert kept[0]["kept"] == 1 and kept[0]["lost"] == 0
-        adopted = victim.events("recovery.adopted")
+        # Recovery adopts right after readopt logged its claims (milliseconds
+        # later): wait for its line rather than read the log in between.
+        adopted = wait_for(lambda: victim.events("recovery.adopted"), 30, "the run adopted")
         assert [e["task"] for e in adopted] == [sub_id]
         # The run goes on to its natural end, and the item is done at attempt 1.
         wait_for(lambda: _items(dsn)[0][1] == "done", RUN + LEASE + 15, "the item done")

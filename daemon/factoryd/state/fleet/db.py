@@ -9,7 +9,11 @@ connection pool library:
   and a new connection is attempted only when the backoff allows (0.2 s
   doubling to 10 s, jittered, so a dozen hosts do not reconnect in step);
 * knowing the state: `connected` and one `on_change` call per transition,
-  which the daemon turns into `factoryd_fleet_connected` and one log event;
+  which the daemon turns into `factoryd_fleet_connected` and one log event.
+  A failed connect marks the link down, and any answer marks it up again,
+  a new connection's or one that survived the blip in the free list (with
+  it in the list, nobody may need a new connection for a long while); so
+  the link is back within `backoff_max + connect_timeout` of the network;
 * a broken connection is dropped, never handed out again;
 * over TCP, a server that stops answering (a partition) fails the call
   after `io_timeout` (TCP user timeout and keepalives) instead of hanging,
@@ -104,19 +108,7 @@ class Database:
                     f"next attempt in {self._retry_at - now:.1f}s"
                 )
         try:
-            conn: Conn = psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=max(1, round(self.connect_timeout)),
-                application_name="factoryd",
-                # Over TCP, a peer that vanished (a partition, a dead server
-                # host) fails the call after io_timeout instead of hanging it.
-                tcp_user_timeout=round(self.io_timeout * 1000),
-                keepalives=1,
-                keepalives_idle=max(1, round(self.io_timeout / 2)),
-                keepalives_interval=max(1, round(self.io_timeout / 6)),
-                keepalives_count=3,
-            )
+            conn = open_session(self.dsn, self.connect_timeout, self.io_timeout)
         except psycopg.Error as exc:
             reason = self._scrub(str(exc)) or type(exc).__name__
             with self._cond:
@@ -126,27 +118,17 @@ class Database:
                 self._last_error = reason
             self._transition(False, reason)
             raise FleetUnavailable(f"fleet database {self.where} unreachable: {reason}") from None
-        try:
-            # The server's side of the same rule: a session whose host vanished in
-            # the middle of a transaction must not keep its row locks (a claim, a
-            # pool) until the server's keepalive notices hours later.
-            ms = str(max(1000, round(self.io_timeout * 1000)))
-            conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-                "set_config('tcp_user_timeout', %s, false), "
-                "set_config('tcp_keepalives_idle', %s, false)",
-                (ms, ms, str(max(1, round(self.io_timeout / 2)))),
-            )
-        except psycopg.Error as exc:
-            conn.close()
-            reason = self._scrub(str(exc)) or type(exc).__name__
-            raise FleetUnavailable(f"fleet database {self.where}: {reason}") from None
         with self._cond:
             self.connects += 1
+        self._answered("connected")
+        return conn
+
+    def _answered(self, reason: str) -> None:
+        """The database answered: the link is up and the backoff starts over."""
+        with self._cond:
             self._delay = 0.0
             self._retry_at = 0.0
-        self._transition(True, "connected")
-        return conn
+        self._transition(True, reason)
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
@@ -204,7 +186,7 @@ class Database:
         """Run `fn` in one transaction; database trouble becomes FleetUnavailable."""
         try:
             with self.connection() as conn, conn.transaction():
-                return fn(conn)
+                result = fn(conn)
         except FleetUnavailable:
             raise
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -213,6 +195,13 @@ class Database:
                 self._drop_idle()
                 self._transition(False, reason)
             raise FleetUnavailable(f"fleet database {self.where}: {reason}") from None
+        if self._connected is not True:
+            # Marked down by another caller's failed connect while this call's
+            # connection survived the blip: no new connect may ever be needed
+            # (the free list has this one), so its answer is what brings the
+            # link back up (and reopens the shared pools' gate).
+            self._answered("answered")
+        return result
 
     def ping(self) -> float:
         """Round trip to the database; returns its clock (epoch seconds)."""
@@ -227,6 +216,42 @@ class Database:
     def close(self) -> None:
         self._closed = True
         self._drop_idle()
+
+
+def open_session(dsn: str, connect_timeout: float, io_timeout: float) -> Conn:
+    """A new autocommit session whose dead peer is noticed within `io_timeout`.
+
+    Over TCP, a peer that vanished (a partition, a dead server host) fails
+    the call after io_timeout instead of hanging it: TCP user timeout for
+    data not acknowledged, keepalives for a connection waiting to read (an
+    idle pooled one, or the LISTEN one). The server's side of the same rule:
+    a session whose host vanished in the middle of a transaction must not
+    keep its row locks (a claim, a pool) until the server's keepalive
+    notices hours later. Raises psycopg.Error.
+    """
+    conn: Conn = psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=max(1, round(connect_timeout)),
+        application_name="factoryd",
+        tcp_user_timeout=round(io_timeout * 1000),
+        keepalives=1,
+        keepalives_idle=max(1, round(io_timeout / 2)),
+        keepalives_interval=max(1, round(io_timeout / 6)),
+        keepalives_count=3,
+    )
+    try:
+        ms = str(max(1000, round(io_timeout * 1000)))
+        conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+            "set_config('tcp_user_timeout', %s, false), "
+            "set_config('tcp_keepalives_idle', %s, false)",
+            (ms, ms, str(max(1, round(io_timeout / 2)))),
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _is_disconnect(exc: psycopg.Error) -> bool:

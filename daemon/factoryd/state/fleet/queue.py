@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from factoryd.state.fleet.db import Conn, Database
+from factoryd.state.fleet.db import Conn, Database, open_session
 from factoryd.state.fleet.errors import FleetUnavailable
 
 CHANNEL = "factoryd_fleet_queue"
@@ -226,11 +226,18 @@ class DurableQueue:
 
 
 class QueueWaiter:
-    """A LISTEN connection of its own: `wait` returns as soon as work is queued."""
+    """A LISTEN connection of its own: `wait` returns as soon as work is queued.
 
-    def __init__(self, dsn: str, connect_timeout: float = 5.0) -> None:
+    It only ever reads, so without keepalives a peer that vanished (a
+    partition, a server host that died) would leave it waiting on a dead
+    socket for good, every notification lost: it gets the pool's socket
+    options (db.open_session), and a dead peer fails `wait` within
+    `io_timeout`, which reconnects on the next call."""
+
+    def __init__(self, dsn: str, connect_timeout: float = 5.0, io_timeout: float = 10.0) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def wait(self, timeout: float) -> bool:
@@ -240,9 +247,7 @@ class QueueWaiter:
         fresh = self._conn is None
         try:
             if self._conn is None:
-                self._conn = psycopg.connect(
-                    self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
-                )
+                self._conn = open_session(self.dsn, self.connect_timeout, self.io_timeout)
                 self._conn.execute(f"LISTEN {CHANNEL}")
             if fresh:
                 return True

@@ -67,7 +67,7 @@ class FleetStore:
         return self.outbox.flush(self.ledger, self.queue)
 
     def waiter(self) -> QueueWaiter:
-        return QueueWaiter(self.dsn)
+        return QueueWaiter(self.dsn, self.db.connect_timeout, self.db.io_timeout)
 
     def status(self) -> dict[str, Any]:
         """Everything `factoryd fleet status` shows, as plain data."""
