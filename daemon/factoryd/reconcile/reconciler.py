@@ -46,6 +46,7 @@ from factoryd.proc.spawnlog import SpawnLog
 from factoryd.reconcile.armsecrets import mark_missing_secrets
 from factoryd.reconcile.clocksteps import StepWatch, after_step
 from factoryd.reconcile.commands import CommandQueue
+from factoryd.reconcile.commits import Commits
 from factoryd.reconcile.planner import WAITING_FOR_SLOT, Capacity, Caps, plan
 from factoryd.reconcile.runbook import RunBook
 from factoryd.reconcile.runstate import ActiveRun, Clock, RunnerFactory, Sweeper, TaskState
@@ -138,6 +139,7 @@ class Reconciler:
         self._wakeup = Wakeup()
         self._tg: TaskGroup | None = None
         self._run_tasks = RunTasks()
+        self._commits = Commits(self.flush)
         self._reload: Callable[[], Config] | None = None
         self._pending_reload = False
         self._next_prune = 0.0
@@ -251,6 +253,7 @@ class Reconciler:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._run_tasks.on_failure = tg.cancel_scope.cancel
+            tg.start_soon(self._commits.run)
             try:
                 await self._passes()
             finally:
@@ -270,7 +273,7 @@ class Reconciler:
             self.reconcile_pass()
             self._start_launched()
             self.metrics.pass_observer.observe(time.perf_counter() - t0)
-            await self.flush()
+            self._commits.want()  # behind the loop: see commits.py
             for hook in self.on_pass:
                 hook()
             for reason in reasons:
@@ -281,6 +284,7 @@ class Reconciler:
             if not self.started.is_set():
                 self.started.set()
             if self.stopping and not self.runs:
+                await self._commits.settled()
                 break
             await self._sleep()
 
