@@ -310,23 +310,26 @@ class Metrics:
         before the daemon freezes its start-up heap, the collector never walks
         them again, where made in a burst of first runs they were a tenth of the
         loop's work (their making, then their survival through collections)."""
-        durations = self._durations
         for label in labels:
-            if len(durations) >= DURATION_SERIES_KEPT:
+            if len(self._durations) >= DURATION_SERIES_KEPT:
                 return
-            if label not in durations:
-                durations[label] = FastObserve(self.child(self.run_duration, label))
+            self._duration(label)
 
-    def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
-        """Everything a finished run counts, whatever its outcome."""
-        outcome = result.outcome
-        self.child(self.runs_finished, task, arm, str(outcome)).inc()
+    def _duration(self, task: str) -> FastObserve:
+        """A task's duration series, made at most once (while DURATION_SERIES_KEPT
+        holds; past it the cache starts over and `child` finds the series)."""
         durations = self._durations.get(task)
         if durations is None:
             if len(self._durations) > DURATION_SERIES_KEPT:
                 self._durations.clear()
             durations = self._durations[task] = FastObserve(self.child(self.run_duration, task))
-        durations.observe(result.duration)
+        return durations
+
+    def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
+        """Everything a finished run counts, whatever its outcome."""
+        outcome = result.outcome
+        self.child(self.runs_finished, task, arm, str(outcome)).inc()
+        self._duration(task).observe(result.duration)
         if outcome is Outcome.TIMED_OUT:
             self.timeouts.labels(task).inc()
         elif outcome is Outcome.STALLED:

@@ -37,23 +37,7 @@ from typing import Any
 
 import anyio
 
-#: json.dumps(body), byte for byte, with json's C encoder made once: json.dumps
-#: builds a new one on every call, and every run's request is encoded here.
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_ENCODER = (
-    None
-    if _C_ENCODER is None
-    else _C_ENCODER(
-        None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-)
-
-
-def _encode(body: dict[str, Any]) -> str:
-    if _ENCODER is None:
-        return json.dumps(body)
-    return "".join(_ENCODER(body, 0))
-
+from factoryd.units.jsontext import dumps
 
 HELPER = Path(__file__).with_name("spawnhelper.py")
 #: Larger requests go through Popen: a datagram must fit the socket buffer.
@@ -160,7 +144,7 @@ class Spawner:
         }
         if record is not None:
             body["run"], body["log"] = record
-        request = _encode(body).encode()
+        request = dumps(body).encode()
         if len(request) > MAX_REQUEST:
             raise HelperUnavailable("request too large for one datagram")
         future = self._loop.create_future()

@@ -352,9 +352,9 @@ def _status(code: int | None) -> str:
     return "no exit status" if code is None else process.describe_status(code)
 
 
-__all__ = ["DRAIN_TIMEOUT", "Runner"]
-
-
 def _arm(readers: list[PipeReader]) -> None:
     for reader in readers:
         reader.arm()
+
+
+__all__ = ["DRAIN_TIMEOUT", "Runner"]

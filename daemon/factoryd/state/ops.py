@@ -15,29 +15,9 @@ from typing import Any
 
 from factoryd.proc import proctime
 from factoryd.proc.tree import unreaped_child
+from factoryd.units.jsontext import dumps
 
 Op = Callable[[sqlite3.Connection], None]
-
-#: json.dumps's output, byte for byte, from json's C encoder made once (json.dumps
-#: makes one per call): a run's reservation and usage are encoded on the loop.
-_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_ENCODE = (
-    None
-    if _MAKE_ENCODER is None
-    else _MAKE_ENCODER(
-        None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-)
-
-
-def dumps(value: Any) -> str:
-    """json.dumps(value); what the C encoder refuses (or a cycle) goes the usual way."""
-    if _ENCODE is not None and value.__class__ is dict:
-        try:
-            return "".join(_ENCODE(value, 0))
-        except Exception:  # noqa: S110 - json.dumps below encodes it or raises as usual
-            pass
-    return json.dumps(value)
 
 
 class Stmt:
