@@ -257,9 +257,8 @@ class PoolLedger:
         pools, rid = self.pools, res.id
         for pool, amount in res.charges.items():
             state = pools[pool]
-            holds = state.holds
-            holds[rid] = amount
-            state.reserved = math.fsum(holds.values())
+            state.holds[rid] = amount
+            state._sum_holds()
         if res.expires_at < self._next_event:
             self._next_event = res.expires_at
 
@@ -340,7 +339,7 @@ class PoolLedger:
         for pool in res.charges:
             state = pools.get(pool)
             if state is not None and state.holds.pop(rid, None) is not None:
-                state.reserved = math.fsum(state.holds.values())
+                state._sum_holds()
 
 
 def _num(value: float) -> str:
