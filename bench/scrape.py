@@ -54,9 +54,9 @@ def build() -> Reconciler:
         task = f"task{t:03}"
         for a in (t % 20, (t + 7) % 20, (t + 13) % 20):
             arm = f"arm{a}"
-            m.runs_started.labels(task, arm).inc(5)
+            m.runs_started.add((task, arm), 5)
             for outcome in ("succeeded", "failed", "timed_out"):
-                m.runs_finished.labels(task, arm, outcome).inc()
+                m.runs_finished.add((task, arm, outcome))
         m.run_duration.labels(task).observe(42.0)
         m.restarts.labels(task).inc()
         d = rec.engine.route(RouteRequest(task=task, estimated_tokens=1000), now)

@@ -171,7 +171,7 @@ async def test_real_cli_end_to_end(
         rq = tasks["requeue"]
         assert rq.phase is TaskPhase.SUCCEEDED, rq.reason
         assert rq.runs == 2 and rq.restarts == 0 and rq.last_arm == "fallback"
-        assert m.runs_finished.labels("requeue", "limited", "limited")._value.get() == 1
+        assert m.runs_finished.value("requeue", "limited", "limited") == 1
         assert m.limit_hits.labels("limited", "primary")._value.get() == 1
         assert ledger.pools["primary"].limited_until is not None
 

@@ -4,7 +4,7 @@ Log lines are rendered by one fused processor (see observe/logs.py): each
 line must be what structlog's stock processors wrote, secrets included. A
 run's pipes are read at its exit before the runner decides it must clean
 up (capture.PipeReader.poll). Metric series are looked up once
-(Metrics.child).
+(Metrics.child) or kept as numbers (observe/tally.py).
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ async def test_an_unarmed_reader_stays_out_of_the_loop_until_armed_or_awaited(
 
 def test_a_metric_series_is_looked_up_once_and_counts_as_labels_did() -> None:
     metrics = Metrics()
-    first = metrics.child(metrics.runs_started, "task", "arm")
-    assert metrics.child(metrics.runs_started, "task", "arm") is first
-    assert first is metrics.runs_started.labels("task", "arm")
+    first = metrics.child(metrics.spawn_failures, "task", "arm")
+    assert metrics.child(metrics.spawn_failures, "task", "arm") is first
+    assert first is metrics.spawn_failures.labels("task", "arm")
     for _ in range(3):
         metrics.run_finished("task", "arm", "command", RunResult("r", Outcome.SUCCEEDED, "ok"))
     value = metrics.registry.get_sample_value(

@@ -3,7 +3,7 @@
 prometheus_client's `generate_latest` builds a Sample tuple and escapes
 every label name and value for every series on every scrape; with a few
 thousand series that is a 20 ms scrape. This renderer reads the values of
-our own Counter/Gauge/Histogram objects directly and caches the rendered
+our own Counter/Gauge/Histogram/Tally objects directly and caches the rendered
 `{k="v",...}` block per label set (label values come from the config and
 repeat on every scrape). Other collectors (process, platform, the
 scrape-time state collector) go through their normal `collect()`.
@@ -21,6 +21,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString as _untyped_go_float
+
+from factoryd.observe.tally import Tally
 
 #: prometheus_client's own number format ("+Inf", "1e+06"), which it leaves unannotated.
 _go_float: Callable[[float], str] = _untyped_go_float
@@ -63,6 +65,8 @@ class Renderer:
         for collector in collectors:
             if type(collector) in (Counter, Gauge, Histogram):
                 self._fast(collector, out)
+            elif type(collector) is Tally:
+                self._tally(collector, out)
             else:
                 self._slow(collector, out)
         return "".join(out).encode()
@@ -81,6 +85,13 @@ class Renderer:
                 continue
             block = self._block(names, values) if names else ""
             out.append(f"{name}{block} {_go_float(child._value.get())}\n")
+
+    def _tally(self, tally: Tally, out: list[str]) -> None:
+        name = tally.name + "_total"
+        out.append(f"# HELP {name} {_escape_help(tally.documentation)}\n# TYPE {name} counter\n")
+        names = tally.labelnames
+        for values, count in tally.counts.copy().items():
+            out.append(f"{name}{self._block(names, values)} {_go_float(count)}\n")
 
     def _histogram(
         self, base: str, names: tuple[str, ...], values: tuple[str, ...], child: Any, out: list[str]

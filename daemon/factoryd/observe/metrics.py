@@ -34,6 +34,7 @@ from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome, RunResult
 from factoryd.observe.exposition import Renderer
 from factoryd.observe.fastobserve import FastObserve
+from factoryd.observe.tally import Tally
 from factoryd.routing.decision import Decision
 from factoryd.routing.model import Usage
 
@@ -112,10 +113,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.runs_started = Counter(
+        # Counted once per run under the run's task: a Tally, not a Counter
+        # (no child object made for each task's first run: tally.py).
+        self.runs_started = Tally(
             "factoryd_runs_started_total", "Runs started.", ["task", "arm"], registry=r
         )
-        self.runs_finished = Counter(
+        self.runs_finished = Tally(
             "factoryd_runs_finished_total",
             "Runs finished, by outcome.",
             ["task", "arm", "outcome"],
@@ -328,7 +331,7 @@ class Metrics:
     def run_finished(self, task: str, arm: str, cli: str, result: RunResult) -> None:
         """Everything a finished run counts, whatever its outcome."""
         outcome = result.outcome
-        self.child(self.runs_finished, task, arm, str(outcome)).inc()
+        self.runs_finished.add((task, arm, outcome.value))
         self._duration(task).observe(result.duration)
         if outcome is Outcome.TIMED_OUT:
             self.timeouts.labels(task).inc()

@@ -237,7 +237,7 @@ class RunBook:
             rt.retry_at = None
             if adoption is None:
                 rt.runs += 1
-                self.metrics.child(self.metrics.runs_started, rt.label, spec.arm).inc()
+                self.metrics.runs_started.add((rt.label, spec.arm))
             self.table.set_phase(
                 rt,
                 TaskPhase.RUNNING,
