@@ -54,7 +54,7 @@ from factoryd.observe.metrics import Metrics  # noqa: E402
 from factoryd.proc.spawner import Spawner  # noqa: E402
 from factoryd.reconcile.reconciler import Reconciler  # noqa: E402
 from factoryd.reconcile.runstate import Clock  # noqa: E402
-from factoryd.service.daemon import freeze_startup_heap  # noqa: E402
+from factoryd.service.daemon import tune_collector  # noqa: E402
 from factoryd.service.web.hub import RecordingMetrics  # noqa: E402
 from factoryd.state.journal import Journal  # noqa: E402
 
@@ -189,7 +189,7 @@ def drive(runs: int, *, page: bool = True) -> int:
             )
             rec.spawner = rec.book.spawner = InstantHelper()
             rec.spawn_log.busy = lambda: rec.spawner.in_flight > 0
-            freeze_startup_heap()  # as the daemon does before its first pass
+            tune_collector()  # as the daemon does before its first pass
             asyncio.run(_drive(rec, runs))
             rec.batch.close()
         return sum(rt.runs for rt in rec.tasks.values())

@@ -255,7 +255,7 @@ class Service:
             if self.fleet is not None:
                 tg.start_soon(self.fleet.run)
                 await self.fleet.wait_ready()
-            freeze_startup_heap()
+            tune_collector()
             await rec.run()
             tg.cancel_scope.cancel()
         rec.batch.close()
@@ -269,9 +269,16 @@ class Service:
         return 0
 
 
-def freeze_startup_heap() -> None:
-    """Move what start-up made (modules, classes, the config, the recovered
-    table) out of the collector's sight before the first pass.
+#: Allocations (of tracked objects) between two young-generation collections;
+#: CPython's default is 700.
+YOUNG_COLLECTION_EVERY = 3000
+
+
+def tune_collector() -> None:
+    """Set the cyclic collector up for a long-running loop, before the first pass.
+
+    Move what start-up made (modules, classes, the config, the recovered
+    table) out of the collector's sight.
 
     Those objects live as long as the daemon, yet every full collection walked
     them again: with the daemon's imports one such walk paused the loop for
@@ -280,9 +287,20 @@ def freeze_startup_heap() -> None:
     came after. A frozen object that later becomes cyclic garbage is not
     collected; start-up objects are replaced only by a reload, which is rare
     and mostly acyclic, so the cost is bounded.
+
+    Collect the young generation every YOUNG_COLLECTION_EVERY allocations
+    rather than every 700: a run's objects (its decision, runner, records,
+    log lines) mostly die within the run, and at the default a burst of
+    starts caught thousands of them alive, promoted them and walked them
+    again in the older generations. Measured in bench/loopwork.py's driver
+    under the debug interpreter: collection time per run 203 -> 107 us, the
+    middle generation's share 266 -> ~70 ms per 3,000 runs; one young
+    collection then walks at most 3,000 objects (~0.5 ms, release build).
     """
     gc.collect()
     gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, old)
 
 
 async def _alone(_req: dict[str, Any]) -> Any:
