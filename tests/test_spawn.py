@@ -7,6 +7,7 @@ given: descriptors, session, directory, environment, signal state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -276,6 +277,40 @@ async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
             while process.group_alive(int(pid)):
                 await anyio.sleep(0.01)
         assert helper.available  # the helper itself carries on
+    finally:
+        helper.close()
+
+
+async def test_one_timer_keeps_every_deadline_and_a_later_spawn_gets_its_full_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadlines of spawns in flight share one loop timer, set at the oldest.
+    # A spawn answered in time leaves that timer behind; a spawn sent later
+    # must still get its whole REPLY_TIMEOUT, not fail when the first one's
+    # deadline comes.
+    helper, pid = _impatient_helper(monkeypatch, 1.0)
+    loop_time = asyncio.get_running_loop().time
+    try:
+        first = await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+        assert await _exit_code(first) == 0
+        first.close()
+        assert helper._sweeper is not None and helper._deadlines == {}
+        await anyio.sleep(0.6)  # the second request is sent 0.6 s after the first
+        os.kill(pid, signal.SIGSTOP)
+        sent = loop_time()
+        try:
+            with pytest.raises(process.SpawnError, match="no answer from the spawn helper"):
+                await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+            waited = loop_time() - sent
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert 0.95 <= waited < 5, waited  # its own second, not the 0.4 s left of the first
+        for _ in range(20):
+            child = await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+            assert await _exit_code(child) == 0
+            child.close()
+        timers = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        assert sum(h._callback == helper._sweep for h in timers) <= 1
     finally:
         helper.close()
 

@@ -48,6 +48,9 @@ RECV_MAX = 64 * 1024
 #: How long a spawn may take in the helper before the run is failed (a hung
 #: filesystem under the run's directory or executable).
 REPLY_TIMEOUT = 60.0
+#: A deadline this close is due when the sweep runs (the loop may run a timer
+#: up to its clock's resolution early).
+SWEEP_SLACK = 0.001
 
 
 class HelperUnavailable(Exception):
@@ -64,6 +67,10 @@ class Spawner:
         self._outbox: deque[tuple[int, bytes, list[int]]] = deque()
         self._waiting_to_send = False
         self._next_id = 0
+        #: When each unanswered request fails (loop time), oldest first, and the
+        #: one timer that fails them (see `_sweep`).
+        self._deadlines: dict[int, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         #: Exit codes reported for leaders still watched (None: not yet).
         self._codes: dict[int, int | None] = {}
         self._waiters: dict[int, Callable[[], None]] = {}
@@ -151,16 +158,18 @@ class Spawner:
         self._replies[ident] = future
         self._outbox.append((ident, request, list(fds)))
         self._send_queued()
-        # The deadline is a plain loop timer that fails the future (one anyio
-        # scope fewer per run); the shield keeps a cancelled caller waiting for
-        # the answer, since a leader may exist and must have an owner. Until
-        # the request has left the outbox the caller's descriptors stay open.
-        timer = self._loop.call_later(REPLY_TIMEOUT, self._expire, ident)
+        # The deadline is kept in a dict that one loop timer sweeps (no timer
+        # per spawn: see `_sweep`); the shield keeps a cancelled caller waiting
+        # for the answer, since a leader may exist and must have an owner.
+        # Until the request has left the outbox the caller's descriptors stay open.
+        self._deadlines[ident] = deadline = self._loop.time() + REPLY_TIMEOUT
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_at(deadline, self._sweep)
         try:
             with anyio.CancelScope(shield=True):
                 reply, attached = await future
         finally:
-            timer.cancel()
+            self._deadlines.pop(ident, None)
         if "pid" in reply and attached:
             pid = int(reply["pid"])
             out_fd, err_fd = reply["fds"]
@@ -208,6 +217,27 @@ class Spawner:
             if entry[0] == ident:
                 self._outbox.remove(entry)
                 return
+
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline has come, then sleep until the next one's.
+
+        One timer for all spawns in flight instead of one each: a timer per
+        spawn was two heap operations, a cancelled handle and, every hundred
+        spawns, a rebuild of the loop's timer heap, for a deadline that almost
+        never fires. The timer is set at the oldest deadline; answered
+        requests leave the dict, so when it fires it usually finds nothing due
+        and moves on to the oldest request still waiting (about once per
+        REPLY_TIMEOUT while spawns keep coming)."""
+        self._sweeper = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time() + SWEEP_SLACK
+        for ident in [i for i, when in self._deadlines.items() if when <= now]:
+            del self._deadlines[ident]
+            self._expire(ident)
+        if self._deadlines:
+            self._sweeper = loop.call_at(min(self._deadlines.values()), self._sweep)
 
     def _expire(self, ident: int) -> None:
         """No answer in REPLY_TIMEOUT: the spawn fails; an answer that still comes
@@ -309,6 +339,9 @@ class Spawner:
 
     def close(self) -> None:
         """Stop the helper; its leaders keep running (they are adopted on restart)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._sock is not None:
             self._broken("closed")
         if self._proc is not None:

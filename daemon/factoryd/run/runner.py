@@ -24,6 +24,7 @@ from factoryd.core.events import Completion as AgentCompletion
 from factoryd.core.events import LimitHit
 from factoryd.core.outcome import Outcome, RunResult, StopRequest
 from factoryd.proc import process
+from factoryd.proc.arming import arm_after
 from factoryd.proc.capture import PipeReader
 from factoryd.proc.spawner import Spawner
 from factoryd.run import teardown
@@ -165,7 +166,7 @@ class Runner:
         status: list[int | None] = []
         loop = asyncio.get_running_loop()
         readers = [self._reader(fd, stream_name) for stream_name, fd in self._pipes(child)]
-        arming = loop.call_later(ARM_READERS_AFTER, _arm, readers)
+        arm_after(ARM_READERS_AFTER, readers)
 
         def on_exit() -> None:
             # The pidfd is readable once the leader has exited; reap it here,
@@ -251,7 +252,6 @@ class Runner:
                         if drain.cancelled_caught:
                             spec.log.note("output pipes still open after every process was gone")
         finally:
-            arming.cancel()
             if not exited.is_set():
                 loop.remove_reader(child.pidfd)
             for reader in readers:
@@ -350,11 +350,6 @@ class Runner:
 
 def _status(code: int | None) -> str:
     return "no exit status" if code is None else process.describe_status(code)
-
-
-def _arm(readers: list[PipeReader]) -> None:
-    for reader in readers:
-        reader.arm()
 
 
 __all__ = ["DRAIN_TIMEOUT", "Runner"]

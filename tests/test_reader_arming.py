@@ -1,0 +1,108 @@
+"""Pipe readers are armed a moment after their run starts, all through one loop timer.
+
+proc/arming.py replaced a timer per run: each group of readers must still be
+armed no sooner than its own delay after it was queued, in order, a reader
+whose run ended first must stay out of the loop's epoll set, and the loop
+must hold one arming timer however many runs are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from factoryd.proc.arming import DelayedArming, arm_after
+from factoryd.proc.capture import PipeReader, RunLog
+
+pytestmark = pytest.mark.anyio
+
+
+class Pipe:
+    """A pipe with an unarmed reader on its read end."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.reader = PipeReader(self.r, log, lambda _b, _n: None, lambda: None, armed=False)
+
+    def armed(self) -> bool:
+        return self.r in asyncio.get_running_loop()._selector.get_map()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.reader.stop()
+        os.close(self.r)
+        os.close(self.w)
+
+
+def _arming_timers(arming: DelayedArming) -> int:
+    scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    return sum(1 for h in scheduled if not h.cancelled() and h._callback == arming._fire)
+
+
+async def test_each_group_is_armed_after_its_own_delay_in_order(tmp_path: Path) -> None:
+    log = RunLog(tmp_path / "run.log", 1 << 20)
+    loop = asyncio.get_running_loop()
+    arming = DelayedArming(loop, 0.2)
+    first, second = Pipe(log), Pipe(log)
+    try:
+        queued_first = loop.time()
+        arming.add([first.reader])
+        await anyio.sleep(0.1)
+        queued_second = loop.time()
+        arming.add([second.reader])
+        assert _arming_timers(arming) == 1 and len(arming) == 2
+        with anyio.fail_after(5):
+            while not first.armed():
+                await anyio.sleep(0.005)
+        assert loop.time() - queued_first >= 0.2 - 0.002
+        assert not second.armed()  # its own delay has not passed yet
+        with anyio.fail_after(5):
+            while not second.armed():
+                await anyio.sleep(0.005)
+        assert loop.time() - queued_second >= 0.2 - 0.002
+        assert len(arming) == 0 and _arming_timers(arming) == 0
+    finally:
+        first.close()
+        second.close()
+        log.close()
+
+
+async def test_a_reader_done_before_its_time_is_never_armed(tmp_path: Path) -> None:
+    log = RunLog(tmp_path / "run.log", 1 << 20)
+    arming = DelayedArming(asyncio.get_running_loop(), 0.05)
+    quick, slow = Pipe(log), Pipe(log)
+    try:
+        arming.add([quick.reader])
+        arming.add([slow.reader])
+        os.close(quick.w)
+        quick.w = os.open(os.devnull, os.O_WRONLY)  # closed later like the others
+        assert quick.reader.poll() and quick.reader.done  # EOF read: its run ended
+        with anyio.fail_after(5):
+            while not slow.armed():
+                await anyio.sleep(0.005)
+        assert not quick.armed()
+    finally:
+        quick.close()
+        slow.close()
+        log.close()
+
+
+async def test_many_runs_share_one_timer_per_delay(tmp_path: Path) -> None:
+    log = RunLog(tmp_path / "run.log", 1 << 20)
+    pipes = [Pipe(log) for _ in range(50)]
+    try:
+        for pipe in pipes:
+            arm_after(0.05, [pipe.reader])
+        scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+        firing = [h for h in scheduled if not h.cancelled() and "_fire" in repr(h._callback)]
+        assert len(firing) == 1
+        with anyio.fail_after(5):
+            while not all(pipe.armed() for pipe in pipes):
+                await anyio.sleep(0.005)
+    finally:
+        for pipe in pipes:
+            pipe.close()
+        log.close()
