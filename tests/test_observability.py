@@ -84,6 +84,7 @@ def test_live_scrape_passes_promtool_check_metrics(live) -> None:
         "factoryd_tasks",
         "factoryd_runs",
         "factoryd_reservations_expired_total",
+        "factoryd_log_lines_dropped_total",
     ):
         assert f"\n{name}" in body, name
     lint = subprocess.run(

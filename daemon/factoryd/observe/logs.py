@@ -8,6 +8,7 @@ string, including nested dicts and lists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -19,6 +20,8 @@ from json import encoder as json_encoder
 from typing import Any, TextIO
 
 import structlog
+
+from factoryd.observe.linewriter import LineWriter, LineWriterFactory
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
@@ -342,6 +345,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         else [_JSONPipeline()]
     )
     min_level = _LEVELS.get(level, logging.INFO)
+    factory = LineWriterFactory(out)
     structlog.configure(
         processors=processors,
         wrapper_class=(
@@ -349,9 +353,26 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             if fmt == "console"
             else _json_logger_class(min_level)
         ),
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    _IN_USE[:] = [factory.writer]
+
+
+#: The writer of the configuration in force.
+_IN_USE: list[LineWriter] = []
+
+
+def lines_per_turn() -> contextlib.AbstractContextManager[None]:
+    """While in force, lines logged on the running loop's thread are written
+    once per turn of the loop (linewriter.py); nothing to do if logs are not
+    configured."""
+    return _IN_USE[0].per_turn() if _IN_USE else contextlib.nullcontext()
+
+
+def lines_dropped() -> int:
+    """Lines the writer in use could not write (factoryd_log_lines_dropped_total)."""
+    return _IN_USE[0].dropped if _IN_USE else 0
 
 
 def get_logger(**bind: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from factoryd.observe.logs import lines_dropped
 from factoryd.routing.availability import arm_health
 from factoryd.routing.engine import RoutingEngine
 
@@ -93,6 +94,12 @@ class StateCollector(Collector):
         )
         expired.add_metric([], ledger.expired_total)
         yield expired
+        dropped = CounterMetricFamily(
+            "factoryd_log_lines_dropped",
+            "Log lines the daemon could not write (its stderr or log file failed).",
+        )
+        dropped.add_metric([], lines_dropped())
+        yield dropped
         arms_limited = GaugeMetricFamily(
             "factoryd_arm_available",
             "1 if the arm could be routed to now (enabled, secrets set, healthy, "

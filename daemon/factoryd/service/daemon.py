@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from factoryd.config.loader import load_config
 from factoryd.config.model import Config
 from factoryd.config.submission import SubmitError
+from factoryd.observe import logs
 from factoryd.observe.logs import get_logger
 from factoryd.observe.scrape import StateCollector
 from factoryd.proc import capture
@@ -256,7 +257,8 @@ class Service:
                 tg.start_soon(self.fleet.run)
                 await self.fleet.wait_ready()
             tune_collector()
-            await rec.run()
+            with logs.lines_per_turn():
+                await rec.run()
             tg.cancel_scope.cancel()
         rec.batch.close()
         if self.fleet is not None:
