@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 
+from factoryd.proc.datagrams import Inbox
 from factoryd.units.jsontext import dumps
 
 HELPER = Path(__file__).with_name("spawnhelper.py")
@@ -67,6 +68,7 @@ class Spawner:
         self._outbox: deque[tuple[int, bytes, list[int]]] = deque()
         self._waiting_to_send = False
         self._next_id = 0
+        self._inbox = Inbox(RECV_MAX, 1)
         #: When each unanswered request fails (loop time), oldest first, and the
         #: one timer that fails them (see `_sweep`).
         self._deadlines: dict[int, float] = {}
@@ -279,16 +281,18 @@ class Spawner:
     def _on_message(self) -> None:
         while self._sock is not None:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, RECV_MAX, 1)
+                data, fds, cut = self._inbox.receive(self._sock)
             except BlockingIOError:
                 return
             except OSError as exc:
                 self._broken(f"spawn helper gone: {exc}")
                 return
-            if not data:
-                self._broken("spawn helper exited")
+            if not data or cut:
+                for fd in fds:
+                    os.close(fd)
+                self._broken("spawn helper exited" if not data else "spawn helper: message cut")
                 return
-            message = json.loads(data)
+            message = json.loads(data.decode())
             if "exits" in message:
                 for pid, code in message["exits"]:
                     if pid in self._codes:

@@ -24,11 +24,9 @@ children running: they are adopted as after a daemon crash.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import json
-import mmap
 import os
 import resource
 import select
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same modules, as the type checker finds them
+    from factoryd.proc.datagrams import Inbox
     from factoryd.proc.leader_popen import invalid_request, popen_leader
     from factoryd.proc.proctime import start_ticks, stat_fields
     from factoryd.proc.spawnlog import spawn_line
@@ -48,6 +47,7 @@ else:
     # Run as a script outside the package (python -I leaves its directory off
     # the path): the modules shared with the daemon are loaded from beside this file.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from datagrams import Inbox
     from leader_popen import invalid_request, popen_leader
     from proctime import start_ticks, stat_fields
     from spawnlog import spawn_line
@@ -212,26 +212,14 @@ def main(fd: int) -> None:
 #: a longer datagram is cut and refused), and the fds that come with one.
 REQUEST_MAX = 1 << 20
 FDS_PER_REQUEST = 4
-#: Anonymous memory: a page is only resident once a request has reached it.
-_INBOX = mmap.mmap(-1, REQUEST_MAX)
-_FD_SPACE = socket.CMSG_SPACE(FDS_PER_REQUEST * array.array("i").itemsize)
+#: Requests are read into one buffer for the helper's life (datagrams.py says why:
+#: a new 1 MiB object per request was about half the helper's time per spawn).
+_INBOX = Inbox(REQUEST_MAX, FDS_PER_REQUEST)
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int], bool]:
-    """One request: (its bytes, the descriptors attached, whether it was cut).
-
-    Read into one buffer kept for the helper's life, not socket.recv_fds's new
-    bytes object of the buffer's size per message: asking for 1 MiB per
-    request had the allocator map a megabyte for a few hundred bytes (and
-    the debug build fill it), about half the helper's time per spawn."""
-    size, ancillary, flags, _addr = sock.recvmsg_into([_INBOX], _FD_SPACE)
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    cut = bool(flags & socket.MSG_TRUNC)
-    with memoryview(_INBOX) as view:
-        return bytes(view[:size]), list(fds), cut
+    """One request: (its bytes, the descriptors attached, whether it was cut)."""
+    return _INBOX.receive(sock)
 
 
 def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> None:
