@@ -95,3 +95,13 @@ async def test_start_up_makes_every_kept_directory_before_the_first_run(tmp_path
         await until(lambda: rec.tasks["counter"].phase is TaskPhase.SUCCEEDED, what="the count")
         logs = list((tmp_path / "logs" / "counter").glob("*.log"))
         assert len(logs) == 1 and logs[0].read_text().split() == ["1001"]
+
+
+@pytest.mark.parametrize(
+    "name", ["nightly-build_2.x", "a b", "../etc", "émile", "tâche/ü", "", "-", "x\nY", "日本"]
+)
+def test_a_task_name_is_made_safe_for_a_path_as_character_by_character(name: str) -> None:
+    """`_safe` answers plain names without a step per character: the same answer."""
+    slow = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+    assert launch._safe(name) == slow
+    assert "/" not in launch._safe(name) and launch._safe(name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def build_run(
     `prompt`: the task's prompt file, already read (None: read it here).
     """
     launch = config.launch.get(arm.name, ArmLaunch())
-    run_dir = _runs_dir(config.daemon.state_dir) / run_id
+    runs_dir = _runs_dir(config.daemon.state_dir)
     # A run directory (HOME, TMPDIR, prompt file, agent config, default
     # workdir) is made for runs that put files there: agents, isolated homes,
     # prompts on stdin. A plain command without a workdir runs in its task's
@@ -174,14 +175,18 @@ def build_run(
     needs_dir = not kept and (
         task.isolate_home or task.stdin_prompt or arm.cli != "command" or not has_workdir
     )
-    default_workdir = run_dir if needs_dir else task_workdir(config.daemon.state_dir, task.name)
+    # Isolated homes and prompts on stdin always need it (`kept` excludes them).
+    run_dir = runs_dir / run_id if needs_dir else None
+    default_workdir = run_dir or task_workdir(config.daemon.state_dir, task.name)
     try:
-        if needs_dir:
+        if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
         elif task.workdir is None:
             (made or MadeDirs()).ensure(default_workdir)
     except OSError as exc:
-        raise LaunchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+        raise LaunchError(
+            f"cannot create run directory {run_dir or default_workdir}: {exc.strerror}"
+        ) from None
     if prompt is None:
         prompt = task.prompt
     if prompt is None and task.prompt_file is not None:
@@ -196,7 +201,7 @@ def build_run(
     env.update(task.env)
     if workspace is not None:
         env.update(FACTORYD_WORKSPACE=str(workspace.path), FACTORYD_BRANCH=workspace.branch)
-    if task.isolate_home:
+    if task.isolate_home and run_dir is not None:
         home = run_dir / "home"
         tmp = run_dir / "tmp"
         for d in (
@@ -224,7 +229,7 @@ def build_run(
         launch=launch,
         prompt=prompt,
         workdir=workdir,
-        run_dir=run_dir,
+        runs_dir=runs_dir,
     )
     adapter = adapter_for(arm.cli)
     try:
@@ -256,7 +261,7 @@ def build_run(
     )
     return BuiltRun(
         spec=spec,
-        run_dir=run_dir if needs_dir else None,
+        run_dir=run_dir,
         log_path=log_path,
         workspace=workspace,
         hook_env=hook_env,
@@ -315,5 +320,11 @@ def remove_run_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: A name every character of which `_safe` keeps (the usual case: asked in C).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
 def _safe(name: str) -> str:
+    if _PLAIN_NAME.fullmatch(name):
+        return name
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"

@@ -39,7 +39,15 @@ class LaunchContext:
     launch: ArmLaunch
     prompt: str | None
     workdir: str
-    run_dir: Path
+    #: The directory holding every run's own directory.
+    runs_dir: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's own directory (HOME, TMPDIR, prompt file, agent config), made
+        by `build_run` for the runs whose adapters use it. Worked out when asked:
+        a plain command's run never asks, and a path per run was a cost per run."""
+        return self.runs_dir / self.run_id
 
 
 @dataclass(frozen=True, slots=True)
