@@ -8,6 +8,7 @@ given: descriptors, session, directory, environment, signal state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -457,4 +458,74 @@ async def test_spawns_stuck_behind_a_stopped_helper_expire_and_none_starts_unown
         last.close()
         assert helper.available
     finally:
+        helper.close()
+
+
+async def test_a_shorter_deadline_set_after_a_longer_one_fails_at_its_own_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shared sweep timer sits at the earliest deadline. A spawn whose wait
+    # is shorter than one already pending (REPLY_TIMEOUT lowered meanwhile: a
+    # test, a future setting) must fail at ITS deadline, not the older one's.
+    helper, pid = _impatient_helper(monkeypatch, 30.0)
+    loop_time = asyncio.get_running_loop().time
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        async with anyio.create_task_group() as tg:
+            failures: list[tuple[float, str]] = []
+
+            async def doomed() -> None:
+                with pytest.raises(process.SpawnError) as caught:
+                    await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+                failures.append((loop_time(), str(caught.value)))
+
+            tg.start_soon(doomed)  # deadline in 30 s
+            with anyio.fail_after(5):
+                while len(helper._deadlines) < 1:
+                    await anyio.sleep(0.005)
+            monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.3)
+            sent = loop_time()
+            tg.start_soon(doomed)  # deadline in 0.3 s
+            try:
+                with anyio.fail_after(5):
+                    while not failures:
+                        await anyio.sleep(0.01)
+                assert "no answer from the spawn helper in 0.3s" in failures[0][1]
+                assert 0.29 <= failures[0][0] - sent < 2.0, failures[0][0] - sent
+                assert len(helper._deadlines) == 1  # the 30 s one still waits
+            finally:
+                helper.close()  # fails the shielded 30 s spawn at once
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # close() killed it
+            os.kill(pid, signal.SIGCONT)
+        helper.close()
+    assert len(failures) == 2 and "closed" in failures[1][1]
+
+
+async def test_staggered_spawns_to_a_stopped_helper_each_fail_at_their_own_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three spawns sent 0.2 s apart to a helper stuck from the start: each fails
+    # REPLY_TIMEOUT after it was sent, not sooner, not much later.
+    helper, pid = _impatient_helper(monkeypatch, 0.5)
+    loop_time = asyncio.get_running_loop().time
+    os.kill(pid, signal.SIGSTOP)
+    waits: list[float] = []
+
+    async def doomed() -> None:
+        sent = loop_time()
+        with pytest.raises(process.SpawnError, match="no answer"):
+            await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+        waits.append(loop_time() - sent)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(doomed)
+                await anyio.sleep(0.2)
+        assert len(waits) == 3
+        assert all(0.49 <= w < 1.0 for w in waits), waits
+        assert helper._deadlines == {} and helper.available
+    finally:
+        os.kill(pid, signal.SIGCONT)
         helper.close()
