@@ -9,7 +9,9 @@ must hold one arming timer however many runs are waiting.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import anyio
@@ -106,3 +108,28 @@ async def test_many_runs_share_one_timer_per_delay(tmp_path: Path) -> None:
         for pipe in pipes:
             pipe.close()
         log.close()
+
+
+def test_a_finished_event_loop_is_not_kept_alive_by_its_arming_queue(tmp_path: Path) -> None:
+    # Tests (and tools) run many event loops in one process, one after another.
+    # A loop's arming queue must die with it: kept in a module-level table it
+    # kept every past loop alive (and its readers, their logs and pipes' objects).
+    log_path = tmp_path / "run.log"
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_run(fire: bool) -> None:
+        log = RunLog(log_path, 1 << 20)
+        pipe = Pipe(log)
+        arm_after(0.01, [pipe.reader])
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        if fire:  # armed before the loop ends; else still queued when it closes
+            with anyio.fail_after(5):
+                while not pipe.armed():
+                    await anyio.sleep(0.005)
+        pipe.close()
+        log.close()
+
+    for i in range(6):
+        asyncio.run(one_run(fire=i % 2 == 0))
+    gc.collect()
+    assert [ref() for ref in loops] == [None] * len(loops)
