@@ -189,3 +189,31 @@ async def test_a_run_that_closes_its_output_early_and_keeps_running_ends_cleanly
     result, _ = await run_to_end(s)
     assert result.outcome is Outcome.SUCCEEDED
     assert 0.3 <= result.duration < 3
+
+
+async def test_runs_stopped_before_their_readers_are_armed_leave_nothing_in_the_loop(
+    tmp_path: Path,
+) -> None:
+    # Stopped 1 ms after they start, their readers still queued: once the queue's
+    # time has come, none of their (closed, maybe reused) descriptors may be
+    # registered with the loop.
+    from factoryd.core.outcome import Outcome, StopRequest
+    from factoryd.proc.tree import become_subreaper
+    from proc_kit import run_to_end, spec
+
+    assert become_subreaper()
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    before = set(selector.get_map())
+    outcomes: list[Outcome] = []
+
+    async def one() -> None:
+        s = spec(tmp_path, ("sleep", "30"))
+        result, _ = await run_to_end(s, 0.001, StopRequest(Outcome.CANCELLED, "test"))
+        outcomes.append(result.outcome)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(one)
+    await anyio.sleep(0.05)  # past every queued arming time (5 ms): nothing to poll for
+    assert outcomes == [Outcome.CANCELLED] * 10
+    assert set(selector.get_map()) == before

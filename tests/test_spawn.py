@@ -529,3 +529,40 @@ async def test_staggered_spawns_to_a_stopped_helper_each_fail_at_their_own_deadl
     finally:
         os.kill(pid, signal.SIGCONT)
         helper.close()
+
+
+async def test_a_helper_killed_with_spawns_pending_fails_them_at_once_not_at_their_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stuck, then SIGKILLed with three spawns sent and a 30 s deadline each: the
+    # spawns fail when the helper's socket closes, the deadlines leave with them,
+    # and close() leaves no sweep timer behind on the loop.
+    helper, pid = _impatient_helper(monkeypatch, 30.0)
+    loop = asyncio.get_running_loop()
+    os.kill(pid, signal.SIGSTOP)
+    errors: list[str] = []
+
+    async def doomed() -> None:
+        with pytest.raises(process.SpawnError) as caught:
+            await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+        errors.append(str(caught.value))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(doomed)
+            with anyio.fail_after(5):
+                while len(helper._deadlines) < 3:
+                    await anyio.sleep(0.005)
+            killed = loop.time()
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(5):
+                while len(errors) < 3:
+                    await anyio.sleep(0.01)
+        assert loop.time() - killed < 3
+        assert all("spawn helper" in e and "no answer" not in e for e in errors), errors
+        assert helper._deadlines == {} and not helper.available
+    finally:
+        helper.close()
+    timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert not any(h._callback == helper._sweep for h in timers)
