@@ -100,3 +100,26 @@ def test_oneshot_and_scheduled_verdicts() -> None:
         verdict_after_run(cron, RestartBook.empty(), Outcome.CANCELLED, "op", 1, 0, rng).phase
         is TaskPhase.CANCELLED
     )
+
+
+def test_a_service_crash_looping_for_days_keeps_its_capped_backoff() -> None:
+    # A generous budget (20 restarts in 10 min) and 5 min backoff: once the delay
+    # is at its cap, a service failing at once restarts twice per window, never
+    # exhausts its budget, and its quick failures keep counting. After the
+    # 1,025th, 2 ** n no longer fit a float: the verdict raised OverflowError and
+    # took the whole daemon down (3.5 days in; minutes with a 1 ms backoff).
+    s = spec(
+        restart=RestartPolicy.ALWAYS,
+        max_restarts=20,
+        backoff=Backoff(initial=1.0, max=300.0, jitter=False),
+    )
+    book, rng = RestartBook.empty(), random.Random(3)
+    now = 0.0
+    for _ in range(1100):
+        verdict = verdict_after_run(s, book, Outcome.FAILED, "exit 1", 0.05, now, rng)
+        assert verdict.phase is not TaskPhase.GAVE_UP
+        now = verdict.retry_at if verdict.retry_at is not None else now
+    assert book.quick_failures == 1100
+    assert verdict.phase is TaskPhase.BACKING_OFF and verdict.reason.startswith("restarting in 300")
+    for policy in (Backoff(initial=0.001, max=1.0), Backoff(initial=5.0, max=60.0, jitter=False)):
+        assert 0 <= backoff_delay(policy, 10**6, rng) <= policy.max

@@ -14,6 +14,8 @@ from factoryd.core.outcome import Outcome, RunResult
 from factoryd.observe.exposition import Renderer
 from factoryd.observe.metrics import Metrics
 from factoryd.observe.tally import Tally
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -106,3 +108,40 @@ def test_the_daemon_counts_runs_in_tallies() -> None:
     assert sample("factoryd_runs_finished_total", finished) == 3
     body = metrics.exposition().decode()
     assert 'factoryd_runs_finished_total{arm="arm",outcome="succeeded",task="task"} 3.0' in body
+
+
+LABEL_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.tuples(LABEL_TEXT, LABEL_TEXT),
+            st.floats(min_value=0, max_value=1e300, allow_nan=False) | st.just(float("inf")),
+        ),
+        max_size=8,
+    )
+)
+def test_any_label_values_and_amounts_scrape_as_the_counter_did(
+    adds: list[tuple[tuple[str, str], float]],
+) -> None:
+    """Quotes, backslashes, newlines, NULs, any unicode, huge and fractional
+    amounts, the same series counted twice: byte for byte what the Counter gave,
+    through generate_latest and the daemon's renderer alike."""
+    disable_created_metrics()
+    counter_reg, tally_reg = CollectorRegistry(), CollectorRegistry(auto_describe=True)
+    counter = Counter(
+        "t_total", 'Help with "quotes"\\ and\nlines.', ["task", "arm"], registry=counter_reg
+    )
+    tally = Tally(
+        "t_total", 'Help with "quotes"\\ and\nlines.', ["task", "arm"], registry=tally_reg
+    )
+    for labels, amount in adds:
+        counter.labels(*labels).inc(amount)
+        tally.add(labels, amount)
+    expected = generate_latest(counter_reg)
+    assert generate_latest(tally_reg) == expected
+    renderer = Renderer()
+    assert renderer.render(tally_reg) == expected
+    assert renderer.render(tally_reg) == expected  # again, from its cached label blocks

@@ -8,6 +8,7 @@ given: descriptors, session, directory, environment, signal state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -281,15 +282,29 @@ async def test_a_spawn_left_unanswered_fails_and_its_late_leader_is_killed(
         helper.close()
 
 
+def _stuck_helper(monkeypatch: pytest.MonkeyPatch, seconds: float) -> tuple[Spawner, int]:
+    """`_impatient_helper`, stopped (SIGSTOP) before it gets anything: the caller
+    sends it SIGCONT when done."""
+    helper, pid = _impatient_helper(monkeypatch, seconds)
+    os.kill(pid, signal.SIGSTOP)
+    return helper, pid
+
+
+async def _failed_spawn(helper: Spawner, cwd: Path) -> str:
+    """Start `true` through a helper that will not answer; the spawn's error."""
+    with pytest.raises(process.SpawnError) as caught:
+        await process.start(helper, ["true"], cwd=str(cwd), env={"PATH": "/bin"})
+    return str(caught.value)
+
+
 async def test_one_timer_keeps_every_deadline_and_a_later_spawn_gets_its_full_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The deadlines of spawns in flight share one loop timer, set at the oldest.
-    # A spawn answered in time leaves that timer behind; a spawn sent later
-    # must still get its whole REPLY_TIMEOUT, not fail when the first one's
-    # deadline comes.
+    """The deadlines of spawns in flight share one loop timer, set at the oldest.
+    A spawn answered in time leaves that timer behind; a spawn sent later must
+    still get its whole REPLY_TIMEOUT, not fail when the first one's deadline comes."""
     helper, pid = _impatient_helper(monkeypatch, 1.0)
-    loop_time = asyncio.get_running_loop().time
+    now = asyncio.get_running_loop().time
     try:
         first = await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
         assert await _exit_code(first) == 0
@@ -297,11 +312,10 @@ async def test_one_timer_keeps_every_deadline_and_a_later_spawn_gets_its_full_wa
         assert helper._sweeper is not None and helper._deadlines == {}
         await anyio.sleep(0.6)  # the second request is sent 0.6 s after the first
         os.kill(pid, signal.SIGSTOP)
-        sent = loop_time()
+        sent = now()
         try:
-            with pytest.raises(process.SpawnError, match="no answer from the spawn helper"):
-                await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
-            waited = loop_time() - sent
+            assert "no answer from the spawn helper" in await _failed_spawn(helper, tmp_path)
+            waited = now() - sent
         finally:
             os.kill(pid, signal.SIGCONT)
         assert 0.95 <= waited < 5, waited  # its own second, not the 0.4 s left of the first
@@ -458,3 +472,106 @@ async def test_spawns_stuck_behind_a_stopped_helper_expire_and_none_starts_unown
         assert helper.available
     finally:
         helper.close()
+
+
+async def test_a_shorter_deadline_set_after_a_longer_one_fails_at_its_own_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shared sweep timer sits at the earliest deadline. A spawn whose wait
+    # is shorter than one already pending (REPLY_TIMEOUT lowered meanwhile: a
+    # test, a future setting) must fail at ITS deadline, not the older one's.
+    helper, pid = _stuck_helper(monkeypatch, 30.0)
+    loop_time = asyncio.get_running_loop().time
+    try:
+        async with anyio.create_task_group() as tg:
+            failures: list[tuple[float, str]] = []
+
+            async def doomed() -> None:
+                error = await _failed_spawn(helper, tmp_path)
+                failures.append((loop_time(), error))
+
+            tg.start_soon(doomed)  # deadline in 30 s
+            with anyio.fail_after(5):
+                while len(helper._deadlines) < 1:
+                    await anyio.sleep(0.005)
+            monkeypatch.setattr(spawner, "REPLY_TIMEOUT", 0.3)
+            sent = loop_time()
+            tg.start_soon(doomed)  # deadline in 0.3 s
+            try:
+                with anyio.fail_after(5):
+                    while not failures:
+                        await anyio.sleep(0.01)
+                assert "no answer from the spawn helper in 0.3s" in failures[0][1]
+                assert 0.29 <= failures[0][0] - sent < 2.0, failures[0][0] - sent
+                assert len(helper._deadlines) == 1  # the 30 s one still waits
+            finally:
+                helper.close()  # fails the shielded 30 s spawn at once
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # close() killed it
+            os.kill(pid, signal.SIGCONT)
+        helper.close()
+    assert len(failures) == 2 and "closed" in failures[1][1]
+
+
+async def test_staggered_spawns_to_a_stopped_helper_each_fail_at_their_own_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three spawns sent 0.2 s apart to a helper stuck from the start: each fails
+    # REPLY_TIMEOUT after it was sent, not sooner, not much later.
+    helper, pid = _stuck_helper(monkeypatch, 0.5)
+    loop_time = asyncio.get_running_loop().time
+    waits: list[float] = []
+
+    async def doomed() -> None:
+        sent = loop_time()
+        assert "no answer" in await _failed_spawn(helper, tmp_path)
+        waits.append(loop_time() - sent)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(doomed)
+                await anyio.sleep(0.2)
+        assert len(waits) == 3
+        assert all(0.49 <= w < 1.0 for w in waits), waits
+        assert helper._deadlines == {} and helper.available
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        helper.close()
+
+
+async def test_a_helper_killed_with_spawns_pending_fails_them_at_once_not_at_their_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stuck, then SIGKILLed with three spawns sent and a 30 s deadline each: the
+    # spawns fail when the helper's socket closes, the deadlines leave with them,
+    # and close() leaves no sweep timer behind on the loop.
+    helper, pid = _impatient_helper(monkeypatch, 30.0)
+    loop = asyncio.get_running_loop()
+    os.kill(pid, signal.SIGSTOP)
+    errors: list[str] = []
+
+    async def doomed() -> None:
+        with pytest.raises(process.SpawnError) as caught:
+            await process.start(helper, ["true"], cwd=str(tmp_path), env={"PATH": "/bin"})
+        errors.append(str(caught.value))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(doomed)
+            with anyio.fail_after(5):
+                while len(helper._deadlines) < 3:
+                    await anyio.sleep(0.005)
+            killed = loop.time()
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(5):
+                while len(errors) < 3:
+                    await anyio.sleep(0.01)
+        assert loop.time() - killed < 3
+        assert all("spawn helper" in e and "no answer" not in e for e in errors), errors
+        assert helper._deadlines == {} and not helper.available
+    finally:
+        helper.close()
+    timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert not any(h._callback == helper._sweep for h in timers)

@@ -68,9 +68,18 @@ class Verdict:
     counts_restart: bool = False
 
 
+#: The largest n for which 2.0 ** n is a finite float.
+_MAX_EXPONENT = 1023
+
+
 def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:
     """Exponential backoff capped at `max`; with jitter, uniform in [0, that] (full jitter)."""
-    ceiling = min(policy.max, policy.initial * 2 ** max(attempt - 1, 0))
+    # The exponent is capped where 2.0 ** n still fits a float: a task that fails
+    # at once for days without exhausting its budget counts past a thousand
+    # quick failures, and 2 ** 1025 made the verdict raise (the daemon died).
+    # Below the cap, 2.0 ** n is 2 ** n exactly.
+    exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
+    ceiling = min(policy.max, policy.initial * 2.0**exponent)
     return rng.uniform(0.0, ceiling) if policy.jitter else ceiling
 
 

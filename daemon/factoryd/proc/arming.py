@@ -46,25 +46,29 @@ class DelayedArming:
     def _fire(self) -> None:
         self._timer = None
         queue, now = self._queue, self._loop.time() + SLACK
-        while queue and queue[0][0] <= now:
-            for reader in queue.popleft()[1]:
-                reader.arm()
-        if queue:
-            self._timer = self._loop.call_at(queue[0][0], self._fire)
+        try:
+            while queue and queue[0][0] <= now:
+                for reader in queue.popleft()[1]:
+                    reader.arm()
+        finally:
+            # Even if one arm failed: the groups behind it keep their timer
+            # (and with it, this queue: see `_PER_LOOP`).
+            if queue:
+                self._timer = self._loop.call_at(queue[0][0], self._fire)
 
 
-_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, DelayedArming]] = (
-    weakref.WeakKeyDictionary()
+#: Each loop's queue for each delay, held only as long as its timer is pending
+#: (the loop's timer heap holds it then): a table holding them strongly held
+#: every event loop ever used in the process, since a queue refers to its loop.
+_PER_LOOP: weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, float], DelayedArming] = (
+    weakref.WeakValueDictionary()
 )
 
 
 def arm_after(delay: float, readers: Sequence[PipeReader]) -> None:
     """Arm `readers` in `delay` seconds, through the running loop's queue for that delay."""
-    loop = asyncio.get_running_loop()
-    queues = _PER_LOOP.get(loop)
-    if queues is None:
-        queues = _PER_LOOP[loop] = {}
-    arming = queues.get(delay)
+    key = (asyncio.get_running_loop(), delay)
+    arming = _PER_LOOP.get(key)
     if arming is None:
-        arming = queues[delay] = DelayedArming(loop, delay)
+        arming = _PER_LOOP[key] = DelayedArming(key[0], delay)
     arming.add(readers)

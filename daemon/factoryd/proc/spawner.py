@@ -165,7 +165,11 @@ class Spawner:
         # for the answer, since a leader may exist and must have an owner.
         # Until the request has left the outbox the caller's descriptors stay open.
         self._deadlines[ident] = deadline = self._loop.time() + REPLY_TIMEOUT
-        if self._sweeper is None:
+        sweeper = self._sweeper
+        if sweeper is None or deadline < sweeper.when():
+            # (Earlier than the timer only if REPLY_TIMEOUT was lowered meanwhile.)
+            if sweeper is not None:
+                sweeper.cancel()
             self._sweeper = self._loop.call_at(deadline, self._sweep)
         try:
             with anyio.CancelScope(shield=True):
