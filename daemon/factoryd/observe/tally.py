@@ -20,8 +20,9 @@ from prometheus_client.registry import CollectorRegistry
 
 class Tally:
     """Counter `name` (exposed as `name_total`) with `labelnames`, kept as
-    label values → count. Added to on the loop; a scrape on another thread
-    reads a copy (`dict.copy` takes no step the loop can interleave with)."""
+    label values → count. Added to and scraped on the loop; a scrape from
+    another thread would still read a whole copy (`dict.copy` takes no step
+    the loop can interleave with)."""
 
     def __init__(
         self,

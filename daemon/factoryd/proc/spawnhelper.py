@@ -168,7 +168,7 @@ def main(fd: int) -> None:
         for key, _ in selector.select():
             if key.fileobj is sock:
                 try:
-                    message, fds, truncated = receive(sock)
+                    message, fds, truncated = _INBOX.receive(sock)
                 except OSError:
                     os._exit(0)
                 if not message:
@@ -215,11 +215,6 @@ FDS_PER_REQUEST = 4
 #: Requests are read into one buffer for the helper's life (datagrams.py says why:
 #: a new 1 MiB object per request was about half the helper's time per spawn).
 _INBOX = Inbox(REQUEST_MAX, FDS_PER_REQUEST)
-
-
-def receive(sock: socket.socket) -> tuple[bytes, list[int], bool]:
-    """One request: (its bytes, the descriptors attached, whether it was cut)."""
-    return _INBOX.receive(sock)
 
 
 def _send(sock: socket.socket, data: bytes, fds: list[int] | None = None) -> None:
